@@ -1,0 +1,17 @@
+"""pkpd: population PK/PD modelling in JAX and NumPyro.
+
+Canonical units: time h, amounts mg, volumes L, clearances L/h, concentrations ng/mL.
+"""
+
+import jax
+
+# Pharmacometric models need float64 (concentrations span many decades; NONMEM parity is
+# checked to 1e-4 relative). Set before any array is created.
+jax.config.update("jax_enable_x64", True)
+
+from pkpd.data import Dataset, DatasetError, read_dataset  # noqa: E402
+from pkpd.regimen import Regimen, RegimenError  # noqa: E402
+
+__version__ = "0.1.0"
+
+__all__ = ["Dataset", "DatasetError", "Regimen", "RegimenError", "read_dataset", "__version__"]

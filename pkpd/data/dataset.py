@@ -1,0 +1,267 @@
+"""A validated NONMEM-style dataset: records, dose events, summary and padded arrays."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+#: Columns of :meth:`Dataset.events` and :meth:`pkpd.Regimen.to_events`, with their units.
+EVENT_FIELDS = {
+    "ID": "",
+    "TIME": "h",
+    "EVID": "",
+    "AMT": "mg",
+    "AMT_MG_M2": "mg/m2",
+    "RATE": "mg/h",
+    "DUR": "h",
+    "CMT": "",
+    "II": "h",
+    "SS": "",
+    "ADDL_INDEX": "",
+    "ROW": "",
+    "SEQ": "",
+    "SEGMENT": "",
+}
+
+
+@dataclass(frozen=True, eq=False)
+class Dataset:
+    """A checked NONMEM-style dataset. Build it with :func:`pkpd.read_dataset`.
+
+    Attributes
+    ----------
+    records : pandas.DataFrame
+        One row per data record (comments excluded), in file order, with canonical columns:
+        ``LINE`` (source line), ``ID``, ``STUDY``, ``TIME`` (h), ``EVID``, ``AMT`` (mg),
+        ``AMT_MG_M2``, ``AMT_UNIT`` (as given), ``RATE`` (mg/h; -1/-2 NONMEM codes kept),
+        ``DUR`` (h), ``CMT`` (0 = model default), ``II`` (h), ``ADDL``, ``SS``, ``DV``, ``MDV``,
+        ``LLOQ``, ``BLQ`` (bool), ``ENDPOINT`` (name, "" on dose rows), then the covariates
+        (missing cells filled from the same subject's nearest earlier, else later, record).
+    covariates : tuple of str
+        Covariate column names.
+    """
+
+    records: pd.DataFrame
+    covariates: tuple[str, ...]
+    source: str | None = None
+    where: str = "line"
+    comment_lines: tuple[int, ...] = ()
+    filled_covariate_cells: int = 0
+
+    # -- basic facts ---------------------------------------------------------------------------
+    @property
+    def subjects(self) -> tuple[str, ...]:
+        """Subject IDs in order of first appearance."""
+        return tuple(pd.unique(self.records["ID"]))
+
+    @property
+    def studies(self) -> tuple[str, ...]:
+        return tuple(pd.unique(self.records["STUDY"]))
+
+    @property
+    def endpoints(self) -> tuple[str, ...]:
+        """Endpoints that have at least one observation (MDV=0), in order of appearance."""
+        r = self.records
+        return tuple(pd.unique(r.loc[self._obs_mask(), "ENDPOINT"]))
+
+    @property
+    def n_subjects(self) -> int:
+        return len(self.subjects)
+
+    @property
+    def n_observations(self) -> int:
+        return int(self._obs_mask().sum())
+
+    def _obs_mask(self) -> np.ndarray:
+        r = self.records
+        return ((r["EVID"] == 0) & (r["MDV"] == 0)).to_numpy()
+
+    # -- events -----------------------------------------------------------------------------------
+    def events(self) -> pd.DataFrame:
+        """Dose and reset events with ``ADDL`` expanded, one row per administration.
+
+        Columns are :data:`EVENT_FIELDS`. ``ROW`` is the position in :attr:`records` of the record
+        the event comes from. ``ADDL_INDEX`` is 0 for the record itself and k for its k-th
+        additional dose (at ``TIME + k*II``, ``SS=0``, ``EVID 1``). ``SEQ`` orders events that share
+        a time with other records of the subject: explicit records carry their position within
+        the subject, implied additional doses carry -1 (given before any record at the same
+        time). ``SEGMENT`` counts resets within the subject: EVID 3, EVID 4 and SS=1 records start
+        a new segment, and a dose acts only on its own segment (NONMEM: a reset clears the
+        system, SS=1 replaces it with the steady state).
+        """
+        r = self.records
+        seq, segment = self._seq_and_segment()
+        is_ev = r["EVID"].isin((1, 3, 4)).to_numpy()
+        rows = np.flatnonzero(is_ev)
+        out = []
+        for i in rows:
+            rec = r.iloc[i]
+            base = {
+                "ID": rec["ID"],
+                "TIME": float(rec["TIME"]),
+                "EVID": int(rec["EVID"]),
+                "AMT": float(rec["AMT"]),
+                "AMT_MG_M2": float(rec["AMT_MG_M2"]),
+                "RATE": float(rec["RATE"]),
+                "DUR": float(rec["DUR"]),
+                "CMT": int(rec["CMT"]),
+                "II": float(rec["II"]),
+                "SS": int(rec["SS"]),
+                "ADDL_INDEX": 0,
+                "ROW": int(i),
+                "SEQ": int(seq[i]),
+                "SEGMENT": int(segment[i]),
+            }
+            out.append(base)
+            for k in range(1, int(rec["ADDL"]) + 1):
+                out.append(
+                    base
+                    | {
+                        "TIME": base["TIME"] + k * base["II"],
+                        "EVID": 1,
+                        "SS": 0,
+                        "ADDL_INDEX": k,
+                        "SEQ": -1,
+                    }
+                )
+        frame = pd.DataFrame(out, columns=list(EVENT_FIELDS))
+        return frame.astype(
+            {
+                "TIME": float,
+                "AMT": float,
+                "AMT_MG_M2": float,
+                "RATE": float,
+                "DUR": float,
+                "II": float,
+                "EVID": np.int64,
+                "CMT": np.int64,
+                "SS": np.int64,
+                "ADDL_INDEX": np.int64,
+                "ROW": np.int64,
+                "SEQ": np.int64,
+                "SEGMENT": np.int64,
+            }
+        )
+
+    def _seq_and_segment(self) -> tuple[np.ndarray, np.ndarray]:
+        r = self.records
+        ids = r["ID"].to_numpy()
+        resets = (r["EVID"].isin((3, 4)) | (r["EVID"].isin((1, 4)) & (r["SS"] == 1))).to_numpy()
+        seq = np.zeros(len(r), dtype=np.int64)
+        segment = np.zeros(len(r), dtype=np.int64)
+        current, k, seg = None, 0, 0
+        for i, s in enumerate(ids):
+            if s != current:
+                current, k, seg = s, 0, 0
+            if resets[i]:
+                seg += 1
+            seq[i] = k
+            segment[i] = seg
+            k += 1
+        return seq, segment
+
+    # -- arrays -----------------------------------------------------------------------------------
+    def to_arrays(self, *, prediction_rows: str = "observations"):
+        """Pad every subject's events and observations to static shapes.
+
+        Parameters
+        ----------
+        prediction_rows : {"observations", "all"}
+            Which records become prediction points: EVID 0/2 records (for fitting), or every
+            record (dose and reset rows too, as a NONMEM ``$TABLE`` has them).
+
+        Returns
+        -------
+        pkpd.data.arrays.PaddedData
+        """
+        from pkpd.data.arrays import pad_dataset
+
+        return pad_dataset(self, prediction_rows=prediction_rows)
+
+    # -- summary ----------------------------------------------------------------------------------
+    def summary(self) -> dict:
+        """Counts and ranges a person checks before fitting (what `pkpd validate` prints)."""
+        r = self.records
+        obs = self._obs_mask()
+        ev = self.events()
+        per_study = r.groupby("STUDY", sort=False)["ID"].nunique()
+        per_ep = r.loc[obs].groupby("ENDPOINT", sort=False).size()
+        blq_ep = r.loc[obs & r["BLQ"].to_numpy()].groupby("ENDPOINT", sort=False).size()
+        doses = ev[ev["EVID"].isin((1, 4))]
+        cov = {}
+        for c in self.covariates:
+            base = r.groupby("ID", sort=False)[c].first()
+            cov[c] = {
+                "min": float(base.min()),
+                "median": float(base.median()),
+                "max": float(base.max()),
+            }
+        return {
+            "source": self.source,
+            "subjects": int(self.n_subjects),
+            "records": len(r),
+            "subjects_per_study": {str(k): int(v) for k, v in per_study.items()},
+            "dose_records": int(r["EVID"].isin((1, 4)).sum()),
+            "doses_after_addl": len(doses),
+            "doses_mg_m2": int((r["AMT_UNIT"] == "mg/m2").sum()),
+            "observations": int(obs.sum()),
+            "observations_per_endpoint": {str(k): int(v) for k, v in per_ep.items()},
+            "blq": int((obs & r["BLQ"].to_numpy()).sum()),
+            "blq_per_endpoint": {str(k): int(v) for k, v in blq_ep.items()},
+            "excluded_mdv1": int(((r["EVID"] == 0) & (r["MDV"] == 1)).sum()),
+            "evid2_records": int((r["EVID"] == 2).sum()),
+            "reset_records": int(r["EVID"].isin((3, 4)).sum()),
+            "comment_lines": list(self.comment_lines),
+            "filled_covariate_cells": int(self.filled_covariate_cells),
+            "covariates": cov,
+        }
+
+    def summary_text(self) -> str:
+        s = self.summary()
+        lines = [f"dataset {s['source'] or '(DataFrame)'}: {s['records']} records, {s['subjects']} subjects"]
+        lines.append(
+            "  subjects per study: "
+            + ", ".join(f"{k}: {v}" for k, v in s["subjects_per_study"].items())
+        )
+        lines.append(
+            f"  doses: {s['dose_records']} dose records, {s['doses_after_addl']} administrations "
+            f"after ADDL expansion ({s['doses_mg_m2']} records given in mg/m2)"
+        )
+        lines.append(
+            f"  observations: {s['observations']}"
+            + (
+                " ("
+                + ", ".join(f"{k}: {v}" for k, v in s["observations_per_endpoint"].items())
+                + ")"
+                if s["observations_per_endpoint"]
+                else ""
+            )
+        )
+        lines.append(
+            f"  below LLOQ (censored, M3): {s['blq']}"
+            + (
+                " (" + ", ".join(f"{k}: {v}" for k, v in s["blq_per_endpoint"].items()) + ")"
+                if s["blq_per_endpoint"]
+                else ""
+            )
+        )
+        lines.append(
+            f"  not used in the likelihood: {s['excluded_mdv1']} observation records with MDV=1, "
+            f"{s['evid2_records']} EVID=2 records; {s['reset_records']} reset records (EVID 3/4)"
+        )
+        if s["comment_lines"]:
+            shown = ", ".join(str(x) for x in s["comment_lines"][:20])
+            more = "" if len(s["comment_lines"]) <= 20 else ", ..."
+            lines.append(f"  comment lines skipped: {len(s['comment_lines'])} ({self.where}s {shown}{more})")
+        if s["filled_covariate_cells"]:
+            lines.append(
+                f"  missing covariate cells filled from the same subject's records: "
+                f"{s['filled_covariate_cells']}"
+            )
+        if s["covariates"]:
+            lines.append("  covariates (per-subject first value: min / median / max):")
+            for c, v in s["covariates"].items():
+                lines.append(f"    {c}: {v['min']:g} / {v['median']:g} / {v['max']:g}")
+        return "\n".join(lines)

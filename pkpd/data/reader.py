@@ -1,0 +1,735 @@
+"""Read and validate NONMEM-style datasets.
+
+The reader accepts the NM-TRAN event vocabulary every pharmacometrician knows
+(``ID TIME EVID AMT RATE DUR CMT II ADDL SS DV MDV``), plus ``LLOQ``/``BLQ`` for censored
+observations, ``DVID`` or ``ENDPOINT`` for multi-endpoint data, ``STUDY`` for multi-study data
+and any other column as a covariate. Every problem found is collected and raised at once as a
+:class:`~pkpd.data.errors.DatasetError`, each with its line, column, value and what was expected.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pkpd.data.dataset import Dataset
+from pkpd.data.errors import DatasetError, Problem
+
+#: Endpoint codes used by pkpd's flagship temsirolimus model when ``DVID`` is numeric and no
+#: mapping is given. Users with their own models pass ``endpoints={code: name}``.
+DEFAULT_ENDPOINTS: dict[int, str] = {
+    1: "temsirolimus",
+    2: "sirolimus",
+    3: "s6k",
+    4: "vegf",
+    5: "pd1_cd8",
+}
+#: Endpoint name given to observations when the data have no DVID/ENDPOINT column.
+SINGLE_ENDPOINT = "conc"
+
+#: Columns with a fixed meaning (after upper-casing). Everything else is a covariate.
+EVENT_COLUMNS = ("TIME", "EVID", "AMT", "RATE", "DUR", "CMT", "II", "ADDL", "SS", "DV", "MDV")
+CENSORING_COLUMNS = ("LLOQ", "BLQ")
+ENDPOINT_COLUMNS = ("DVID", "ENDPOINT")
+UNIT_COLUMNS = ("AMTU", "AMT_UNIT", "DOSE_UNIT")
+STUDY_COLUMNS = ("STUDY", "STUDYID")
+COMMENT_COLUMN = "C"
+
+_MISSING = {"", ".", "na", "nan", "null", "none"}
+_DOSE_UNITS = {
+    "mg": "mg",
+    "mg/m2": "mg/m2",
+    "mg/m^2": "mg/m2",
+    "mg/m²": "mg/m2",
+    "mg/m**2": "mg/m2",
+}
+
+
+@dataclass
+class _RawTable:
+    """Cells as text, with the location of each data row in the source."""
+
+    header: list[str]
+    cells: list[list[str]]
+    locs: list[int]
+    where: str
+    name: str | None
+    comment_lines: list[int] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+
+
+def _is_missing(s: str) -> bool:
+    return s.strip().lower() in _MISSING
+
+
+def _load_text(text: str, name: str | None, delimiter: str | None) -> _RawTable:
+    lines = text.splitlines()
+    problems: list[Problem] = []
+    comment_lines: list[int] = []
+    header: list[str] | None = None
+    header_line = 0
+    cells: list[list[str]] = []
+    locs: list[int] = []
+
+    def split(line: str) -> list[str]:
+        if delim == "whitespace":
+            return line.split()
+        return [c.strip() for c in next(csv.reader([line], delimiter=delim))]
+
+    delim = delimiter
+    for lineno, raw in enumerate(lines, start=1):
+        stripped = raw.strip()
+        if not stripped:
+            continue
+        if header is None:
+            if stripped.startswith("#"):
+                comment_lines.append(lineno)
+                continue
+            if delim is None:
+                delim = "," if "," in stripped else ("\t" if "\t" in stripped else "whitespace")
+            candidate = split(stripped)
+            upper = {c.strip().upper() for c in candidate}
+            # A first line starting with C is a header when it names columns (as in many NONMEM
+            # files, whose header begins with a column called C); otherwise it is a comment.
+            if stripped[0] == "C" and not {"ID", "TIME"} & upper:
+                comment_lines.append(lineno)
+                continue
+            header = [c.strip() for c in candidate]
+            header_line = lineno
+            continue
+        if stripped[0] in ("C", "#"):
+            comment_lines.append(lineno)
+            continue
+        try:
+            row = split(stripped)
+        except csv.Error as e:  # pragma: no cover - csv is lenient, kept for safety
+            problems.append(Problem(f"cannot split the line into fields ({e})", line=lineno))
+            continue
+        if len(row) != len(header):
+            problems.append(
+                Problem(
+                    f"has {len(row)} fields but the header (line {header_line}) has "
+                    f"{len(header)}; expected one value per column (use '.' for missing)",
+                    line=lineno,
+                )
+            )
+            continue
+        cells.append(row)
+        locs.append(lineno)
+    if header is None:
+        problems.append(Problem("no header line found; expected a header such as 'ID,TIME,...'"))
+        header = []
+    return _RawTable(header, cells, locs, "line", name, comment_lines, problems)
+
+
+def _load_frame(df: pd.DataFrame) -> _RawTable:
+    header = [str(c) for c in df.columns]
+    cells: list[list[str]] = []
+    locs: list[int] = []
+
+    def text(v: object) -> str:
+        if v is None:
+            return "."
+        if isinstance(v, float) and math.isnan(v):
+            return "."
+        if v is pd.NA or v is pd.NaT:
+            return "."
+        if isinstance(v, (float, np.floating)):
+            return repr(float(v))
+        return str(v).strip()
+
+    for i, row in enumerate(df.itertuples(index=False, name=None), start=1):
+        cells.append([text(v) for v in row])
+        locs.append(i)
+    return _RawTable(header, cells, locs, "row", None)
+
+
+def _load(source: str | os.PathLike | pd.DataFrame | io.TextIOBase, delimiter: str | None) -> _RawTable:
+    if isinstance(source, pd.DataFrame):
+        return _load_frame(source)
+    if isinstance(source, io.TextIOBase):
+        return _load_text(source.read(), getattr(source, "name", None), delimiter)
+    path = Path(source)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise DatasetError([Problem(f"file not found: {path}")], source=str(path)) from None
+    except UnicodeDecodeError as e:
+        raise DatasetError(
+            [Problem(f"file is not UTF-8 text ({e.reason} at byte {e.start}); save it as UTF-8 CSV")],
+            source=str(path),
+        ) from None
+    except OSError as e:
+        raise DatasetError([Problem(f"cannot read the file: {e}")], source=str(path)) from None
+    return _load_text(text, str(path), delimiter)
+
+
+def _parse_float(s: str) -> float | None:
+    """Float value of a cell, nan for missing, None when it is not a number."""
+    if _is_missing(s):
+        return math.nan
+    try:
+        return float(s)
+    except ValueError:
+        return None
+
+
+def _id_text(s: str) -> str:
+    """Canonical text of an ID or study cell: '1.0' and '1' are the same subject."""
+    s = s.strip()
+    try:
+        f = float(s)
+    except ValueError:
+        return s
+    if math.isfinite(f) and f == int(f):
+        return str(int(f))
+    return s
+
+
+def read_dataset(
+    source: str | os.PathLike | pd.DataFrame,
+    *,
+    endpoints: Mapping[int, str] | Sequence[str] | None = None,
+    dose_unit: str = "mg",
+    compartments: Mapping[int, str] | Sequence[int] | None = None,
+    delimiter: str | None = None,
+) -> Dataset:
+    """Read a NONMEM-style dataset and check every record.
+
+    Parameters
+    ----------
+    source : path or DataFrame
+        A CSV (comma, tab or whitespace separated) or a :class:`pandas.DataFrame`.
+    endpoints : mapping or sequence, optional
+        Numeric ``DVID`` codes to endpoint names (``{1: "temsirolimus", ...}``), or the allowed
+        names when the endpoint column holds names. Default: :data:`DEFAULT_ENDPOINTS`; without
+        an endpoint column every observation is endpoint ``"conc"``.
+    dose_unit : {"mg", "mg/m2"}
+        Unit of ``AMT`` (and ``RATE``, per hour) where the data have no ``AMTU`` column or leave
+        it empty. mg/m² doses are converted to mg with the subject's ``BSA`` on that record;
+        both are kept (``AMT`` in mg, ``AMT_MG_M2``).
+    compartments : mapping or sequence of int, optional
+        The compartment numbers the model has. ``CMT`` outside them is an error. Without it,
+        any positive integer is accepted; 0 or missing means the model's default compartment.
+    delimiter : str, optional
+        Field separator; detected from the header line when not given.
+
+    Returns
+    -------
+    Dataset
+
+    Raises
+    ------
+    DatasetError
+        With every problem in the data, each with its line, column, value and what was
+        expected.
+
+    Examples
+    --------
+    >>> import pandas as pd, pkpd
+    >>> df = pd.DataFrame({"ID": [1, 1], "TIME": [0, 1], "AMT": [25, 0], "DV": [".", 12.0]})
+    >>> ds = pkpd.read_dataset(df)
+    >>> ds.n_subjects, ds.n_observations
+    (1, 1)
+    """
+    table = _load(source, delimiter)
+    return _Builder(table, endpoints, dose_unit, compartments).build()
+
+
+class _Builder:
+    """Turns a text table into a validated :class:`Dataset`, collecting every problem."""
+
+    def __init__(self, table, endpoints, dose_unit, compartments):
+        self.t = table
+        self.problems: list[Problem] = list(table.problems)
+        unit = _DOSE_UNITS.get(str(dose_unit).strip().lower())
+        if unit is None:
+            raise DatasetError(
+                [
+                    Problem(
+                        f"argument dose_unit={dose_unit!r} is not a dose unit; expected 'mg' or 'mg/m2'"
+                    )
+                ],
+                source=table.name,
+            )
+        self.dose_unit = unit
+        if endpoints is None:
+            self.endpoint_codes = dict(DEFAULT_ENDPOINTS)
+            self.endpoint_names = set(DEFAULT_ENDPOINTS.values()) | {SINGLE_ENDPOINT}
+        elif isinstance(endpoints, Mapping):
+            self.endpoint_codes = {int(k): str(v).lower() for k, v in endpoints.items()}
+            self.endpoint_names = set(self.endpoint_codes.values())
+        else:
+            self.endpoint_codes = {}
+            self.endpoint_names = {str(v).lower() for v in endpoints}
+        self.compartments = None if compartments is None else {int(c) for c in compartments}
+
+    # -- helpers -----------------------------------------------------------------------------
+    def add(self, message, i=None, column=None, value=None):
+        line = None if i is None else self.t.locs[i]
+        self.problems.append(Problem(message, line, column, value, self.t.where))
+
+    def build(self) -> Dataset:
+        t = self.t
+        header = [h.strip().upper() for h in t.header]
+        seen: dict[str, int] = {}
+        for j, h in enumerate(header):
+            if not h:
+                self.problems.append(
+                    Problem(f"header field {j + 1} is empty; every column needs a name")
+                )
+            elif h in seen:
+                self.problems.append(
+                    Problem(
+                        f"column name appears twice (fields {seen[h] + 1} and {j + 1}); "
+                        "expected unique column names",
+                        column=h,
+                    )
+                )
+            else:
+                seen[h] = j
+        for req in ("ID", "TIME"):
+            if t.header and req not in seen:
+                self.problems.append(
+                    Problem(f"required column {req} is missing; found columns {', '.join(header)}")
+                )
+        ep_cols = [c for c in ENDPOINT_COLUMNS if c in seen]
+        if len(ep_cols) > 1:
+            self.problems.append(
+                Problem("both DVID and ENDPOINT columns given; expected only one endpoint column")
+            )
+        study_cols = [c for c in STUDY_COLUMNS if c in seen]
+        unit_cols = [c for c in UNIT_COLUMNS if c in seen]
+        if len(study_cols) > 1 or len(unit_cols) > 1:
+            self.problems.append(
+                Problem(
+                    f"more than one column for the same role ({', '.join(study_cols + unit_cols)}); "
+                    "keep one"
+                )
+            )
+        if self.problems and not t.cells:
+            raise DatasetError(self.problems, source=t.name)
+        if not t.cells:
+            raise DatasetError(
+                [Problem("the table has a header but no data rows")], source=t.name
+            )
+        if "ID" not in seen or "TIME" not in seen or len(ep_cols) > 1:
+            raise DatasetError(self.problems, source=t.name)
+
+        n = len(t.cells)
+        col = {h: [row[j] for row in t.cells] for h, j in seen.items()}
+
+        # Comment rows flagged in a C column (NONMEM's comment column).
+        keep = np.ones(n, dtype=bool)
+        if COMMENT_COLUMN in col:
+            for i, v in enumerate(col[COMMENT_COLUMN]):
+                if v.strip().upper() == "C" or v.strip().startswith("#"):
+                    keep[i] = False
+        if not keep.all():
+            idx = np.flatnonzero(keep)
+            t.comment_lines = sorted(t.comment_lines + [t.locs[i] for i in np.flatnonzero(~keep)])
+            t.cells = [t.cells[i] for i in idx]
+            t.locs = [t.locs[i] for i in idx]
+            col = {h: [v[i] for i in idx] for h, v in col.items()}
+            n = len(idx)
+            if n == 0:
+                raise DatasetError([Problem("every data row is a comment")], source=t.name)
+
+        ep_col = ep_cols[0] if ep_cols else None
+        study_col = study_cols[0] if study_cols else None
+        unit_col = unit_cols[0] if unit_cols else None
+        text_cols = {"ID", COMMENT_COLUMN} | {c for c in (study_col, unit_col, ep_col) if c}
+        numeric_names = [h for h in seen if h not in text_cols]
+        num: dict[str, np.ndarray] = {}
+        for h in numeric_names:
+            out = np.full(n, np.nan)
+            for i, s in enumerate(col[h]):
+                v = _parse_float(s)
+                if v is None:
+                    self.add("not a number; expected a numeric value or '.' for missing", i, h, s)
+                elif math.isinf(v):
+                    self.add("not finite; expected a finite number", i, h, s)
+                else:
+                    out[i] = v
+            num[h] = out
+
+        def numcol(name, default=np.nan):
+            return num[name] if name in num else np.full(n, default, dtype=float)
+
+        ids = []
+        for i, s in enumerate(col["ID"]):
+            if _is_missing(s):
+                self.add("ID is missing; every record needs a subject ID", i, "ID", s)
+            ids.append(_id_text(s))
+        time = numcol("TIME")
+        amt = numcol("AMT", 0.0)
+        rate = numcol("RATE", 0.0)
+        dur = numcol("DUR", 0.0)
+        ii = numcol("II", 0.0)
+        addl = numcol("ADDL", 0.0)
+        ss = numcol("SS", 0.0)
+        dv = numcol("DV")
+        cmt = numcol("CMT", 0.0)
+        lloq = numcol("LLOQ")
+        blq_in = numcol("BLQ", 0.0)
+        for arr in (amt, rate, dur, ii, addl, ss, cmt, blq_in):
+            np.nan_to_num(arr, copy=False, nan=0.0)
+
+        # EVID: given, or NM-TRAN's default (a record with AMT > 0 is a dose).
+        if "EVID" in num:
+            evid = num["EVID"].copy()
+            for i in np.flatnonzero(np.isnan(evid)):
+                evid[i] = 1.0 if amt[i] > 0 else 0.0
+        else:
+            evid = np.where((amt > 0) | ((ss == 1) & (rate > 0)), 1.0, 0.0)
+        for i, e in enumerate(evid):
+            if e not in (0, 1, 2, 3, 4):
+                self.add(
+                    "unknown EVID; expected 0 (observation), 1 (dose), 2 (other), 3 (reset) "
+                    "or 4 (reset and dose)",
+                    i,
+                    "EVID",
+                    col["EVID"][i],
+                )
+        is_dose = np.isin(evid, (1, 4))
+        is_obs = evid == 0
+
+        if "MDV" in num:
+            mdv = num["MDV"].copy()
+            miss = np.isnan(mdv)
+            mdv[miss] = np.where(is_obs[miss] & ~np.isnan(dv[miss]), 0.0, 1.0)
+            for i in np.flatnonzero(~np.isin(mdv, (0, 1))):
+                self.add("MDV must be 0 or 1", i, "MDV", col["MDV"][i])
+        else:
+            # Without MDV an observation row with no DV is a prediction-only time point.
+            mdv = np.where(is_obs & ~np.isnan(dv), 0.0, 1.0)
+            mdv[is_obs & np.isnan(dv) & (blq_in == 1)] = 0.0
+
+        for i in range(n):
+            self._check_record(
+                i, col, time[i], evid[i], amt[i], rate[i], dur[i], ii[i], addl[i], ss[i],
+                cmt[i], dv[i], mdv[i], lloq[i], blq_in[i],
+            )  # fmt: skip
+
+        # Endpoints
+        endpoint = np.array([""] * n, dtype=object)
+        if ep_col is None:
+            endpoint[is_obs] = SINGLE_ENDPOINT
+        else:
+            for i, s in enumerate(col[ep_col]):
+                if not is_obs[i] and evid[i] != 2:
+                    continue
+                name = self._endpoint_name(s)
+                if name is None:
+                    if is_obs[i] and mdv[i] == 0:
+                        known = ", ".join(
+                            f"{k}={v}" for k, v in sorted(self.endpoint_codes.items())
+                        ) or ", ".join(sorted(self.endpoint_names))
+                        self.add(f"unknown endpoint; expected one of {known}", i, ep_col, s)
+                    name = ""
+                endpoint[i] = name
+
+        # Studies
+        if study_col is None:
+            study = ["1"] * n
+        else:
+            study = [_id_text(s) for s in col[study_col]]
+            present = {s for s in study if not _is_missing(s)}
+            if len(present) > 1 or any(_is_missing(s) for s in study):
+                for i, s in enumerate(study):
+                    if _is_missing(s):
+                        self.add(
+                            f"STUDY is missing but the data hold several studies "
+                            f"({', '.join(sorted(present)) or 'none named'}); give every record its study",
+                            i,
+                            study_col,
+                            col[study_col][i],
+                        )
+            only = next(iter(present)) if len(present) == 1 else None
+            study = [only if (_is_missing(s) and only) else s for s in study]
+
+        # Dose units
+        units = [self.dose_unit] * n
+        if unit_col is not None:
+            for i, s in enumerate(col[unit_col]):
+                if _is_missing(s):
+                    continue
+                u = _DOSE_UNITS.get(s.strip().lower())
+                if u is None:
+                    if is_dose[i]:
+                        self.add("unknown dose unit; expected 'mg' or 'mg/m2'", i, unit_col, s)
+                else:
+                    units[i] = u
+
+        cov_names = [
+            h
+            for h in numeric_names
+            if h not in EVENT_COLUMNS and h not in CENSORING_COLUMNS and h not in ENDPOINT_COLUMNS
+        ]
+        self._check_subjects(ids, time, evid, study, col, num, cov_names)
+        self._check_duplicates()
+
+        bsa = num.get("BSA")
+        amt_mg = amt.copy()
+        rate_mg = rate.copy()
+        amt_m2 = np.full(n, np.nan)
+        # Fill covariates within subject first (nearest earlier record, then later) so that a
+        # dose on a record without BSA still finds the subject's BSA.
+        cov_filled = self._filled_covariates(ids, num, cov_names)
+        bsa_f = cov_filled.get("BSA")
+        for i in range(n):
+            if not is_dose[i]:
+                continue
+            b = bsa_f[i] if bsa_f is not None else np.nan
+            if units[i] == "mg/m2":
+                if not (b > 0):
+                    where_col = "BSA" if bsa is not None else unit_col or "AMT"
+                    self.add(
+                        "dose given in mg/m2 but the subject has no positive BSA (m2) to convert "
+                        "it to mg; add a BSA column",
+                        i,
+                        where_col,
+                        col["BSA"][i] if bsa is not None else None,
+                    )
+                    continue
+                amt_m2[i] = amt[i]
+                amt_mg[i] = amt[i] * b
+                if rate[i] > 0:
+                    rate_mg[i] = rate[i] * b
+            elif b > 0:
+                amt_m2[i] = amt[i] / b
+
+        if self.problems:
+            self.problems.sort(key=lambda p: (p.line is not None, p.line or 0))
+            raise DatasetError(self.problems, source=t.name)
+
+        # BLQ: flagged, or DV below a given LLOQ.
+        blq = (blq_in == 1) | (is_obs & ~np.isnan(lloq) & ~np.isnan(dv) & (dv < lloq))
+        lloq_eff = lloq.copy()
+        fill = blq & np.isnan(lloq_eff)
+        lloq_eff[fill] = dv[fill]
+
+        records = pd.DataFrame(
+            {
+                "LINE": np.asarray(t.locs, dtype=np.int64),
+                "ID": pd.array(ids, dtype=object),
+                "STUDY": pd.array(study, dtype=object),
+                "TIME": time,
+                "EVID": evid.astype(np.int64),
+                "AMT": amt_mg,
+                "AMT_MG_M2": amt_m2,
+                "AMT_UNIT": pd.array(units, dtype=object),
+                "RATE": rate_mg,
+                "DUR": dur,
+                "CMT": cmt.astype(np.int64),
+                "II": ii,
+                "ADDL": addl.astype(np.int64),
+                "SS": ss.astype(np.int64),
+                "DV": dv,
+                "MDV": mdv.astype(np.int64),
+                "LLOQ": lloq_eff,
+                "BLQ": blq,
+                "ENDPOINT": pd.array(list(endpoint), dtype=object),
+            }
+        )
+        for c in cov_names:
+            records[c] = cov_filled[c]
+        return Dataset(
+            records=records,
+            covariates=tuple(cov_names),
+            source=t.name,
+            where=t.where,
+            comment_lines=tuple(t.comment_lines),
+            filled_covariate_cells=self.filled_cells,
+        )
+
+    def _endpoint_name(self, s: str) -> str | None:
+        if _is_missing(s):
+            return None
+        v = _parse_float(s)
+        if v is not None and not math.isnan(v):
+            if v == int(v) and int(v) in self.endpoint_codes:
+                return self.endpoint_codes[int(v)]
+            return None
+        name = s.strip().lower()
+        return name if name in self.endpoint_names else None
+
+    def _check_record(self, i, col, time, evid, amt, rate, dur, ii, addl, ss, cmt, dv, mdv, lloq, blq):
+        def raw(c):
+            return col[c][i] if c in col else None
+
+        if math.isnan(time):
+            if raw("TIME") is not None and _parse_float(raw("TIME")) is not None:
+                self.add("TIME is missing; every record needs a time (h)", i, "TIME", raw("TIME"))
+        elif time < 0:
+            self.add("negative TIME; expected time >= 0 (h)", i, "TIME", raw("TIME"))
+        for name, v in (("AMT", amt), ("II", ii), ("DUR", dur), ("LLOQ", lloq)):
+            if v < 0:
+                self.add(f"negative {name}; expected {name} >= 0", i, name, raw(name))
+        if not (rate >= 0 or rate in (-1, -2)):
+            self.add(
+                "RATE must be >= 0 (0 = bolus), -1 (rate modelled) or -2 (duration modelled)",
+                i,
+                "RATE",
+                raw("RATE"),
+            )
+        if addl < 0 or addl != int(addl):
+            self.add("ADDL must be a whole number >= 0", i, "ADDL", raw("ADDL"))
+        if ss not in (0, 1, 2):
+            self.add("SS must be 0, 1 or 2", i, "SS", raw("SS"))
+        if cmt != int(cmt) or cmt < 0:
+            self.add(
+                "CMT must be a whole number >= 1 (0 or '.' = the model's default compartment)",
+                i,
+                "CMT",
+                raw("CMT"),
+            )
+        elif self.compartments is not None and cmt != 0 and int(cmt) not in self.compartments:
+            self.add(
+                f"unknown CMT; the model's compartments are {sorted(self.compartments)}",
+                i,
+                "CMT",
+                raw("CMT"),
+            )
+        if blq not in (0, 1):
+            self.add("BLQ must be 0 or 1", i, "BLQ", raw("BLQ"))
+        is_dose = evid in (1, 4)
+        if is_dose:
+            const_inf = ss == 1 and rate > 0 and amt == 0
+            if amt == 0 and not const_inf:
+                self.add(
+                    f"dose record (EVID {int(evid)}) without AMT; expected AMT > 0 "
+                    "(or SS=1 with AMT=0 and RATE > 0 for a steady-state constant infusion)",
+                    i,
+                    "AMT",
+                    raw("AMT") if raw("AMT") is not None else ".",
+                )
+            if rate != 0 and dur != 0:
+                self.add(
+                    "RATE and DUR both given; give one (RATE in mg/h, or DUR in h)",
+                    i,
+                    "DUR",
+                    raw("DUR"),
+                )
+            if addl > 0 and not ii > 0:
+                self.add("ADDL > 0 without II; expected II > 0 (h)", i, "II", raw("II") or ".")
+            if ss in (1, 2) and not ii > 0 and not const_inf:
+                self.add(
+                    "SS dose without II; expected II > 0 (h), unless SS=1 with AMT=0 and RATE > 0",
+                    i,
+                    "II",
+                    raw("II") or ".",
+                )
+        elif evid == 0:
+            if amt != 0:
+                self.add(
+                    "observation record (EVID 0) with a non-zero AMT; expected AMT 0 or '.', or "
+                    "EVID 1 if this is a dose",
+                    i,
+                    "AMT",
+                    raw("AMT"),
+                )
+            if mdv == 0 and math.isnan(dv) and blq != 1:
+                self.add(
+                    "DV is missing on an observation with MDV=0; give DV, set MDV=1, or flag BLQ=1",
+                    i,
+                    "DV",
+                    raw("DV") or ".",
+                )
+            if blq == 1 and math.isnan(lloq) and math.isnan(dv):
+                self.add(
+                    "BLQ=1 but neither LLOQ nor DV gives the quantification limit", i, "LLOQ", "."
+                )
+        elif evid == 3 and amt != 0:
+            self.add("reset record (EVID 3) with AMT; expected AMT 0", i, "AMT", raw("AMT"))
+
+    def _check_subjects(self, ids, time, evid, study, col, num, cov_names):
+        n = len(ids)
+        first_pos: dict[str, int] = {}
+        last_pos: dict[str, int] = {}
+        reported_split: set[str] = set()
+        for i, s in enumerate(ids):
+            if s in last_pos and last_pos[s] != i - 1 and s not in reported_split:
+                self.add(
+                    f"subject {s} appears again after other subjects (its earlier records end at "
+                    f"{self.t.where} {self.t.locs[last_pos[s]]}); NONMEM would read this as a new "
+                    "individual. Keep each subject's records together or give a new ID",
+                    i,
+                    "ID",
+                    col["ID"][i],
+                )
+                reported_split.add(s)
+            if s in last_pos and last_pos[s] == i - 1:
+                prev = time[i - 1]
+                if time[i] < prev and evid[i] not in (3, 4):
+                    self.add(
+                        f"TIME decreases within subject {s} (previous record: {prev:g} h); "
+                        "expected non-decreasing times (time may go back only on EVID 3/4 resets)",
+                        i,
+                        "TIME",
+                        col["TIME"][i],
+                    )
+            first_pos.setdefault(s, i)
+            last_pos[s] = i
+        # A subject belongs to one study.
+        subj_study: dict[str, str] = {}
+        for i in range(n):
+            s, st = ids[i], study[i]
+            if _is_missing(st):
+                continue
+            if s in subj_study and subj_study[s] != st:
+                self.add(
+                    f"subject {ids[i]} is in study {subj_study[s]} on earlier records; a subject "
+                    "belongs to one study",
+                    i,
+                    "STUDY",
+                    st,
+                )
+            subj_study.setdefault(s, st)
+        # Covariates given at least once per subject.
+        for c in cov_names:
+            given: dict[str, bool] = {}
+            for i, s in enumerate(ids):
+                given[s] = given.get(s, False) or not math.isnan(num[c][i])
+            for s, ok in given.items():
+                if not ok:
+                    self.add(
+                        f"covariate {c} is never given for subject {s}; expected a value on at "
+                        "least one of its records",
+                        first_pos[s],
+                        c,
+                        ".",
+                    )
+
+    def _check_duplicates(self):
+        seen: dict[tuple, int] = {}
+        for i, row in enumerate(self.t.cells):
+            key = tuple(row)
+            if key in seen:
+                self.add(
+                    f"duplicated record: identical to {self.t.where} {self.t.locs[seen[key]]}; "
+                    "remove one copy",
+                )
+                self.problems[-1] = Problem(
+                    self.problems[-1].message, self.t.locs[i], None, None, self.t.where
+                )
+            else:
+                seen[key] = i
+
+    def _filled_covariates(self, ids, num, cov_names):
+        frame = pd.DataFrame({c: num[c] for c in cov_names})
+        frame["_ID"] = ids
+        self.filled_cells = int(frame[cov_names].isna().to_numpy().sum()) if cov_names else 0
+        out = {}
+        g = frame.groupby("_ID", sort=False)
+        for c in cov_names:
+            out[c] = g[c].transform(lambda s: s.ffill().bfill()).to_numpy(dtype=float)
+        return out
