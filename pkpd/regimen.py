@@ -329,7 +329,10 @@ class Regimen:
 
 _NUM = r"(\d+(?:\.\d*)?|\.\d+)"
 _TOKENS = [
-    ("AMOUNT", re.compile(_NUM + r"\s*(mg/m\^?2|mg/m²|mg/m\*\*2|mg/kg|mg|mcg|µg|ug|g)(?![a-z0-9])")),
+    (
+        "AMOUNT",
+        re.compile(_NUM + r"\s*(mg/m\^?2|mg/m²|mg/m\*\*2|mg/kg|mg|mcg|µg|ug|g)(?![a-z0-9])"),
+    ),
     ("EVERY", re.compile(r"every\s+" + _NUM + r"?\s*(hours?|hrs?|h|days?|d|weeks?|wks?|w)\b")),
     ("FREQ", re.compile(r"q" + _NUM + r"?\s*(h|hr|d|w|wk)(?![a-z])")),
     ("NAMED", re.compile(r"(qod|qd|bid|tid|qid|daily|weekly|once|single dose|single)\b")),
@@ -338,7 +341,15 @@ _TOKENS = [
     ("INFUSION", re.compile(r"(?:over\s+)?" + _NUM + r"\s*(minutes?|mins?|min|hours?|hrs?|h)\b")),
     ("ROUTE", re.compile(r"(iv|i\.v\.|intravenous|infusion|bolus|po|oral)\b")),
 ]
-_NAMED_H = {"qd": 24.0, "daily": 24.0, "qod": 48.0, "bid": 12.0, "tid": 8.0, "qid": 6.0, "weekly": 168.0}
+_NAMED_H = {
+    "qd": 24.0,
+    "daily": 24.0,
+    "qod": 48.0,
+    "bid": 12.0,
+    "tid": 8.0,
+    "qid": 6.0,
+    "weekly": 168.0,
+}
 _HOLD = re.compile(r"hold\s+(weeks?|doses?)\s+([\d\s,\-–and]+)$")
 
 
@@ -362,6 +373,14 @@ def _err(text: str, pos: int, what: str) -> RegimenError:
     )
 
 
+def _match_token(s: str, pos: int) -> tuple[str | None, re.Match | None]:
+    for name, rx in _TOKENS:
+        m = rx.match(s, pos)
+        if m:
+            return name, m
+    return None, None
+
+
 def _parse_phase(text: str, s: str, offset: int) -> tuple[Phase, float | None]:
     """Parse one phase; returns the phase and an infusion duration if one was given."""
     pos = 0
@@ -375,11 +394,8 @@ def _parse_phase(text: str, s: str, offset: int) -> tuple[Phase, float | None]:
         if s[pos].isspace():
             pos += 1
             continue
-        for name, rx in _TOKENS:
-            m = rx.match(s, pos)
-            if m:
-                break
-        else:
+        name, m = _match_token(s, pos)
+        if m is None:
             if s[pos].isdigit() or s[pos] == ".":
                 raise _err(
                     text, offset + pos, "a number without a unit (write e.g. '25 mg' or '15 mg/m2')"
@@ -493,7 +509,9 @@ def parse_regimen(text: str) -> Regimen:
         if m:
             infusion_all = float(m.group(1)) * _unit_hours(m.group(2))
             continue
-        raise _err(text, pos, "unknown modifier (expected 'hold week N', 'hold dose N' or '30 min')")
+        raise _err(
+            text, pos, "unknown modifier (expected 'hold week N', 'hold dose N' or '30 min')"
+        )
     phases = []
     offset = 0
     for chunk in re.split(r"\bthen\b", main):

@@ -106,9 +106,7 @@ class PaddedData:
 def pad_dataset(ds, *, prediction_rows: str = "observations") -> PaddedData:
     """Pad a :class:`~pkpd.data.dataset.Dataset` to :class:`PaddedData` (see module docstring)."""
     if prediction_rows not in ("observations", "all"):
-        raise ValueError(
-            f"prediction_rows={prediction_rows!r}; expected 'observations' or 'all'"
-        )
+        raise ValueError(f"prediction_rows={prediction_rows!r}; expected 'observations' or 'all'")
     r = ds.records.reset_index(drop=True)
     ev = ds.events()
     seq, segment = ds._seq_and_segment()

@@ -220,7 +220,9 @@ class Dataset:
 
     def summary_text(self) -> str:
         s = self.summary()
-        lines = [f"dataset {s['source'] or '(DataFrame)'}: {s['records']} records, {s['subjects']} subjects"]
+        lines = [
+            f"dataset {s['source'] or '(DataFrame)'}: {s['records']} records, {s['subjects']} subjects"
+        ]
         lines.append(
             "  subjects per study: "
             + ", ".join(f"{k}: {v}" for k, v in s["subjects_per_study"].items())
@@ -254,7 +256,10 @@ class Dataset:
         if s["comment_lines"]:
             shown = ", ".join(str(x) for x in s["comment_lines"][:20])
             more = "" if len(s["comment_lines"]) <= 20 else ", ..."
-            lines.append(f"  comment lines skipped: {len(s['comment_lines'])} ({self.where}s {shown}{more})")
+            plural = "s" if len(s["comment_lines"]) > 1 else ""
+            lines.append(
+                f"  comment lines skipped: {len(s['comment_lines'])} ({self.where}{plural} {shown}{more})"
+            )
         if s["filled_covariate_cells"]:
             lines.append(
                 f"  missing covariate cells filled from the same subject's records: "

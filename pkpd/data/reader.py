@@ -152,7 +152,9 @@ def _load_frame(df: pd.DataFrame) -> _RawTable:
     return _RawTable(header, cells, locs, "row", None)
 
 
-def _load(source: str | os.PathLike | pd.DataFrame | io.TextIOBase, delimiter: str | None) -> _RawTable:
+def _load(
+    source: str | os.PathLike | pd.DataFrame | io.TextIOBase, delimiter: str | None
+) -> _RawTable:
     if isinstance(source, pd.DataFrame):
         return _load_frame(source)
     if isinstance(source, io.TextIOBase):
@@ -164,7 +166,11 @@ def _load(source: str | os.PathLike | pd.DataFrame | io.TextIOBase, delimiter: s
         raise DatasetError([Problem(f"file not found: {path}")], source=str(path)) from None
     except UnicodeDecodeError as e:
         raise DatasetError(
-            [Problem(f"file is not UTF-8 text ({e.reason} at byte {e.start}); save it as UTF-8 CSV")],
+            [
+                Problem(
+                    f"file is not UTF-8 text ({e.reason} at byte {e.start}); save it as UTF-8 CSV"
+                )
+            ],
             source=str(path),
         ) from None
     except OSError as e:
@@ -271,15 +277,19 @@ class _Builder:
             self.endpoint_codes = {}
             self.endpoint_names = {str(v).lower() for v in endpoints}
         self.compartments = None if compartments is None else {int(c) for c in compartments}
+        self.bad_cells: set[tuple[int, str]] = set()
 
     # -- helpers -----------------------------------------------------------------------------
     def add(self, message, i=None, column=None, value=None):
+        if (i, column) in self.bad_cells:
+            return  # the cell is already reported as unreadable
         line = None if i is None else self.t.locs[i]
         self.problems.append(Problem(message, line, column, value, self.t.where))
 
     def build(self) -> Dataset:
         t = self.t
         header = [h.strip().upper() for h in t.header]
+        n_table_problems = len(self.problems)
         seen: dict[str, int] = {}
         for j, h in enumerate(header):
             if not h:
@@ -315,14 +325,12 @@ class _Builder:
                     "keep one"
                 )
             )
-        if self.problems and not t.cells:
+        if len(self.problems) > n_table_problems or not t.header:
+            # With columns of unknown meaning, row checks would only add noise: fix the header
+            # (and any malformed lines found while splitting) first.
             raise DatasetError(self.problems, source=t.name)
         if not t.cells:
-            raise DatasetError(
-                [Problem("the table has a header but no data rows")], source=t.name
-            )
-        if "ID" not in seen or "TIME" not in seen or len(ep_cols) > 1:
-            raise DatasetError(self.problems, source=t.name)
+            raise DatasetError([Problem("the table has a header but no data rows")], source=t.name)
 
         n = len(t.cells)
         col = {h: [row[j] for row in t.cells] for h, j in seen.items()}
@@ -355,8 +363,10 @@ class _Builder:
                 v = _parse_float(s)
                 if v is None:
                     self.add("not a number; expected a numeric value or '.' for missing", i, h, s)
+                    self.bad_cells.add((i, h))
                 elif math.isinf(v):
                     self.add("not finite; expected a finite number", i, h, s)
+                    self.bad_cells.add((i, h))
                 else:
                     out[i] = v
             num[h] = out
@@ -562,7 +572,9 @@ class _Builder:
         name = s.strip().lower()
         return name if name in self.endpoint_names else None
 
-    def _check_record(self, i, col, time, evid, amt, rate, dur, ii, addl, ss, cmt, dv, mdv, lloq, blq):
+    def _check_record(
+        self, i, col, time, evid, amt, rate, dur, ii, addl, ss, cmt, dv, mdv, lloq, blq
+    ):
         def raw(c):
             return col[c][i] if c in col else None
 
@@ -656,8 +668,12 @@ class _Builder:
         first_pos: dict[str, int] = {}
         last_pos: dict[str, int] = {}
         reported_split: set[str] = set()
+        prev_i = None  # previous record with an ID (records with a missing ID are reported already)
         for i, s in enumerate(ids):
-            if s in last_pos and last_pos[s] != i - 1 and s not in reported_split:
+            if _is_missing(s):
+                continue
+            contiguous = prev_i is not None and ids[prev_i] == s
+            if s in last_pos and not contiguous and s not in reported_split:
                 self.add(
                     f"subject {s} appears again after other subjects (its earlier records end at "
                     f"{self.t.where} {self.t.locs[last_pos[s]]}); NONMEM would read this as a new "
@@ -667,9 +683,9 @@ class _Builder:
                     col["ID"][i],
                 )
                 reported_split.add(s)
-            if s in last_pos and last_pos[s] == i - 1:
-                prev = time[i - 1]
-                if time[i] < prev and evid[i] not in (3, 4):
+            if contiguous:
+                prev = time[prev_i]
+                if time[i] < prev and time[i] >= 0 and evid[i] not in (3, 4):
                     self.add(
                         f"TIME decreases within subject {s} (previous record: {prev:g} h); "
                         "expected non-decreasing times (time may go back only on EVID 3/4 resets)",
@@ -679,6 +695,7 @@ class _Builder:
                     )
             first_pos.setdefault(s, i)
             last_pos[s] = i
+            prev_i = i
         # A subject belongs to one study.
         subj_study: dict[str, str] = {}
         for i in range(n):
