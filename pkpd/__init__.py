@@ -10,8 +10,19 @@ import jax
 jax.config.update("jax_enable_x64", True)
 
 from pkpd.data import Dataset, DatasetError, read_dataset  # noqa: E402
+from pkpd.inference.priors import Priors, PriorsError, load_priors  # noqa: E402
 from pkpd.regimen import Regimen, RegimenError  # noqa: E402
 
 __version__ = "0.1.0"
 
-__all__ = ["Dataset", "DatasetError", "Regimen", "RegimenError", "read_dataset", "__version__"]
+__all__ = [
+    "Dataset",
+    "DatasetError",
+    "Priors",
+    "PriorsError",
+    "Regimen",
+    "RegimenError",
+    "__version__",
+    "load_priors",
+    "read_dataset",
+]

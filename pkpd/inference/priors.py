@@ -1,0 +1,616 @@
+"""Priors from TOML files: every parameter's prior, unit, variability and source.
+
+The schema is documented in ``priors/README.md``. :func:`load_priors` checks a file against it
+(and against a model's parameters when one is given) and raises one :class:`PriorsError` that
+names the file, the entry and the fix for every mistake.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+#: Distribution families and their parameters. Scales must be > 0.
+FAMILIES: dict[str, tuple[str, ...]] = {
+    "normal": ("mean", "sd"),
+    "lognormal": ("median", "sd_log"),
+    "halfnormal": ("scale",),
+    "halfcauchy": ("scale",),
+    "exponential": ("rate",),
+    "beta": ("a", "b"),
+    "logitnormal": ("median", "sd_logit"),
+    "uniform": ("low", "high"),
+    "fixed": ("value",),
+}
+_POSITIVE = {"sd", "sd_log", "scale", "rate", "a", "b", "sd_logit"}
+#: Families whose support is (0, inf), (0, 1)-like, or the real line.
+_SUPPORT = {
+    "normal": "real",
+    "lognormal": "positive",
+    "halfnormal": "positive",
+    "halfcauchy": "positive",
+    "exponential": "positive",
+    "beta": "unit",
+    "logitnormal": "unit",
+    "uniform": "interval",
+    "fixed": "point",
+}
+#: Parameter transforms: how a parameter and its random effects are put on the real line.
+TRANSFORMS = ("log", "logit", "identity")
+RESIDUAL_MODELS = {
+    "additive": ("additive",),
+    "proportional": ("proportional",),
+    "combined": ("proportional", "additive"),
+    "lognormal": ("sd_log",),
+    "logit": ("sd_logit",),
+}
+COVARIATE_FORMS = ("power", "linear", "exponential", "categorical")
+
+
+class PriorsError(ValueError):
+    """Every mistake in a priors file, each with its entry and how to fix it."""
+
+    def __init__(self, problems: list[str], source: str | None):
+        self.problems = problems
+        self.source = source
+        n = len(problems)
+        head = f"{n} problem{'s' if n != 1 else ''} in priors file {source or '(dict)'}"
+        super().__init__(head + ":\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+@dataclass(frozen=True)
+class Dist:
+    """A prior distribution given by family name and parameters (values in the entry's unit)."""
+
+    family: str
+    params: Mapping[str, float]
+
+    def numpyro(self):
+        """The NumPyro distribution on the parameter's natural scale."""
+        import numpyro.distributions as nd
+
+        p = self.params
+        f = self.family
+        if f == "normal":
+            return nd.Normal(p["mean"], p["sd"])
+        if f == "lognormal":
+            return nd.LogNormal(math.log(p["median"]), p["sd_log"])
+        if f == "halfnormal":
+            return nd.HalfNormal(p["scale"])
+        if f == "halfcauchy":
+            return nd.HalfCauchy(p["scale"])
+        if f == "exponential":
+            return nd.Exponential(p["rate"])
+        if f == "beta":
+            return nd.Beta(p["a"], p["b"])
+        if f == "logitnormal":
+            m = p["median"]
+            return nd.TransformedDistribution(
+                nd.Normal(math.log(m / (1 - m)), p["sd_logit"]),
+                nd.transforms.SigmoidTransform(),
+            )
+        if f == "uniform":
+            return nd.Uniform(p["low"], p["high"])
+        if f == "fixed":
+            return nd.Delta(p["value"])
+        raise ValueError(f"unknown family {f!r}")  # pragma: no cover - validated on load
+
+    @property
+    def is_fixed(self) -> bool:
+        return self.family == "fixed"
+
+
+@dataclass(frozen=True)
+class ParameterPrior:
+    """Prior of one structural parameter's typical value, with its variability priors.
+
+    ``bsv`` and ``bsv_study`` are priors on the standard deviations of the subject and study
+    random effects on the ``transform`` scale (log: ω ≈ CV for small ω); ``None`` = no such
+    effect.
+    """
+
+    name: str
+    unit: str
+    prior: Dist
+    transform: str = "log"
+    bsv: Dist | None = None
+    bsv_study: Dist | None = None
+    source: str = ""
+    assumption: bool = False
+    #: The parameter's value is ``multiplier`` x a draw from ``prior`` (100 for percentages,
+    #: whose priors are kept on the fraction scale).
+    multiplier: float = 1.0
+
+
+@dataclass(frozen=True)
+class CovariateEffect:
+    """A covariate effect on a parameter.
+
+    Forms (θ the effect, ``cov`` the covariate, ``ref`` its reference value):
+    ``power`` multiplies by ``(cov/ref)^θ``; ``linear`` by ``1 + θ·(cov − ref)``;
+    ``exponential`` by ``exp(θ·(cov − ref))``; ``categorical`` by ``θ`` where ``cov == 1``
+    (a 0/1 flag, e.g. a CYP3A4 inhibitor).
+    """
+
+    name: str
+    parameter: str
+    covariate: str
+    form: str
+    prior: Dist
+    reference: float | None = None
+    unit: str = ""
+    source: str = ""
+    assumption: bool = False
+
+
+@dataclass(frozen=True)
+class ResidualPrior:
+    """Residual error of one endpoint: the model and priors of its magnitudes."""
+
+    endpoint: str
+    model: str
+    unit: str
+    terms: Mapping[str, Dist]
+    source: str = ""
+    assumption: bool = False
+
+
+@dataclass(frozen=True)
+class Priors:
+    """Everything a priors file says. Build with :func:`load_priors`."""
+
+    model: str | None
+    parameters: Mapping[str, ParameterPrior]
+    covariates: Mapping[str, CovariateEffect] = field(default_factory=dict)
+    residuals: Mapping[str, ResidualPrior] = field(default_factory=dict)
+    correlation: Mapping[str, Any] = field(default_factory=dict)
+    source: str | None = None
+    text: str = ""
+    #: Optional entries of the file that the model variant does not use.
+    ignored: tuple[str, ...] = ()
+
+    def with_overrides(self, other: Priors) -> Priors:
+        """These priors with the entries of ``other`` replacing or adding to them."""
+        return Priors(
+            model=self.model,
+            parameters={**self.parameters, **other.parameters},
+            covariates={**self.covariates, **other.covariates},
+            residuals={**self.residuals, **other.residuals},
+            correlation=other.correlation or self.correlation,
+            source=f"{self.source} + {other.source}",
+            text=self.text + "\n# --- overrides ---\n" + other.text,
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def bundled_priors_dir() -> Path:
+    """The ``priors/`` folder of this source tree."""
+    return Path(__file__).resolve().parents[2] / "priors"
+
+
+def load_priors(
+    source: str | Path | Mapping | None = None,
+    *,
+    model: Any = None,
+    require_all: bool = True,
+) -> Priors:
+    """Load and check a priors file.
+
+    Parameters
+    ----------
+    source : path, mapping or None
+        A TOML file (schema in ``priors/README.md``), an already parsed mapping, or ``None`` for
+        the bundled default of ``model`` (``priors/<model name>.toml``).
+    model : model object or str, optional
+        Checks entries against the model's parameters (names and canonical units). An object
+        needs ``name``, ``parameters`` (name → unit) and optionally ``defaults`` (name → value
+        for parameters that may be left out, such as lag times).
+    require_all : bool
+        Every parameter of the model without a default needs a prior.
+
+    Raises
+    ------
+    PriorsError
+        Listing every mistake: unknown parameter, unknown family, missing or non-positive
+        family parameters, missing unit, unit not the model's, inconsistent support.
+    """
+    model_name, known, defaults = _model_info(model)
+    text = ""
+    if source is None:
+        if model_name is None:
+            raise PriorsError(["give a priors file or a model whose default priors to load"], None)
+        path = bundled_priors_dir() / f"{model_name}.toml"
+        if not path.exists():
+            raise PriorsError(
+                [f"no bundled priors for model {model_name!r} ({path}); write a priors file"],
+                str(path),
+            )
+        source = path
+    if isinstance(source, Mapping):
+        raw, name = dict(source), None
+    else:
+        path = Path(source)
+        name = str(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+            raw = tomllib.loads(text)
+        except FileNotFoundError:
+            raise PriorsError([f"file not found: {path}"], name) from None
+        except tomllib.TOMLDecodeError as e:
+            raise PriorsError([f"not valid TOML: {e}"], name) from None
+    return _Checker(raw, name, model_name, known, defaults, require_all, text).run()
+
+
+def _model_info(model):
+    if model is None:
+        return None, None, {}
+    if isinstance(model, str):
+        try:
+            from pkpd.models import load_model
+
+            model = load_model(model)
+        except (ImportError, KeyError, ValueError):
+            return model, None, {}
+    params = getattr(model, "parameters", None)
+    known = dict(params) if params is not None else None
+    return getattr(model, "name", None), known, dict(getattr(model, "defaults", {}) or {})
+
+
+class _Checker:
+    def __init__(self, raw, source, model_name, known, defaults, require_all, text):
+        self.raw = raw
+        self.source = source
+        self.model_name = model_name
+        self.known = known
+        self.defaults = defaults
+        self.require_all = require_all
+        self.text = text
+        self.problems: list[str] = []
+        self.ignored: list[str] = []
+
+    def add(self, entry: str, msg: str) -> None:
+        self.problems.append(f"[{entry}]: {msg}")
+
+    def run(self) -> Priors:
+        raw = self.raw
+        allowed = {"model", "parameters", "covariates", "residual", "correlation"}
+        for k in raw:
+            if k not in allowed:
+                self.add(k, f"unknown section; expected one of {', '.join(sorted(allowed))}")
+        model_sec = raw.get("model", {})
+        file_model = model_sec.get("name") if isinstance(model_sec, Mapping) else None
+        if self.model_name and file_model and file_model != self.model_name:
+            self.add(
+                "model",
+                f"the file is for model {file_model!r} but is used with {self.model_name!r}",
+            )
+        params = {}
+        for name, entry in self._table(raw, "parameters").items():
+            p = self._parameter(name, entry)
+            if p is not None:
+                params[name] = p
+        if self.known is not None and self.require_all:
+            given = self._table(raw, "parameters")
+            missing = [n for n in self.known if n not in given and n not in self.defaults]
+            for n in missing:
+                self.add(
+                    f"parameters.{n}",
+                    f"model {self.model_name!r} parameter {n!r} ({self.known[n]}) has no prior; "
+                    f'add [parameters.{n}] with unit = "{self.known[n]}" and a prior',
+                )
+        covs = {}
+        for name, entry in self._table(raw, "covariates").items():
+            c = self._covariate(name, entry, params)
+            if c is not None:
+                covs[name] = c
+        res = {}
+        for ep, entry in self._table(raw, "residual").items():
+            r = self._residual(ep, entry)
+            if r is not None:
+                res[ep] = r
+        corr = raw.get("correlation", {})
+        if corr:
+            corr = self._correlation(corr, params)
+        if self.problems:
+            raise PriorsError(self.problems, self.source)
+        return Priors(
+            model=file_model or self.model_name,
+            parameters=params,
+            covariates=covs,
+            residuals=res,
+            correlation=corr,
+            source=self.source,
+            text=self.text,
+            ignored=tuple(self.ignored),
+        )
+
+    def _table(self, raw, key) -> dict:
+        t = raw.get(key, {})
+        if not isinstance(t, Mapping):
+            self.add(key, "expected a table of entries")
+            return {}
+        out = {}
+        for name, entry in t.items():
+            if not isinstance(entry, Mapping):
+                self.add(f"{key}.{name}", "expected a table (keys such as unit, prior, source)")
+            else:
+                out[name] = entry
+        return out
+
+    def _dist(self, entry_name: str, key: str, spec, support: str | None = None) -> Dist | None:
+        where = f"{entry_name}"
+        if not isinstance(spec, Mapping):
+            self.add(
+                where,
+                f'{key} must be a table like {{ family = "lognormal", median = 1.0, sd_log = 0.5 }}',
+            )
+            return None
+        fam = spec.get("family")
+        if fam not in FAMILIES:
+            close = difflib.get_close_matches(str(fam), FAMILIES, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            self.add(
+                where,
+                f"{key}: unknown family {fam!r}{hint}; expected one of {', '.join(FAMILIES)}",
+            )
+            return None
+        need = FAMILIES[fam]
+        params = {}
+        ok = True
+        for k in need:
+            v = spec.get(k)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                self.add(
+                    where,
+                    f"{key}: family {fam} needs a number {k} (got {v!r}); give {', '.join(need)}",
+                )
+                ok = False
+                continue
+            if k in _POSITIVE and v <= 0:
+                self.add(where, f"{key}: {k} = {v} must be > 0 (a scale or shape of {fam})")
+                ok = False
+            params[k] = float(v)
+        for k in spec:
+            if k != "family" and k not in need:
+                self.add(where, f"{key}: {fam} has no parameter {k!r}; expected {', '.join(need)}")
+                ok = False
+        if not ok:
+            return None
+        if fam == "lognormal" and params["median"] <= 0:
+            self.add(where, f"{key}: lognormal median must be > 0")
+            return None
+        if fam == "logitnormal" and not 0 < params["median"] < 1:
+            self.add(where, f"{key}: logitnormal median must lie in (0, 1)")
+            return None
+        if fam == "uniform" and not params["low"] < params["high"]:
+            self.add(where, f"{key}: uniform needs low < high")
+            return None
+        if support is not None:
+            s = _SUPPORT[fam]
+            if (
+                support == "positive"
+                and s in ("real", "unit")
+                or (support == "positive" and s == "interval" and params["low"] < 0)
+            ):
+                self.add(
+                    where,
+                    f"{key}: family {fam} does not match a positive (log-transformed) parameter; "
+                    "use lognormal (or halfnormal), or set transform",
+                )
+                return None
+            if (
+                support == "unit"
+                and s not in ("unit", "point")
+                and not (s == "interval" and params["low"] >= 0 and params["high"] <= 1)
+            ):
+                self.add(
+                    where,
+                    f"{key}: family {fam} does not match a parameter in (0, 1) (logit transform); "
+                    "use beta or logitnormal",
+                )
+                return None
+            if support == "point" and s != "point":  # pragma: no cover
+                return None
+        return Dist(fam, params)
+
+    def _unit(self, where: str, entry, expected: str | None) -> str:
+        unit = entry.get("unit")
+        if not isinstance(unit, str):
+            hint = f' (the model uses "{expected}")' if expected is not None else ""
+            self.add(where, f'missing unit; add unit = "..."{hint}. Use "1" for unitless values')
+            return ""
+        if expected is not None and unit.replace(" ", "") != expected.replace(" ", ""):
+            self.add(
+                where,
+                f"unit {unit!r} is not the model's unit {expected!r}; pkpd uses one unit system "
+                "(h, mg, L, L/h, ng/mL); convert the prior's values",
+            )
+        return unit
+
+    def _parameter(self, name: str, entry) -> ParameterPrior | None:
+        where = f"parameters.{name}"
+        expected = None
+        if self.known is not None:
+            if name not in self.known and entry.get("optional") is True:
+                self.ignored.append(name)
+                return None
+            if name not in self.known:
+                close = difflib.get_close_matches(name, self.known, n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                self.add(
+                    where,
+                    f"unknown parameter {name!r} for model {self.model_name!r}{hint} "
+                    f"(known: {', '.join(self.known)})",
+                )
+                return None
+            expected = self.known[name]
+        allowed = {
+            "unit", "prior", "transform", "bsv", "bsv_study", "source", "assumption", "optional",
+        }  # fmt: skip
+        for k in entry:
+            if k not in allowed:
+                self.add(where, f"unknown key {k!r}; expected {', '.join(sorted(allowed))}")
+        unit = self._unit(where, entry, expected)
+        transform = entry.get("transform", "log")
+        if transform not in TRANSFORMS:
+            self.add(where, f"transform {transform!r}; expected one of {', '.join(TRANSFORMS)}")
+            return None
+        support = {"log": "positive", "logit": "unit", "identity": None}[transform]
+        if "prior" not in entry:
+            self.add(where, "missing prior; add prior = { family = ..., ... }")
+            return None
+        multiplier = 1.0
+        if transform == "logit" and unit == "%" and isinstance(entry["prior"], Mapping):
+            # A percentage: the distribution is kept on the fraction scale (value / 100), so
+            # medians and bounds written in % are divided by 100; the parameter is 100 x draw.
+            spec = dict(entry["prior"])
+            for k in ("median", "low", "high", "value"):
+                if k in spec and isinstance(spec[k], (int, float)):
+                    spec[k] = spec[k] / 100.0
+            multiplier = 100.0
+            prior = self._dist(where, "prior", spec, support)
+        else:
+            prior = self._dist(where, "prior", entry["prior"], support)
+        bsv = self._dist(where, "bsv", entry["bsv"], "positive") if "bsv" in entry else None
+        bsv_study = (
+            self._dist(where, "bsv_study", entry["bsv_study"], "positive")
+            if "bsv_study" in entry
+            else None
+        )
+        source = self._source(where, entry)
+        if prior is None:
+            return None
+        return ParameterPrior(
+            name=name,
+            unit=unit,
+            prior=prior,
+            transform=transform,
+            bsv=bsv,
+            bsv_study=bsv_study,
+            source=source,
+            assumption=bool(entry.get("assumption", False)),
+            multiplier=multiplier,
+        )
+
+    def _source(self, where, entry) -> str:
+        s = entry.get("source", "")
+        if not isinstance(s, str):
+            self.add(where, "source must be a string citing where the numbers come from")
+            return ""
+        return s
+
+    def _covariate(self, name, entry, params) -> CovariateEffect | None:
+        where = f"covariates.{name}"
+        allowed = {
+            "parameter",
+            "covariate",
+            "form",
+            "reference",
+            "unit",
+            "prior",
+            "source",
+            "assumption",
+        }
+        for k in entry:
+            if k not in allowed:
+                self.add(where, f"unknown key {k!r}; expected {', '.join(sorted(allowed))}")
+        par = entry.get("parameter")
+        if not isinstance(par, str):
+            self.add(where, 'missing parameter = "..." (the parameter the covariate acts on)')
+            return None
+        if self.known is not None and par not in self.known:
+            self.add(where, f"parameter {par!r} is not a parameter of model {self.model_name!r}")
+        cov = entry.get("covariate")
+        if not isinstance(cov, str) or not cov:
+            self.add(where, 'missing covariate = "..." (the data column, e.g. BSA)')
+            return None
+        form = entry.get("form", "power")
+        if form not in COVARIATE_FORMS:
+            self.add(where, f"form {form!r}; expected one of {', '.join(COVARIATE_FORMS)}")
+            return None
+        ref = entry.get("reference")
+        if form in ("power", "linear", "exponential"):
+            if isinstance(ref, bool) or not isinstance(ref, (int, float)):
+                self.add(where, f"form {form} needs a numeric reference value of {cov}")
+                return None
+            if form == "power" and ref <= 0:
+                self.add(where, "a power model needs reference > 0")
+                return None
+        unit = self._unit(where, entry, None)
+        support = "positive" if form == "categorical" else None
+        if "prior" not in entry:
+            self.add(where, "missing prior")
+            return None
+        prior = self._dist(where, "prior", entry["prior"], support)
+        if prior is None:
+            return None
+        return CovariateEffect(
+            name=name,
+            parameter=par,
+            covariate=cov.upper(),
+            form=form,
+            prior=prior,
+            reference=None if ref is None else float(ref),
+            unit=unit,
+            source=self._source(where, entry),
+            assumption=bool(entry.get("assumption", False)),
+        )
+
+    def _residual(self, ep, entry) -> ResidualPrior | None:
+        where = f"residual.{ep}"
+        model = entry.get("model")
+        if model not in RESIDUAL_MODELS:
+            self.add(where, f"model {model!r}; expected one of {', '.join(RESIDUAL_MODELS)}")
+            return None
+        unit = self._unit(where, entry, None)
+        terms = {}
+        for t in RESIDUAL_MODELS[model]:
+            if t not in entry:
+                self.add(where, f"a {model} error model needs a prior for {t!r}")
+                continue
+            d = self._dist(where, t, entry[t], "positive")
+            if d is not None:
+                terms[t] = d
+        allowed = {"model", "unit", "source", "assumption", *RESIDUAL_MODELS[model]}
+        for k in entry:
+            if k not in allowed:
+                self.add(
+                    where,
+                    f"unknown key {k!r} for a {model} error model; expected {', '.join(sorted(allowed))}",
+                )
+        if len(terms) != len(RESIDUAL_MODELS[model]):
+            return None
+        return ResidualPrior(
+            endpoint=ep,
+            model=model,
+            unit=unit,
+            terms=terms,
+            source=self._source(where, entry),
+            assumption=bool(entry.get("assumption", False)),
+        )
+
+    def _correlation(self, corr, params):
+        if not isinstance(corr, Mapping):
+            self.add("correlation", "expected a table with parameters = [...] and lkj_eta")
+            return {}
+        names = corr.get("parameters", [])
+        eta = corr.get("lkj_eta", 2.0)
+        if not isinstance(names, list) or len(names) < 2:
+            self.add("correlation", "parameters must list at least two parameters with bsv")
+        else:
+            for n in names:
+                if n not in params or params[n].bsv is None:
+                    self.add("correlation", f"parameter {n!r} has no bsv prior to correlate")
+        if isinstance(eta, bool) or not isinstance(eta, (int, float)) or eta <= 0:
+            self.add("correlation", "lkj_eta must be a number > 0 (1 = uniform over correlations)")
+        return {
+            "parameters": list(names) if isinstance(names, list) else [],
+            "lkj_eta": float(eta) if isinstance(eta, (int, float)) else 2.0,
+        }
