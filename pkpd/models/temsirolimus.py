@@ -1,0 +1,354 @@
+r"""The flagship joint model: temsirolimus → sirolimus PK linked to S6K, VEGF and PD-1+ CD8+.
+
+PK (whole blood; amounts mg, volumes L, clearances L/h, time h)::
+
+    temsirolimus, 2 compartments (dose into the central compartment, CMT 1):
+        dA1/dt = input(t) − (cl/v1)·A1 − (q/v1)·A1 + (q/v2)·A2
+        dA2/dt = (q/v1)·A1 − (q/v2)·A2
+    sirolimus, 1 compartment, formed from a fraction fm of temsirolimus clearance (molar):
+        dAs/dt = fm·(cl/v1)·A1·(MW_sir/MW_tem) − (cl_sir/v_sir)·As
+    C_tem = 1000·A1/v1,  C_sir = 1000·As/v_sir                              (ng/mL)
+
+Molecular weights: temsirolimus 1030.3 g/mol, sirolimus 914.2 g/mol (literature file header).
+The whole chain is linear, so every unit-dose response is a sum of exponentials
+(:mod:`pkpd.pk.polyexp`) and the analytic event engine (:mod:`pkpd.pk.analytic`) gives exact
+concentrations for any dose history (infusions by DUR or RATE, ADDL, SS).
+
+PD driver (nM of active moiety)::
+
+    C_drv = C_tem/MW_tem·1000 + potency·C_sir/MW_sir·1000
+
+S6K phosphorylation (% of the subject's baseline), inhibited through an effect compartment
+(closed form: one more exponential in the chain)::
+
+    dCe/dt = s6k_ke0·(C_drv − Ce)
+    S6K = 100·(1 − s6k_imax·Ce^h/(s6k_ic50^h + Ce^h)),  h = s6k_hill
+
+VEGF (pg/mL), indirect response with inhibition of production (Dayneka type I)::
+
+    dR/dt = kin·(1 − I_v(C_drv)) − kout·R,  kout = 1/vegf_mrt,  kin = vegf_base·kout,  R(0) = vegf_base
+    I_v = vegf_imax·C_drv/(vegf_ic50 + C_drv)
+
+PD-1+ % of CD8+ (bounded turnover: P stays in (0, 100) by construction because production
+vanishes at 100 % and loss at 0 %)::
+
+    dP/dt = kin_p·(1 − I_p(C_drv))·(100 − P) − pd1_kout·P,
+    kin_p = pd1_kout·pd1_base/(100 − pd1_base),  P(0) = pd1_base
+    I_p = pd1_imax·C_drv/(pd1_ic50 + C_drv)
+
+VEGF and PD-1 are integrated together by diffrax (:func:`pkpd.ode.solve`) with the driver
+evaluated analytically inside the vector field and every dose and infusion end as a jump time.
+Each endpoint can be switched off (``endpoints=``) so a fit only pays for what its data hold;
+the ODE is skipped when neither VEGF nor PD-1 is asked for.
+
+Default typical values (:data:`TYPICAL`) come from ../shared/literature/temsirolimus.md and the
+priors file ``priors/temsirolimus.toml``; each cites its source there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from pkpd.pk import analytic, polyexp
+
+MW_TEM = 1030.3  # g/mol, temsirolimus (literature file header; rxreasoner substance page)
+MW_SIR = 914.2  # g/mol, sirolimus (literature file header; Drugs.com USP-DI "Rapamycin")
+CONC_SCALE = 1000.0  # mg/L -> ng/mL
+
+ENDPOINTS = {
+    "temsirolimus": "ng/mL",
+    "sirolimus": "ng/mL",
+    "s6k": "% of baseline",
+    "vegf": "pg/mL",
+    "pd1_cd8": "%",
+}
+
+PARAMETERS = {
+    "cl": "L/h",
+    "v1": "L",
+    "q": "L/h",
+    "v2": "L",
+    "fm": "1",
+    "cl_sir": "L/h",
+    "v_sir": "L",
+    "potency": "1",
+    "s6k_imax": "1",
+    "s6k_ic50": "nM",
+    "s6k_hill": "1",
+    "s6k_ke0": "1/h",
+    "vegf_base": "pg/mL",
+    "vegf_mrt": "h",
+    "vegf_imax": "1",
+    "vegf_ic50": "nM",
+    "pd1_base": "%",
+    "pd1_kout": "1/h",
+    "pd1_imax": "1",
+    "pd1_ic50": "nM",
+}
+
+#: Which parameters each endpoint needs (PK parameters are always needed).
+_PK = ("cl", "v1", "q", "v2", "fm", "cl_sir", "v_sir")
+_NEEDS = {
+    "temsirolimus": ("cl", "v1", "q", "v2"),
+    "sirolimus": _PK,
+    "s6k": _PK + ("potency", "s6k_imax", "s6k_ic50", "s6k_hill", "s6k_ke0"),
+    "vegf": _PK + ("potency", "vegf_base", "vegf_mrt", "vegf_imax", "vegf_ic50"),
+    "pd1_cd8": _PK + ("potency", "pd1_base", "pd1_kout", "pd1_imax", "pd1_ic50"),
+}
+
+#: Typical values of a 1.85 m² adult with no CYP3A4 co-medication (sources: literature file
+#: sections in brackets; [D] derived, [P] assumption; see priors/temsirolimus.toml).
+TYPICAL = {
+    "cl": 16.2,  # L/h, Torisel label [§1]
+    "v1": 35.0,  # L, 2-cmt solve reproducing label Cmax 585 ng/mL [§6, D]
+    "q": 8.7,  # L/h [§6, D]
+    "v2": 137.0,  # L, Vss 172 L − V1 [§6, D]
+    "fm": 0.36,  # fraction of temsirolimus CL forming sirolimus, mass balance [§6, D]
+    "cl_sir": 1.8,  # L/h, oral CL/F × F 0.14 [§5, §6, D]
+    "v_sir": 141.8,  # L, cl_sir × t½ 54.6 h / ln 2 [§1, §6, D]
+    "potency": 1.0,  # sirolimus : temsirolimus, both FKBP12–mTOR [§7, P]
+    "s6k_imax": 0.9,  # between 56% (Fukudo) and >95% (Boulay 2004) [§4a, P]
+    "s6k_ic50": 1.46,  # nM; 1.5 ng/mL / 1030.3 g/mol [§7, D]
+    "s6k_hill": 1.0,  # [§7, P]
+    "s6k_ke0": 0.03,  # 1/h, slow offset: inhibition ≥ 7 d (O'Donnell 2008) [§4a, §7, P]
+    "vegf_base": 60.0,  # pg/mL, Hansson 2013 59.7 [§4b]
+    "vegf_mrt": 91.0,  # h, Hansson 2013 [§4b]
+    "vegf_imax": 0.29,  # Beta(2, 5) prior mean [§7, P]
+    "vegf_ic50": 1.46,  # nM, as S6K [§7, P]
+    "pd1_base": 16.8,  # %, the mission brief (Kobayashi 2020, unverified) [§4c]
+    "pd1_kout": 0.005,  # 1/h, t½ ≈ 6 d [§7, P]
+    "pd1_imax": 0.3,  # 16.8% → 12.7% is a 24% relative fall [§4c, §7, P]
+    "pd1_ic50": 1.46,  # nM [P]
+}
+
+
+def _scalar(params, name):
+    v = jnp.asarray(params[name], dtype=float)
+    if v.ndim != 0:
+        raise ValueError(
+            f"parameter {name!r} must be a scalar for one subject; got shape {v.shape}"
+        )
+    return v
+
+
+@dataclass(frozen=True)
+class TemsirolimusModel:
+    """Joint temsirolimus/sirolimus PK and S6K/VEGF/PD-1 PD model (equations: module docstring).
+
+    Parameters
+    ----------
+    endpoints : sequence of str
+        Endpoints to predict (any of :data:`ENDPOINTS`); the others are not computed and their
+        parameters are not needed.
+    rtol, atol : float
+        Tolerances of the VEGF/PD-1 ODE solve (states in pg/mL and %).
+    max_steps : int
+        Step budget of the ODE solve; exhausting it gives ``ok=False``.
+
+    Examples
+    --------
+    >>> import jax, pkpd
+    >>> from pkpd.models.temsirolimus import TemsirolimusModel, TYPICAL
+    >>> ev = pkpd.Regimen("25 mg once over 30 min").to_records()
+    >>> # add sampling times, then: model.predict(TYPICAL, subject)["temsirolimus"]
+    """
+
+    endpoints: tuple[str, ...] = tuple(ENDPOINTS)
+    rtol: float = 1e-8
+    atol: float = 1e-8
+    max_steps: int = 8192
+    name: str = "temsirolimus"
+
+    def __post_init__(self):
+        eps = tuple(self.endpoints)
+        unknown = [e for e in eps if e not in ENDPOINTS]
+        if unknown or not eps:
+            raise ValueError(
+                f"unknown endpoint(s) {unknown}; the temsirolimus model has {', '.join(ENDPOINTS)}"
+            )
+        object.__setattr__(self, "endpoints", eps)
+
+    def with_endpoints(self, endpoints: Sequence[str]) -> TemsirolimusModel:
+        """The same model predicting only ``endpoints`` (e.g. those present in the data)."""
+        return TemsirolimusModel(tuple(endpoints), self.rtol, self.atol, self.max_steps, self.name)
+
+    # -- description -----------------------------------------------------------------------------
+    @property
+    def parameters(self) -> dict[str, str]:
+        """Parameters the chosen endpoints need, with units."""
+        need = {p for e in self.endpoints for p in _NEEDS[e]}
+        return {p: u for p, u in PARAMETERS.items() if p in need}
+
+    @property
+    def structural_parameters(self) -> tuple[str, ...]:
+        return tuple(self.parameters)
+
+    @property
+    def compartments(self) -> dict[int, str]:
+        return {1: "central", 2: "peripheral", 3: "sirolimus"}
+
+    @property
+    def endpoint_units(self) -> dict[str, str]:
+        return {e: ENDPOINTS[e] for e in self.endpoints}
+
+    def check_subject(self, subject) -> list[str]:
+        cmt = np.asarray(subject.dose_cmt)
+        mask = np.asarray(subject.dose_mask) & np.isin(np.asarray(subject.dose_evid), (1, 4))
+        bad = sorted(set(cmt[mask & ~np.isin(cmt, (0, 1))].tolist()))
+        if bad:
+            return [f"doses into compartment(s) {bad}; temsirolimus is dosed IV into CMT 1"]
+        return []
+
+    # -- responses -------------------------------------------------------------------------------
+    def responses(self, params: Mapping[str, object]) -> dict[str, analytic.StateResponse]:
+        """Polyexponential unit-dose responses (per mg of temsirolimus into CMT 1).
+
+        Keys: ``temsirolimus`` and ``sirolimus`` (ng/mL), ``driver`` (nM) and ``effect`` (Ce,
+        nM), as far as the chosen endpoints need them.
+        """
+        cl, v1, q, v2 = (_scalar(params, p) for p in ("cl", "v1", "q", "v2"))
+        disp = analytic.disposition(cl, v1, [q], [v2])
+        a_tem = analytic.state_response(disp, None, state=0)  # mg in A1 per mg dosed
+        out = {"temsirolimus": polyexp.scale(a_tem, CONC_SCALE / v1)}
+        need_sir = any(e != "temsirolimus" for e in self.endpoints)
+        if not need_sir:
+            return out
+        fm, cl_sir, v_sir = (_scalar(params, p) for p in ("fm", "cl_sir", "v_sir"))
+        k_sir = cl_sir / v_sir
+        formation = polyexp.scale(a_tem, fm * cl / v1 * (MW_SIR / MW_TEM))  # mg/h of sirolimus
+        a_sir = polyexp.convolve(formation, k_sir[None], jnp.ones(1))  # mg in As
+        out["sirolimus"] = polyexp.scale(a_sir, CONC_SCALE / v_sir)
+        if not any(e in ("s6k", "vegf", "pd1_cd8") for e in self.endpoints):
+            return out
+        potency = _scalar(params, "potency")
+        # ng/mL -> nM: x 1000 / MW. The temsirolimus response carries a zero coefficient on the
+        # sirolimus pole and vice versa, so the two share one set of poles.
+        tem_nm = polyexp.scale(out["temsirolimus"], 1000.0 / MW_TEM)
+        sir_nm = polyexp.scale(out["sirolimus"], potency * 1000.0 / MW_SIR)
+        tem_padded = analytic.StateResponse(
+            poles=sir_nm.poles,
+            coef=jnp.concatenate([tem_nm.coef, jnp.zeros_like(sir_nm.coef[:, -1:])], axis=-1),
+        )
+        out["driver"] = analytic.StateResponse(sir_nm.poles, tem_padded.coef + sir_nm.coef)
+        if "s6k" in self.endpoints:
+            ke0 = _scalar(params, "s6k_ke0")
+            out["effect"] = polyexp.convolve(out["driver"], ke0[None], ke0[None])
+        return out
+
+    def _doses(self, subject):
+        return analytic.dose_terms(subject, {}, {1: 0}, default_compartment=0)
+
+    # -- prediction ------------------------------------------------------------------------------
+    def predict(self, params: Mapping[str, object], subject) -> dict[str, jax.Array]:
+        """Every chosen endpoint at each prediction point of one subject.
+
+        Returns
+        -------
+        dict
+            Endpoint name → array ``[P]`` in the units of :data:`ENDPOINTS`, plus ``"ok"`` (a
+            boolean scalar: False when the VEGF/PD-1 ODE solve failed).
+        """
+        resp = self.responses(params)
+        doses = self._doses(subject)
+        t = jnp.asarray(subject.point_time, dtype=float)
+        seq = jnp.asarray(subject.point_seq)
+        seg = jnp.asarray(subject.point_segment)
+        out: dict[str, jax.Array] = {}
+        for e in ("temsirolimus", "sirolimus"):
+            if e in self.endpoints:
+                out[e] = analytic.superpose(resp[e], doses, t, seq, seg)
+        if "s6k" in self.endpoints:
+            ce = jnp.maximum(analytic.superpose(resp["effect"], doses, t, seq, seg), 0.0)
+            h = _scalar(params, "s6k_hill")
+            ic50 = _scalar(params, "s6k_ic50")
+            pos = ce > 0
+            safe = jnp.where(pos, ce, ic50)  # keeps the untaken branch finite for gradients
+            frac = jnp.where(pos, 1.0 / (1.0 + (ic50 / safe) ** h), 0.0)
+            out["s6k"] = 100.0 * (1.0 - _scalar(params, "s6k_imax") * frac)
+        ok = jnp.array(True)
+        if "vegf" in self.endpoints or "pd1_cd8" in self.endpoints:
+            ys, ok = self._turnover(params, resp["driver"], doses, subject)
+            if "vegf" in self.endpoints:
+                out["vegf"] = ys[:, 0]
+            if "pd1_cd8" in self.endpoints:
+                out["pd1_cd8"] = ys[:, 1]
+        out["ok"] = ok
+        return out
+
+    def _turnover(self, params, driver, doses, subject):
+        from pkpd.ode import solve
+
+        t = jnp.asarray(subject.point_time, dtype=float)
+        last_seg = jnp.max(jnp.where(doses.active, doses.segment, 0))
+        use_vegf = "vegf" in self.endpoints
+        use_pd1 = "pd1_cd8" in self.endpoints
+        get = lambda p, default: _scalar(params, p) if p in params else jnp.asarray(default)  # noqa: E731
+        vegf_base = get("vegf_base", 1.0) if use_vegf else jnp.asarray(1.0)
+        kout_v = 1.0 / get("vegf_mrt", 1.0) if use_vegf else jnp.asarray(1.0)
+        imax_v = get("vegf_imax", 0.0) if use_vegf else jnp.asarray(0.0)
+        ic50_v = get("vegf_ic50", 1.0) if use_vegf else jnp.asarray(1.0)
+        p0 = get("pd1_base", 50.0) if use_pd1 else jnp.asarray(50.0)
+        kout_p = get("pd1_kout", 1.0) if use_pd1 else jnp.asarray(1.0)
+        imax_p = get("pd1_imax", 0.0) if use_pd1 else jnp.asarray(0.0)
+        ic50_p = get("pd1_ic50", 1.0) if use_pd1 else jnp.asarray(1.0)
+        kin_v = vegf_base * kout_v
+        kin_p = kout_p * p0 / (100.0 - p0)
+
+        def conc(tt):
+            seq = jnp.full((1,), jnp.iinfo(jnp.int32).max)
+            c = analytic.superpose(driver, doses, tt[None], seq, last_seg[None])[0]
+            return jnp.maximum(c, 0.0)
+
+        def field(tt, y, _args):
+            c = conc(tt)
+            i_v = imax_v * c / (ic50_v + c)
+            i_p = imax_p * c / (ic50_p + c)
+            dv = kin_v * (1.0 - i_v) - kout_v * y[0]
+            dp = kin_p * (1.0 - i_p) * (100.0 - y[1]) - kout_p * y[1]
+            return jnp.stack([dv, dp])
+
+        ends = doses.time + doses.lag + jnp.where(doses.duration > 0, doses.duration, 0.0)
+        jumps = jnp.concatenate([doses.time + doses.lag, ends])
+        jumps = jnp.where(jnp.concatenate([doses.active, doses.active]), jumps, 0.0)
+        y0 = jnp.stack([vegf_base, p0])
+        return solve(
+            field,
+            y0,
+            None,
+            t_eval=t,
+            jump_ts=jumps,
+            t0=jnp.minimum(jnp.min(t), 0.0),
+            rtol=self.rtol,
+            atol=self.atol,
+            max_steps=self.max_steps,
+        )
+
+
+jax.tree_util.register_static(TemsirolimusModel)
+
+temsirolimus = TemsirolimusModel()
+
+#: Label reference values for a single 25 mg 30-min infusion (Torisel PI §12.3; CCO monograph).
+LABEL_25MG = {
+    "tem_cmax_ng_ml": 585.0,
+    "tem_auc_ng_h_ml": 1627.0,
+    "tem_t_half_h": 17.3,
+    "sir_t_half_h": 54.6,
+    "auc_ratio_sir_tem": 2.7,
+}
+
+__all__ = [
+    "ENDPOINTS",
+    "LABEL_25MG",
+    "MW_SIR",
+    "MW_TEM",
+    "PARAMETERS",
+    "TYPICAL",
+    "TemsirolimusModel",
+    "temsirolimus",
+]
