@@ -1,0 +1,138 @@
+"""Predictions on every record of a dataset with fixed parameters (``pkpd predict``).
+
+A parameter is a number or the name of a data column, read per record the way NONMEM's
+``$PK`` reads a data item: a dose modifier (``lag_<cmt>``, ``f_<cmt>``, ``dur_<cmt>``,
+``rate_<cmt>``) takes the value on each dose's own record (ADDL doses: their record's), and a
+structural parameter (``cl``, ``v``, ..., ``ka``) takes the subject's value, which must then be
+the same on all of that subject's records (the analytic engine has no time-varying disposition).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from pkpd.data.arrays import unpad_points
+
+
+def parse_params(spec: str) -> dict[str, float | str]:
+    """Parse ``"cl=1.1,v=20,lag_central=LAGT"`` into ``{"cl": 1.1, ..., "lag_central": "LAGT"}``.
+
+    Raises
+    ------
+    ValueError
+        On an item without ``=``, an empty name or value, a repeated name, or a non-finite number.
+    """
+    out: dict[str, float | str] = {}
+    problems = []
+    for item in [s.strip() for s in spec.split(",") if s.strip()]:
+        name, eq, value = (x.strip() for x in item.partition("="))
+        if not eq or not name or not value:
+            problems.append(f"{item!r} is not NAME=VALUE (VALUE a number or a data column)")
+            continue
+        if name in out:
+            problems.append(f"parameter {name!r} given twice")
+            continue
+        try:
+            number = float(value)
+        except ValueError:
+            out[name] = value
+            continue
+        if not math.isfinite(number):
+            problems.append(f"parameter {name!r} = {value!r} is not a finite number")
+            continue
+        out[name] = number
+    if not out and not problems:
+        problems.append("no parameters given; expected e.g. 'cl=1.1,v=20,ka=1.5'")
+    if problems:
+        raise ValueError("bad --params: " + "; ".join(problems))
+    return out
+
+
+def predict_dataset(ds, model, params: Mapping[str, float | str]) -> np.ndarray:
+    """The model's prediction (``conc``, ng/mL) on every record of ``ds``, in record order.
+
+    Parameters
+    ----------
+    ds : pkpd.Dataset
+    model : pkpd.models.LinearPKModel
+    params : mapping of str to float or str
+        Numbers, or names of data columns (case-insensitive), see the module docstring.
+
+    Returns
+    -------
+    numpy.ndarray
+        One value per record of ``ds.records``.
+
+    Raises
+    ------
+    ValueError
+        Unknown or missing parameters, unknown columns, a structural parameter whose column
+        varies within a subject, doses into a compartment the model cannot dose, or RATE=-1/-2
+        doses without the ``rate_<cmt>``/``dur_<cmt>`` parameter.
+    """
+    model.check_parameters(params)
+    padded = ds.to_arrays(prediction_rows="all")
+    d = padded.data
+    col_index = {c.upper(): i for i, c in enumerate(padded.covariates)}
+    problems: list[str] = []
+    batched: dict[str, jnp.ndarray] = {}
+    S, D = d.dose_time.shape
+    for name, value in params.items():
+        structural = name in model.structural_parameters
+        if isinstance(value, float | int):
+            batched[name] = jnp.full((S,), float(value))
+            continue
+        k = col_index.get(str(value).upper())
+        if k is None:
+            problems.append(
+                f"parameter {name!r} refers to column {value!r}, which the data do not have "
+                f"(columns usable as parameters: {', '.join(padded.covariates) or 'none'})"
+            )
+            continue
+        column = padded.covariates[k]
+        if structural:
+            varying = ds.records.groupby("ID", sort=False)[column].nunique(dropna=False)
+            varying = varying[varying > 1]
+            if len(varying):
+                ids = ", ".join(str(i) for i in varying.index[:10])
+                problems.append(
+                    f"structural parameter {name!r} = column {column!r} changes within subject(s) "
+                    f"{ids}; the analytic engine needs one value per subject"
+                )
+                continue
+            batched[name] = jnp.asarray(d.cov[:, k])
+        else:
+            batched[name] = jnp.asarray(d.dose_cov[:, :, k])  # [S, D]: each dose's record
+    problems += model.check_subject(d)
+    problems += _modelled_rate_problems(model, d, params)
+    if problems:
+        raise ValueError("; ".join(problems))
+
+    def one(p, subject):
+        return model.predict(p, subject)["conc"]
+
+    pred = jax.jit(jax.vmap(one))(batched, d)
+    return unpad_points(padded, np.asarray(pred), len(ds.records))
+
+
+def _modelled_rate_problems(model, d, params) -> list[str]:
+    """RATE=-1 needs ``rate_<cmt>`` and RATE=-2 ``dur_<cmt>`` for the dose's compartment."""
+    cmt = np.asarray(d.dose_cmt)
+    cmt = np.where(cmt == 0, model.default_dose_compartment, cmt)
+    is_dose = np.asarray(d.dose_mask) & np.isin(np.asarray(d.dose_evid), (1, 4))
+    rate = np.asarray(d.dose_rate)
+    out = []
+    for code, prefix in ((-1, "rate"), (-2, "dur")):
+        for number in sorted(set(cmt[is_dose & (rate == code)].tolist())):
+            cname = model.compartments.get(number)
+            if cname in model.dose_compartment_names and f"{prefix}_{cname}" not in params:
+                out.append(
+                    f"doses with RATE={code} into compartment {number} ({cname}) need the "
+                    f"parameter {prefix}_{cname}"
+                )
+    return out
