@@ -9,8 +9,11 @@ import jax
 # checked to 1e-4 relative). Set before any array is created.
 jax.config.update("jax_enable_x64", True)
 
+from pkpd import datasets  # noqa: E402
 from pkpd.data import Dataset, DatasetError, read_dataset  # noqa: E402
+from pkpd.inference.fit import FitError, fit, load_fit, save_fit  # noqa: E402
 from pkpd.inference.priors import Priors, PriorsError, load_priors  # noqa: E402
+from pkpd.models import load_model  # noqa: E402
 from pkpd.regimen import Regimen, RegimenError  # noqa: E402
 
 __version__ = "0.1.0"
@@ -18,6 +21,12 @@ __version__ = "0.1.0"
 __all__ = [
     "Dataset",
     "DatasetError",
+    "FitError",
+    "datasets",
+    "fit",
+    "load_fit",
+    "load_model",
+    "save_fit",
     "Priors",
     "PriorsError",
     "Regimen",

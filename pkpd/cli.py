@@ -57,6 +57,55 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fit(args: argparse.Namespace) -> int:
+    import numpyro
+
+    # Parallel chains need that many JAX devices; on CPU they are host devices, which must be
+    # set before JAX starts its backend (nothing has touched a device yet at this point).
+    numpyro.set_host_device_count(max(args.chains, 1))
+    from pkpd.data import DatasetError
+    from pkpd.inference.fit import FitError, fit, save_fit
+    from pkpd.inference.priors import PriorsError
+    from pkpd.inference.summary import convergence_warnings, format_table, parameter_table
+
+    try:
+        idata = fit(
+            args.model,
+            args.data,
+            args.priors,
+            chains=args.chains,
+            warmup=args.warmup,
+            draws=args.draws,
+            seed=args.seed,
+            method=args.method,
+            covariates=args.covariate or None,
+            progress_bar=not args.quiet,
+        )
+    except (DatasetError, PriorsError, FitError) as e:
+        print(str(e), file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except ValueError as e:
+        print(f"pkpd fit: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    try:
+        save_fit(idata, args.out)
+    except OSError as e:
+        print(f"pkpd fit: cannot write {args.out}: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    table = parameter_table(idata)
+    print(f"model {idata.attrs['model']}: {args.method} fit written to {args.out}")
+    dropped = idata.attrs.get("dropped_covariate_effects", "[]")
+    if dropped != "[]":
+        print(f"covariate effects not used: {dropped}")
+    print(format_table(table))
+    warnings = convergence_warnings(idata, table) if args.method == "nuts" else []
+    for w in warnings:
+        print(f"WARNING: {w}")
+    if args.method == "nuts" and not warnings:
+        print("convergence: R-hat <= 1.01, bulk and tail ESS >= 400, no divergences")
+    return 0
+
+
 def _input_rows(path, ds):
     """The input file's data records (comment lines dropped), as text, in file order."""
     import pandas as pd
@@ -119,13 +168,34 @@ def build_parser() -> argparse.ArgumentParser:
         help="unit of AMT where the data have no AMTU column (default mg)",
     )
     pr.set_defaults(func=_predict)
+    f = sub.add_parser("fit", help="fit a population model (NumPyro NUTS) and save it as netCDF")
+    f.add_argument("data", help="CSV file (NONMEM-style)")
+    f.add_argument("--model", required=True, help="model name: temsirolimus, one_cmt_oral, ...")
+    f.add_argument("--priors", default=None, help="priors TOML (default: priors/<model>.toml)")
+    f.add_argument("--chains", type=int, default=4)
+    f.add_argument("--warmup", type=int, default=500)
+    f.add_argument("--draws", type=int, default=500)
+    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--method", choices=["nuts", "map"], default="nuts")
+    f.add_argument(
+        "--covariate",
+        action="append",
+        help="covariate effect from the priors file to use (repeat); default: all whose column exists",
+    )
+    f.add_argument("--out", required=True, help="output netCDF (ArviZ InferenceData)")
+    f.add_argument("--quiet", action="store_true", help="no progress bar")
+    f.set_defaults(func=_fit)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except BrokenPipeError:  # output piped into `head` and closed early
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

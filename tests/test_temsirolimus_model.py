@@ -12,7 +12,7 @@ from scipy.integrate import solve_ivp
 import pkpd
 from pkpd.models.temsirolimus import LABEL_25MG, MW_SIR, MW_TEM, TYPICAL, TemsirolimusModel
 
-MODEL = TemsirolimusModel()
+MODEL = TemsirolimusModel(rtol=1e-9, atol=1e-9)
 predict = jax.jit(MODEL.predict)
 
 

@@ -260,7 +260,12 @@ def _model_info(model):
             return model, None, {}
     params = getattr(model, "parameters", None)
     known = dict(params) if params is not None else None
-    return getattr(model, "name", None), known, dict(getattr(model, "defaults", {}) or {})
+    defaults = dict(getattr(model, "defaults", {}) or {})
+    required = getattr(model, "structural_parameters", None)
+    if known is not None and required is not None:
+        # parameters outside the structural set (lag times, bioavailability, ...) are optional
+        defaults.update({p: None for p in known if p not in required and p not in defaults})
+    return getattr(model, "name", None), known, defaults
 
 
 class _Checker:

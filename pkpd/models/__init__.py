@@ -1,9 +1,10 @@
 """Structural models. ``load_model(name)`` returns a model from the registry."""
 
 from pkpd.models.library import LIBRARY, LinearPKModel
+from pkpd.models.temsirolimus import TemsirolimusModel, temsirolimus
 
 #: Every registered model, by name.
-MODELS = dict(LIBRARY)
+MODELS = {**LIBRARY, "temsirolimus": temsirolimus}
 
 
 def load_model(name: str):
@@ -27,4 +28,4 @@ def load_model(name: str):
         ) from None
 
 
-__all__ = ["MODELS", "LinearPKModel", "load_model"]
+__all__ = ["MODELS", "LinearPKModel", "TemsirolimusModel", "load_model"]

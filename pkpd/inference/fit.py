@@ -1,0 +1,714 @@
+r"""Hierarchical Bayesian fits with NumPyro: population → study → subject.
+
+For every estimated parameter :math:`\theta` with transform :math:`T` (log for positive
+parameters, logit for fractions), subject :math:`i` in study :math:`s(i)`:
+
+.. math::
+    T(\theta_i) = T(\theta_{pop}) + \sum_k \log m_k(\mathrm{cov}_{ik})
+                  + \eta^{study}_{s(i)} + \eta_i, \qquad
+    \eta^{study}_s = \omega^{study} z^{study}_s,\quad \eta_i = \omega z_i,\quad z \sim N(0, 1)
+
+(non-centred). With a ``[correlation]`` entry the subject effects of the listed parameters are
+:math:`\eta_i = \mathrm{diag}(\omega) L z_i` with :math:`L` the Cholesky factor of an
+LKJ-distributed correlation matrix. Covariate multipliers :math:`m_k` follow
+:class:`pkpd.inference.priors.CovariateEffect`. Observations enter through
+:class:`pkpd.inference.likelihood.ResidualLikelihood` (error model per endpoint, BLQ as M3).
+Endpoints without data contribute nothing; a failed ODE solve gives a ``-inf`` log density.
+
+Output: an :class:`arviz.InferenceData` following ArviZ's schema (see :func:`fit`), saved and
+loaded losslessly as netCDF by :func:`save_fit` / :func:`load_fit`.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.flatten_util
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+import numpyro.distributions as nd
+
+from pkpd.data.arrays import PaddedData
+from pkpd.data.dataset import Dataset
+from pkpd.inference.likelihood import KIND_OF_MODEL, ResidualLikelihood
+from pkpd.inference.priors import CovariateEffect, Dist, Priors, load_priors
+
+FIT_MARKER = "pkpd_fit"
+
+
+class FitError(ValueError):
+    """A fit that cannot be set up (data, model and priors disagree); the message says how."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Set-up
+
+
+def resolve_model(model):
+    """A model object from a name or an object (passed through)."""
+    if isinstance(model, str):
+        from pkpd.models import load_model
+
+        return load_model(model)
+    return model
+
+
+def model_endpoints(model) -> dict[str, str]:
+    units = getattr(model, "endpoint_units", None)
+    if units is not None:
+        return dict(units)
+    eps = model.endpoints
+    return dict(eps) if isinstance(eps, Mapping) else {e: "" for e in eps}
+
+
+@dataclass
+class FitSpec:
+    """Everything a fit needs, checked and laid out as static arrays."""
+
+    model: Any
+    priors: Priors
+    dataset: Dataset
+    padded: PaddedData
+    estimated: list[str]
+    fixed: dict[str, float]
+    effects: list[CovariateEffect]
+    effect_values: dict[str, np.ndarray]
+    dropped_effects: list[str]
+    endpoints: list[str]
+    obs_subject: np.ndarray
+    obs_point: np.ndarray
+    obs_endpoint: np.ndarray
+    obs_y: np.ndarray
+    obs_lloq: np.ndarray
+    obs_blq: np.ndarray
+    obs_time: np.ndarray
+    obs_line: np.ndarray
+    correlated: list[str] = field(default_factory=list)
+
+    @property
+    def n_subjects(self) -> int:
+        return self.padded.n_subjects
+
+    @property
+    def n_studies(self) -> int:
+        return len(self.padded.studies)
+
+
+def prepare(model, data, priors=None, *, covariates: Sequence[str] | None = None) -> FitSpec:
+    """Check data, model and priors against each other and lay out the arrays of a fit.
+
+    Parameters
+    ----------
+    model : str or model object
+    data : Dataset, path or DataFrame
+    priors : Priors, path, mapping or None
+        ``None`` loads the model's bundled priors (``priors/<model>.toml``).
+    covariates : sequence of str, optional
+        Names of covariate effects in the priors to use (default: every effect whose data
+        column exists; the others are dropped and listed in the fit's attributes).
+    """
+    from pkpd.data import read_dataset
+
+    model = resolve_model(model)
+    ds = data if isinstance(data, Dataset) else read_dataset(data)
+    eps_model = model_endpoints(model)
+    present = [e for e in ds.endpoints if e in eps_model]
+    unknown = [e for e in ds.endpoints if e not in eps_model]
+    if unknown:
+        raise FitError(
+            f"the data have observations of endpoint(s) {', '.join(unknown)}, which model "
+            f"{model.name!r} does not predict (it has {', '.join(eps_model)}); remove those records "
+            "or set MDV=1 on them"
+        )
+    if not present:
+        raise FitError("the data have no observations (EVID 0, MDV 0) to fit")
+    if hasattr(model, "with_endpoints"):
+        model = model.with_endpoints(present)
+    if not isinstance(priors, Priors):
+        priors = (
+            load_priors(priors, model=model) if priors is not None else load_priors(model=model)
+        )
+    params = dict(model.parameters)
+    required = list(getattr(model, "structural_parameters", params))
+    missing = [p for p in required if p not in priors.parameters]
+    if missing:
+        raise FitError(
+            f"no prior for parameter(s) {', '.join(missing)} of model {model.name!r}; add them "
+            "to the priors file (see priors/README.md)"
+        )
+    estimated = [
+        p for p in params if p in priors.parameters and not priors.parameters[p].prior.is_fixed
+    ]
+    fixed = {
+        p: priors.parameters[p].prior.params["value"] * priors.parameters[p].multiplier
+        for p in params
+        if p in priors.parameters and priors.parameters[p].prior.is_fixed
+    }
+    padded = ds.to_arrays()
+    problems = model.check_subject(padded.data) if hasattr(model, "check_subject") else []
+    if problems:
+        raise FitError("; ".join(problems))
+
+    # covariate effects
+    effects, values, dropped = [], {}, []
+    chosen = set(covariates) if covariates is not None else None
+    if chosen is not None:
+        unknown_eff = chosen - set(priors.covariates)
+        if unknown_eff:
+            raise FitError(
+                f"covariate effect(s) {', '.join(sorted(unknown_eff))} are not in the priors "
+                f"(it has {', '.join(priors.covariates) or 'none'})"
+            )
+    for name, eff in priors.covariates.items():
+        if chosen is not None and name not in chosen:
+            dropped.append(f"{name} (not chosen)")
+            continue
+        if eff.parameter not in estimated:
+            dropped.append(f"{name} (parameter {eff.parameter} not estimated)")
+            continue
+        if eff.covariate not in padded.covariates:
+            if chosen is not None:
+                raise FitError(
+                    f"covariate effect {name} needs data column {eff.covariate}, which the data "
+                    f"do not have (covariates: {', '.join(padded.covariates) or 'none'})"
+                )
+            dropped.append(f"{name} (no {eff.covariate} column in the data)")
+            continue
+        v = padded.covariate(eff.covariate)
+        if eff.form == "power" and np.any(v <= 0):
+            raise FitError(f"covariate {eff.covariate} has values <= 0; a power model needs > 0")
+        effects.append(eff)
+        values[name] = v
+
+    # residual error entries for every fitted endpoint
+    for e in present:
+        if e not in priors.residuals:
+            raise FitError(
+                f"no residual error model for endpoint {e!r} in the priors; add [residual.{e}]"
+            )
+
+    # observations, flattened
+    d = padded.data
+    s_idx, p_idx = np.nonzero(np.asarray(d.point_mask))
+    ep_names = [padded.endpoints[i] for i in np.asarray(d.point_endpoint)[s_idx, p_idx]]
+    keep = np.array([e in present for e in ep_names], dtype=bool)
+    s_idx, p_idx = s_idx[keep], p_idx[keep]
+    obs_ep = np.array(
+        [present.index(padded.endpoints[i]) for i in np.asarray(d.point_endpoint)[s_idx, p_idx]],
+        dtype=np.int32,
+    )
+    y = np.asarray(d.point_dv)[s_idx, p_idx]
+    lloq = np.asarray(d.point_lloq)[s_idx, p_idx]
+    blq = np.asarray(d.point_blq)[s_idx, p_idx]
+    for j, e in enumerate(present):
+        kind = priors.residuals[e].model
+        sel = (obs_ep == j) & ~blq
+        if kind in ("lognormal", "logit") and np.any(y[sel] <= 0):
+            bad = int(np.sum(y[sel] <= 0))
+            raise FitError(
+                f"endpoint {e}: {bad} observation(s) <= 0 cannot have a {kind} error model; "
+                "flag them BLQ with an LLOQ or choose an additive/combined model"
+            )
+        if kind == "logit" and np.any(y[sel] >= 100):
+            raise FitError(f"endpoint {e}: observations >= 100% cannot have a logit error model")
+    rows = np.asarray(d.point_row)[s_idx, p_idx]
+    line = ds.records["LINE"].to_numpy()[rows]
+    corr = list(priors.correlation.get("parameters", [])) if priors.correlation else []
+    return FitSpec(
+        model=model,
+        priors=priors,
+        dataset=ds,
+        padded=padded,
+        estimated=estimated,
+        fixed=fixed,
+        effects=effects,
+        effect_values=values,
+        dropped_effects=dropped,
+        endpoints=present,
+        obs_subject=s_idx.astype(np.int32),
+        obs_point=p_idx.astype(np.int32),
+        obs_endpoint=obs_ep,
+        obs_y=y,
+        obs_lloq=lloq,
+        obs_blq=blq,
+        obs_time=np.asarray(d.point_time)[s_idx, p_idx],
+        obs_line=line,
+        correlated=[p for p in corr if p in estimated],
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# The NumPyro model
+
+
+def _to_unconstrained(x, transform):
+    if transform == "log":
+        return jnp.log(x)
+    if transform == "logit":
+        return jnp.log(x) - jnp.log1p(-x)
+    return x
+
+
+def _from_unconstrained(z, transform):
+    if transform == "log":
+        return jnp.exp(z)
+    if transform == "logit":
+        return jax.nn.sigmoid(z)
+    return z
+
+
+def _log_multiplier(eff: CovariateEffect, theta, cov):
+    if eff.form == "power":
+        return theta * jnp.log(cov / eff.reference)
+    if eff.form == "linear":
+        return jnp.log(jnp.maximum(1.0 + theta * (cov - eff.reference), 1e-12))
+    if eff.form == "exponential":
+        return theta * (cov - eff.reference)
+    return jnp.where(cov == 1, jnp.log(theta), 0.0)  # categorical
+
+
+def _sample(name, d: Dist):
+    return numpyro.sample(name, d.numpyro())
+
+
+def build_model(spec: FitSpec):
+    """The NumPyro model function ``model(obs=None)`` of a fit spec (see module docstring)."""
+    pri = spec.priors
+    S, n_study = spec.n_subjects, spec.n_studies
+    study = jnp.asarray(spec.padded.data.study)
+    subjects = jax.tree.map(jnp.asarray, spec.padded.data)
+    eff_vals = {k: jnp.asarray(v) for k, v in spec.effect_values.items()}
+    kinds = jnp.asarray(
+        [KIND_OF_MODEL[pri.residuals[e].model] for e in spec.endpoints], dtype=jnp.int32
+    )
+    o_s = jnp.asarray(spec.obs_subject)
+    o_p = jnp.asarray(spec.obs_point)
+    o_e = jnp.asarray(spec.obs_endpoint)
+    o_lloq = jnp.asarray(spec.obs_lloq)
+    o_blq = jnp.asarray(spec.obs_blq)
+    model = spec.model
+    predict = jax.vmap(model.predict)
+
+    def numpyro_model(obs=None):
+        z_ind = {}
+        for p in spec.estimated:
+            pp = pri.parameters[p]
+            site = f"pop_{p}" if pp.multiplier == 1.0 else f"pop_{p}_fraction"
+            theta = _sample(site, pp.prior)
+            if pp.multiplier != 1.0:
+                numpyro.deterministic(f"pop_{p}", theta * pp.multiplier)
+            z = _to_unconstrained(theta, pp.transform) * jnp.ones(S)
+            if pp.bsv_study is not None and n_study > 1:
+                om = _sample(f"omega_study_{p}", pp.bsv_study)
+                with numpyro.plate("study", n_study):
+                    zs = numpyro.sample(f"z_study_{p}", nd.Normal(0.0, 1.0))
+                eta_s = numpyro.deterministic(f"eta_study_{p}", om * zs)
+                z = z + eta_s[study]
+            z_ind[p] = z
+        for eff in spec.effects:
+            theta = _sample(f"beta_{eff.name}", eff.prior)
+            z_ind[eff.parameter] = z_ind[eff.parameter] + _log_multiplier(
+                eff, theta, eff_vals[eff.name]
+            )
+        corr = spec.correlated
+        if corr:
+            oms = jnp.stack([_sample(f"omega_{p}", pri.parameters[p].bsv) for p in corr])
+            L = numpyro.sample(
+                "corr_cholesky",
+                nd.LKJCholesky(len(corr), concentration=pri.correlation.get("lkj_eta", 2.0)),
+            )
+            with numpyro.plate("subject", S):
+                zc = numpyro.sample("z_corr", nd.Normal(0.0, 1.0).expand([len(corr)]).to_event(1))
+            eta_c = (zc @ L.T) * oms
+            for k, p in enumerate(corr):
+                z_ind[p] = z_ind[p] + numpyro.deterministic(f"eta_{p}", eta_c[:, k])
+        for p in spec.estimated:
+            pp = pri.parameters[p]
+            if pp.bsv is not None and p not in corr:
+                om = _sample(f"omega_{p}", pp.bsv)
+                with numpyro.plate("subject", S):
+                    zi = numpyro.sample(f"z_{p}", nd.Normal(0.0, 1.0))
+                z_ind[p] = z_ind[p] + numpyro.deterministic(f"eta_{p}", om * zi)
+        params = {}
+        for p in spec.estimated:
+            pp = pri.parameters[p]
+            params[p] = numpyro.deterministic(
+                f"theta_{p}", _from_unconstrained(z_ind[p], pp.transform) * pp.multiplier
+            )
+        for p, v in spec.fixed.items():
+            params[p] = jnp.full(S, v)
+        preds = predict(params, subjects)
+        ok = preds.pop("ok", jnp.ones(S, dtype=bool))
+        stacked = jnp.stack([preds[e] for e in spec.endpoints])  # [E, S, P]
+        f = stacked[o_e, o_s, o_p]
+        good = jnp.all(ok) & jnp.all(jnp.isfinite(f))
+        numpyro.factor("solver_ok", jnp.where(good, 0.0, -jnp.inf))
+        f = jnp.where(jnp.isfinite(f), f, 1.0)
+        add = jnp.zeros(len(spec.endpoints))
+        prop = jnp.zeros(len(spec.endpoints))
+        sig = jnp.ones(len(spec.endpoints))
+        for j, e in enumerate(spec.endpoints):
+            r = pri.residuals[e]
+            if "additive" in r.terms:
+                add = add.at[j].set(_sample(f"sigma_add_{e}", r.terms["additive"]))
+            if "proportional" in r.terms:
+                prop = prop.at[j].set(_sample(f"sigma_prop_{e}", r.terms["proportional"]))
+            if "sd_log" in r.terms:
+                sig = sig.at[j].set(_sample(f"sigma_log_{e}", r.terms["sd_log"]))
+            if "sd_logit" in r.terms:
+                sig = sig.at[j].set(_sample(f"sigma_logit_{e}", r.terms["sd_logit"]))
+        with numpyro.plate("obs", f.shape[0]):
+            numpyro.sample(
+                "y",
+                ResidualLikelihood(f, kinds[o_e], add[o_e], prop[o_e], sig[o_e], o_lloq, o_blq),
+                obs=obs,
+            )
+
+    return numpyro_model
+
+
+# ---------------------------------------------------------------------------------------------
+# Fitting
+
+
+def _data_sha256(ds: Dataset) -> str:
+    if ds.source and Path(ds.source).exists():
+        return hashlib.sha256(Path(ds.source).read_bytes()).hexdigest()
+    return hashlib.sha256(ds.records.to_csv(index=False).encode()).hexdigest()
+
+
+def _map_estimate(numpyro_model, obs, key, steps: int = 2000):
+    """MAP point (constrained values) by Adam on an AutoDelta guide."""
+    from numpyro.infer import SVI, Trace_ELBO
+    from numpyro.infer.autoguide import AutoDelta
+    from numpyro.infer.initialization import init_to_median
+
+    guide = AutoDelta(numpyro_model, init_loc_fn=init_to_median(num_samples=15))
+    svi = SVI(numpyro_model, guide, numpyro.optim.ClippedAdam(step_size=0.02), Trace_ELBO())
+    res = svi.run(key, steps, obs=obs, progress_bar=False)
+    return guide.median(res.params), res.losses
+
+
+def fit(
+    model,
+    data,
+    priors=None,
+    *,
+    chains: int = 4,
+    warmup: int = 500,
+    draws: int = 500,
+    seed: int = 0,
+    method: str = "nuts",
+    covariates: Sequence[str] | None = None,
+    target_accept: float = 0.8,
+    max_tree_depth: int = 10,
+    map_steps: int = 2000,
+    progress_bar: bool = True,
+):
+    """Fit a population model to a dataset.
+
+    Parameters
+    ----------
+    model : str or model object
+        ``"one_cmt_oral"``, ``"temsirolimus"``, ... or a model object.
+    data : Dataset, path or DataFrame
+    priors : path, Priors or None
+        ``None``: the model's bundled priors.
+    chains, warmup, draws : int
+        NUTS settings. Chains run in parallel when there are as many JAX devices (on CPU set
+        ``XLA_FLAGS=--xla_force_host_platform_device_count=N`` before JAX starts; the CLI does),
+        vectorised otherwise.
+    seed : int
+        Seed of every random number used: the same seed gives the same draws.
+    method : {"nuts", "map"}
+        ``"map"``: a quick fit: the MAP estimate and ``draws`` draws from the Laplace
+        approximation around it (one chain).
+    covariates : sequence of str, optional
+        Covariate effects (names in the priors) to include; default every effect whose data
+        column exists.
+
+    Returns
+    -------
+    arviz.InferenceData
+        Groups ``posterior`` (``pop_<param>`` on the natural scale and canonical units,
+        ``omega_<param>``, ``omega_study_<param>``, ``eta_<param>`` [subject],
+        ``eta_study_<param>`` [study], ``theta_<param>`` [subject] individual values,
+        ``beta_<effect>``, ``sigma_*``), ``sample_stats``, ``log_likelihood`` (``y`` [obs]),
+        ``observed_data``, ``constant_data``; provenance in ``attrs``.
+    """
+    if method not in ("nuts", "map"):
+        raise FitError(f"method={method!r}; expected 'nuts' or 'map'")
+    for name, v in (("chains", chains), ("warmup", warmup), ("draws", draws)):
+        if not isinstance(v, int) or v < (0 if name == "warmup" else 1):
+            raise FitError(f"{name}={v!r}; expected a positive whole number")
+    spec = prepare(model, data, priors, covariates=covariates)
+    nm = build_model(spec)
+    obs = jnp.asarray(np.where(spec.obs_blq, np.nan_to_num(spec.obs_lloq, nan=1.0), spec.obs_y))
+    key = jax.random.PRNGKey(seed)
+    k_map, k_run, k_jit, k_ll = jax.random.split(key, 4)
+    map_values, losses = _map_estimate(nm, obs, k_map, steps=map_steps)
+    u0, flat_map, unravel, pe = _polish(nm, obs, map_values)
+    extra = {}
+    laplace_flat_dirs = 0
+    if method == "nuts":
+        from numpyro.infer import MCMC, NUTS
+
+        jit = jax.tree.map(
+            lambda x: x[None] + 0.05 * jax.random.normal(k_jit, (chains,) + jnp.shape(x)), u0
+        )
+        kernel = NUTS(nm, target_accept_prob=target_accept, max_tree_depth=max_tree_depth)
+        method_chain = (
+            "parallel" if jax.local_device_count() >= chains and chains > 1 else "vectorized"
+        )
+        mcmc = MCMC(
+            kernel,
+            num_warmup=warmup,
+            num_samples=draws,
+            num_chains=chains,
+            chain_method=method_chain if chains > 1 else "sequential",
+            progress_bar=progress_bar,
+        )
+        mcmc.run(
+            k_run,
+            obs=obs,
+            init_params=jit if chains > 1 else jax.tree.map(lambda x: x[0], jit),
+            extra_fields=("diverging", "energy", "num_steps", "accept_prob", "potential_energy"),
+        )
+        samples = mcmc.get_samples(group_by_chain=True)
+        fields = mcmc.get_extra_fields(group_by_chain=True)
+        extra = {
+            "diverging": np.asarray(fields["diverging"]),
+            "energy": np.asarray(fields["energy"]),
+            "n_steps": np.asarray(fields["num_steps"]),
+            "acceptance_rate": np.asarray(fields["accept_prob"]),
+            "lp": -np.asarray(fields["potential_energy"]),
+            "tree_depth": np.floor(np.log2(np.asarray(fields["num_steps"]) + 1)).astype(int),
+        }
+        n_chains = chains
+    else:
+        samples, laplace_flat_dirs = _laplace_draws(nm, obs, flat_map, unravel, pe, k_run, draws)
+        n_chains = 1
+    flat = jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), samples)
+    # deterministic sites (theta, eta, pop of percentages) for every draw
+    from numpyro.infer import Predictive
+    from numpyro.infer.util import log_likelihood
+
+    det = Predictive(nm, posterior_samples=flat, return_sites=_deterministic_sites(nm, obs))(
+        k_ll, obs=obs
+    )
+    flat = {**flat, **det}
+    ll = log_likelihood(nm, flat, obs=obs)["y"]
+    return _to_inference_data(
+        spec,
+        flat,
+        np.asarray(ll),
+        n_chains,
+        extra,
+        attrs=dict(
+            seed=seed,
+            method=method,
+            chains=chains if method == "nuts" else 1,
+            warmup=warmup if method == "nuts" else 0,
+            draws=draws,
+            map_log_density=float(-pe(flat_map)),
+            laplace_flat_directions=laplace_flat_dirs,
+        ),
+    )
+
+
+def _deterministic_sites(nm, obs):
+    from numpyro import handlers
+
+    tr = handlers.trace(handlers.seed(nm, 0)).get_trace(obs=obs)
+    return [k for k, v in tr.items() if v["type"] == "deterministic"]
+
+
+def _polish(nm, obs, values, maxiter: int = 1000):
+    """Refine a MAP point with BFGS on the unconstrained potential energy.
+
+    Returns the unconstrained point (pytree), its flat form, the unravel function and the
+    number of BFGS iterations.
+    """
+    from jax.scipy.optimize import minimize
+    from numpyro.infer.util import potential_energy, unconstrain_fn
+
+    u0 = unconstrain_fn(nm, (), {"obs": obs}, values)
+    flat0, unravel = jax.flatten_util.ravel_pytree(u0)
+
+    def pe(x):
+        return potential_energy(nm, (), {"obs": obs}, unravel(x))
+
+    res = minimize(pe, flat0, method="BFGS", options={"maxiter": maxiter})
+    x = jnp.where(jnp.isfinite(res.fun) & (res.fun <= pe(flat0)), res.x, flat0)
+    return unravel(x), x, unravel, pe
+
+
+def _laplace_draws(nm, obs, flat_map, unravel, pe, key, draws):
+    """Draws from the Laplace approximation at the MAP (unconstrained space).
+
+    Directions without positive curvature (the MAP of a hierarchical model often sits where a
+    between-subject SD shrinks to zero) get unit variance on the unconstrained scale instead of
+    an unbounded one; their number is returned so the fit can report it.
+    """
+    from numpyro.infer.util import constrain_fn
+
+    hess = jax.hessian(pe)(flat_map)
+    hess = 0.5 * (hess + hess.T)
+    evals, evecs = jnp.linalg.eigh(hess)
+    flat_dirs = int(jnp.sum(evals <= 1.0))
+    evals = jnp.maximum(evals, 1.0)
+    eps = jax.random.normal(key, (draws, flat_map.shape[0]))
+    xs = flat_map[None, :] + (eps / jnp.sqrt(evals)) @ evecs.T
+    cons = jax.vmap(lambda x: constrain_fn(nm, (), {"obs": obs}, unravel(x)))(xs)
+    return jax.tree.map(lambda x: x[None], cons), flat_dirs
+
+
+def _to_inference_data(spec: FitSpec, flat, ll, n_chains, extra, attrs):
+    import arviz as az
+
+    pri = spec.priors
+    units = dict(spec.model.parameters)
+    subj = list(spec.padded.subject_ids)
+    studies = list(spec.padded.studies)
+    post, dims = {}, {}
+    for name, v in flat.items():
+        if name.startswith("z_") or name == "z_corr":
+            continue  # standard-normal latents: the eta_* deterministics carry them
+        if name.endswith("_fraction") and name.startswith("pop_"):
+            continue
+        arr = np.asarray(v)
+        arr = arr.reshape((n_chains, -1) + arr.shape[1:])
+        post[name] = arr
+        if name.startswith(("eta_study_",)):
+            dims[name] = ["study"]
+        elif name.startswith(("eta_", "theta_")):
+            dims[name] = ["subject"]
+        elif name == "corr_cholesky":
+            dims[name] = ["corr_row", "corr_col"]
+    ll = ll.reshape((n_chains, -1, ll.shape[-1]))
+    ep_names = np.array(spec.endpoints, dtype=object)[spec.obs_endpoint]
+    d = spec.padded.data
+    coords = {
+        "subject": subj,
+        "study": studies,
+        "obs": np.arange(len(spec.obs_y)),
+        "covariate": list(spec.padded.covariates),
+        "dose": np.arange(d.dose_time.shape[1]),
+    }
+    if spec.correlated:
+        coords["corr_row"] = spec.correlated
+        coords["corr_col"] = spec.correlated
+    obs_y = np.where(spec.obs_blq & np.isnan(spec.obs_y), np.nan, spec.obs_y)
+    constant = {
+        "obs_time": spec.obs_time,
+        "obs_subject": np.array(subj, dtype=object)[spec.obs_subject].astype(str),
+        "obs_endpoint": ep_names.astype(str),
+        "obs_lloq": spec.obs_lloq,
+        "obs_blq": spec.obs_blq.astype(np.int8),
+        "obs_line": spec.obs_line,
+        "subject_study": np.array(studies, dtype=object)[np.asarray(d.study)].astype(str),
+        "covariates": np.asarray(d.cov),
+        "dose_time": np.asarray(d.dose_time),
+        "dose_amt": np.asarray(d.dose_amt),
+        "dose_rate": np.asarray(d.dose_rate),
+        "dose_dur": np.asarray(d.dose_dur),
+        "dose_mask": np.asarray(d.dose_mask).astype(np.int8),
+    }
+    cdims = {k: ["obs"] for k in constant if k.startswith("obs_")}
+    cdims.update(
+        subject_study=["subject"],
+        covariates=["subject", "covariate"],
+        dose_time=["subject", "dose"],
+        dose_amt=["subject", "dose"],
+        dose_rate=["subject", "dose"],
+        dose_dur=["subject", "dose"],
+        dose_mask=["subject", "dose"],
+    )
+    import pkpd
+
+    all_attrs = {
+        FIT_MARKER: 1,
+        "pkpd_version": pkpd.__version__,
+        "model": spec.model.name,
+        "endpoints": json.dumps(spec.endpoints),
+        "estimated": json.dumps(spec.estimated),
+        "fixed": json.dumps(spec.fixed),
+        "covariate_effects": json.dumps([e.name for e in spec.effects]),
+        "dropped_covariate_effects": json.dumps(spec.dropped_effects),
+        "priors_source": str(pri.source),
+        "priors_toml": pri.text,
+        "data_source": str(spec.dataset.source),
+        "data_sha256": _data_sha256(spec.dataset),
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        **{k: (json.dumps(v) if isinstance(v, (list, dict)) else v) for k, v in attrs.items()},
+    }
+    idata = az.from_dict(
+        posterior=post,
+        sample_stats={k: v for k, v in extra.items()} or None,
+        log_likelihood={"y": ll},
+        observed_data={"y": obs_y},
+        constant_data=constant,
+        coords=coords,
+        dims={**dims, "y": ["obs"], **cdims},
+        attrs=all_attrs,
+    )
+    for name in idata.posterior.data_vars:
+        for prefix in ("pop_", "theta_"):
+            if name.startswith(prefix) and name[len(prefix) :] in units:
+                idata.posterior[name].attrs["units"] = units[name[len(prefix) :]]
+    idata.observed_data["y"].attrs["units"] = json.dumps(
+        {e: model_endpoints(spec.model).get(e, "") for e in spec.endpoints}
+    )
+    idata.constant_data["obs_time"].attrs["units"] = "h"
+    idata.constant_data["dose_time"].attrs["units"] = "h"
+    idata.constant_data["dose_amt"].attrs["units"] = "mg"
+    return idata
+
+
+# ---------------------------------------------------------------------------------------------
+# Save / load
+
+
+def save_fit(idata, path) -> Path:
+    """Write a fit to netCDF atomically (a temporary file renamed into place)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        idata.to_netcdf(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def load_fit(path):
+    """Read a fit written by :func:`save_fit`; a clear error for anything else."""
+    import arviz as az
+
+    path = Path(path)
+    if not path.exists():
+        raise FitError(f"no such fit file: {path}")
+    try:
+        idata = az.from_netcdf(path)
+    except Exception as e:  # noqa: BLE001 - any reader failure means: not a readable fit
+        raise FitError(f"{path} is not a netCDF fit file ({type(e).__name__}: {e})") from None
+    if not int(idata.attrs.get(FIT_MARKER, 0)):
+        raise FitError(
+            f"{path} is a netCDF file but not a pkpd fit (no '{FIT_MARKER}' attribute); "
+            "give a file written by `pkpd fit` or pkpd.save_fit"
+        )
+    return idata
