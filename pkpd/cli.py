@@ -32,7 +32,6 @@ def _predict(args: argparse.Namespace) -> int:
     try:
         model = load_model(args.model)
         params = parse_params(args.params)
-        model.check_parameters(params)
         ds = read_dataset(
             args.data, dose_unit=args.dose_unit, compartments=list(model.compartments)
         )
@@ -52,7 +51,8 @@ def _predict(args: argparse.Namespace) -> int:
         return EXIT_BAD_INPUT
     print(
         f"{model.name}: predictions for {len(table)} records of {ds.n_subjects} subjects written "
-        f"to {args.out} (PRED = central concentration, ng/mL)"
+        f"to {args.out} (PRED: each record's endpoint; dose records: the central concentration, "
+        "ng/mL)"
     )
     return 0
 
@@ -79,6 +79,7 @@ def _fit(args: argparse.Namespace) -> int:
             seed=args.seed,
             method=args.method,
             covariates=args.covariate or None,
+            endpoints=args.endpoint or None,
             progress_bar=not args.quiet,
         )
     except (DatasetError, PriorsError, FitError) as e:
@@ -181,6 +182,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--covariate",
         action="append",
         help="covariate effect from the priors file to use (repeat); default: all whose column exists",
+    )
+    f.add_argument(
+        "--endpoint",
+        action="append",
+        help="endpoint to fit (repeat), e.g. --endpoint temsirolimus --endpoint sirolimus; "
+        "default: every endpoint in the data",
     )
     f.add_argument("--out", required=True, help="output netCDF (ArviZ InferenceData)")
     f.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -197,4 +197,27 @@ def solve(
             body, (y0, acc0, jnp.asarray(True)), (starts, ends, is_first, is_last)
         )
     ys = jnp.empty_like(ys_sorted).at[order].set(ys_sorted)
-    return ys, ok
+    return _finite_cotangent(ys), ok
+
+
+@jax.custom_vjp
+def _finite_cotangent(x):
+    """Identity whose backward pass zeroes non-finite cotangents.
+
+    The implicit solvers' backward pass runs linear solves that raise on non-finite input
+    (lineax, unconditionally), so a NaN produced downstream of the solve (say in a likelihood
+    at an extreme parameter draw) would abort a whole sampler run instead of giving that draw a
+    useless gradient. Zeroing it keeps the run alive; the draw is rejected by its log density.
+    """
+    return x
+
+
+def _finite_cotangent_fwd(x):
+    return x, None
+
+
+def _finite_cotangent_bwd(_, g):
+    return (jnp.where(jnp.isfinite(g), g, 0.0),)
+
+
+_finite_cotangent.defvjp(_finite_cotangent_fwd, _finite_cotangent_bwd)

@@ -109,3 +109,33 @@ def test_predict_subprocess_no_traceback(tmp_path):
     )  # fmt: skip
     assert r.returncode == 2
     assert "known models" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_predict_temsirolimus_gives_each_record_its_endpoint(tmp_path):
+    """Each observation record gets its own analyte (DVID 1 temsirolimus, 2 sirolimus)."""
+    import jax
+    import jax.numpy as jnp
+
+    import pkpd
+    from pkpd.models.temsirolimus import TYPICAL, TemsirolimusModel
+
+    data = tmp_path / "tem.csv"
+    data.write_text(
+        "ID,TIME,EVID,AMT,DUR,DVID,DV\n1,0,1,25,0.5,.,.\n1,0.5,0,.,.,1,580\n1,24,0,.,.,2,30\n"
+        "1,24,0,.,.,1,9\n1,168,0,.,.,2,.\n"
+    )
+    pk = {k: TYPICAL[k] for k in ("cl", "v1", "q", "v2", "fm", "cl_sir", "v_sir")}
+    out = tmp_path / "pred.csv"
+    params = ",".join(f"{k}={v}" for k, v in pk.items())
+    proc = subprocess.run(
+        [sys.executable, "-m", "pkpd.cli", "predict", str(data), "--model", "temsirolimus",
+         "--params", params, "--out", str(out)],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    got = pd.read_csv(out)["PRED"].to_numpy()
+    subj = jax.tree.map(lambda x: jnp.asarray(x[0]), pkpd.read_dataset(data).to_arrays(prediction_rows="all").data)
+    ref = TemsirolimusModel(endpoints=("temsirolimus", "sirolimus")).predict(pk, subj)
+    tem, sir = np.asarray(ref["temsirolimus"]), np.asarray(ref["sirolimus"])
+    np.testing.assert_allclose(got, [tem[0], tem[1], sir[2], tem[3], sir[4]], rtol=1e-12)
+    assert got[2] != got[3]  # same time, different analytes

@@ -14,7 +14,8 @@ import pytest
 from scipy.integrate import solve_ivp
 
 import pkpd
-from pkpd.models import MODELS, load_model
+from pkpd.models import load_model
+from pkpd.models.library import LIBRARY as MODELS  # the generic linear models
 from pkpd.pk import analytic
 
 PARAMS = {

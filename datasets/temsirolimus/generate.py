@@ -27,22 +27,21 @@ import numpy as np
 import pandas as pd
 
 import pkpd
-from pkpd.models.temsirolimus import TYPICAL, TemsirolimusModel
+from pkpd.models.temsirolimus import (
+    COVARIATE_EFFECTS,
+    TYPICAL,
+    TemsirolimusModel,
+    covariate_log_multiplier,
+)
 
 HERE = Path(__file__).resolve().parent
 SEED = 20261125
 WEEK = 168.0
 
 # Truth. Typical values: pkpd.models.temsirolimus.TYPICAL (each with its literature source).
-# Covariate effects: the medians of priors/temsirolimus.toml [covariates.*] (sources there).
-EFFECTS = {
-    "cl_bsa": ("cl", "BSA", "power", 1.85, 0.75),
-    "v1_bsa": ("v1", "BSA", "power", 1.85, 0.75),
-    "cl_sir_hct": ("cl_sir", "HCT", "power", 35.1, -0.5),
-    "cl_sir_cyp3a4_inhibitor": ("cl_sir", "CYP3A4_INH", "categorical", None, 0.32),
-    "cl_sir_cyp3a4_inducer": ("cl_sir", "CYP3A4_IND", "categorical", None, 2.3),
-    "v1_cyp3a4_inducer": ("v1", "CYP3A4_IND", "categorical", None, 2.0),
-}
+# Covariate effects: pkpd.models.temsirolimus.COVARIATE_EFFECTS, the medians of
+# priors/temsirolimus.toml [covariates.*] (sources there).
+EFFECTS = COVARIATE_EFFECTS
 # Between-subject SDs (log scale; logit scale for pd1_base). Literature anchors where they
 # exist (AUC CV 26% → cl; Cmax CV 14% → v1; Wu 2012 IIV CL 52% → cl_sir; Hansson 2013 VEGF
 # baseline ω² 0.252 and MRT ω² 0.060); the others are assumptions.
@@ -141,14 +140,7 @@ def individual(rng, cov, study_eta, study):
     for p, v in TYPICAL.items():
         z = np.log(v) if p not in LOGIT else np.log(v / (100 - v))
         z += eta.get(p, 0.0) + study_eta[study].get(p, 0.0)
-        for _name, (par, c, form, ref, val) in EFFECTS.items():
-            if par != p:
-                continue
-            z += (
-                val * np.log(cov[c] / ref)
-                if form == "power"
-                else (np.log(val) if cov[c] == 1 else 0.0)
-            )
+        z += float(covariate_log_multiplier(p, cov.to_dict()))
         theta[p] = float(np.exp(z)) if p not in LOGIT else float(100 / (1 + np.exp(-z)))
     return eta, theta
 

@@ -104,7 +104,14 @@ class FitSpec:
         return len(self.padded.studies)
 
 
-def prepare(model, data, priors=None, *, covariates: Sequence[str] | None = None) -> FitSpec:
+def prepare(
+    model,
+    data,
+    priors=None,
+    *,
+    covariates: Sequence[str] | None = None,
+    endpoints: Sequence[str] | None = None,
+) -> FitSpec:
     """Check data, model and priors against each other and lay out the arrays of a fit.
 
     Parameters
@@ -116,14 +123,24 @@ def prepare(model, data, priors=None, *, covariates: Sequence[str] | None = None
     covariates : sequence of str, optional
         Names of covariate effects in the priors to use (default: every effect whose data
         column exists; the others are dropped and listed in the fit's attributes).
+    endpoints : sequence of str, optional
+        Fit only these endpoints (e.g. the PK of a PK/PD dataset); observations of the others
+        are left out of the likelihood (and counted in the fit's attributes).
     """
     from pkpd.data import read_dataset
 
     model = resolve_model(model)
     ds = data if isinstance(data, Dataset) else read_dataset(data)
     eps_model = model_endpoints(model)
-    present = [e for e in ds.endpoints if e in eps_model]
-    unknown = [e for e in ds.endpoints if e not in eps_model]
+    if endpoints is not None:
+        bad = [e for e in endpoints if e not in ds.endpoints or e not in eps_model]
+        if bad:
+            raise FitError(
+                f"endpoints {', '.join(bad)} cannot be fitted: the data have {', '.join(ds.endpoints)} "
+                f"and model {model.name!r} predicts {', '.join(eps_model)}"
+            )
+    present = [e for e in ds.endpoints if e in eps_model and (endpoints is None or e in endpoints)]
+    unknown = [e for e in ds.endpoints if e not in eps_model and endpoints is None]
     if unknown:
         raise FitError(
             f"the data have observations of endpoint(s) {', '.join(unknown)}, which model "
@@ -297,7 +314,35 @@ def build_model(spec: FitSpec):
     o_lloq = jnp.asarray(spec.obs_lloq)
     o_blq = jnp.asarray(spec.obs_blq)
     model = spec.model
-    predict = jax.vmap(model.predict)
+    # Subjects grouped by the endpoints they have data for: each group predicts only those
+    # (a PK-only study does not pay for the PD ODE of another study).
+    groups = []
+    if hasattr(model, "with_endpoints"):
+        have: dict[int, set] = {}
+        for s_i, e_i in zip(spec.obs_subject.tolist(), spec.obs_endpoint.tolist(), strict=True):
+            have.setdefault(s_i, set()).add(spec.endpoints[e_i])
+        by_set: dict[tuple, list[int]] = {}
+        for s_i in range(S):
+            key = tuple(e for e in spec.endpoints if e in have.get(s_i, set()))
+            by_set.setdefault(key, []).append(s_i)
+        for key, idx in by_set.items():
+            if key:
+                groups.append((jax.vmap(model.with_endpoints(key).predict), key, np.asarray(idx)))
+    else:
+        groups.append((jax.vmap(model.predict), tuple(spec.endpoints), np.arange(S)))
+    P = spec.padded.data.point_time.shape[1]
+
+    def predict(params, subjects):
+        out = {e: jnp.zeros((S, P)) for e in spec.endpoints}
+        ok = jnp.ones(S, dtype=bool)
+        for fn, key, idx in groups:
+            sub = jax.tree.map(lambda x: x[idx], subjects)  # noqa: B023
+            res = fn({k: v[idx] for k, v in params.items()}, sub)
+            ok = ok.at[idx].set(res.get("ok", jnp.ones(len(idx), dtype=bool)))
+            for e in key:
+                out[e] = out[e].at[idx].set(res[e])
+        out["ok"] = ok
+        return out
 
     def numpyro_model(obs=None):
         z_ind = {}
@@ -410,6 +455,7 @@ def fit(
     seed: int = 0,
     method: str = "nuts",
     covariates: Sequence[str] | None = None,
+    endpoints: Sequence[str] | None = None,
     target_accept: float = 0.8,
     max_tree_depth: int = 10,
     map_steps: int = 2000,
@@ -436,6 +482,8 @@ def fit(
     covariates : sequence of str, optional
         Covariate effects (names in the priors) to include; default every effect whose data
         column exists.
+    endpoints : sequence of str, optional
+        Endpoints to fit (default: every endpoint of the data the model predicts).
 
     Returns
     -------
@@ -451,7 +499,7 @@ def fit(
     for name, v in (("chains", chains), ("warmup", warmup), ("draws", draws)):
         if not isinstance(v, int) or v < (0 if name == "warmup" else 1):
             raise FitError(f"{name}={v!r}; expected a positive whole number")
-    spec = prepare(model, data, priors, covariates=covariates)
+    spec = prepare(model, data, priors, covariates=covariates, endpoints=endpoints)
     nm = build_model(spec)
     obs = jnp.asarray(np.where(spec.obs_blq, np.nan_to_num(spec.obs_lloq, nan=1.0), spec.obs_y))
     key = jax.random.PRNGKey(seed)
@@ -641,6 +689,9 @@ def _to_inference_data(spec: FitSpec, flat, ll, n_chains, extra, attrs):
         "pkpd_version": pkpd.__version__,
         "model": spec.model.name,
         "endpoints": json.dumps(spec.endpoints),
+        "endpoints_not_fitted": json.dumps(
+            [e for e in spec.dataset.endpoints if e not in spec.endpoints]
+        ),
         "estimated": json.dumps(spec.estimated),
         "fixed": json.dumps(spec.fixed),
         "covariate_effects": json.dumps([e.name for e in spec.effects]),

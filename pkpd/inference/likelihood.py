@@ -56,8 +56,12 @@ def _log_jacobian(y, kind):
 
 def residual_sd(f, kind, additive, proportional, sigma):
     """Standard deviation of each observation on its error model's scale."""
-    normal_sd = jnp.sqrt(additive**2 + (proportional * f) ** 2)
-    sd = jnp.where(kind == NORMAL, normal_sd, sigma)
+    var = additive**2 + (proportional * f) ** 2
+    # sqrt only where it is used and positive: sqrt'(0) is inf, and inf x 0 would put NaN in
+    # the gradient of the observations that use sigma instead
+    use = (kind == NORMAL) & (var > 0)
+    normal_sd = jnp.sqrt(jnp.where(use, var, 1.0))
+    sd = jnp.where(kind == NORMAL, jnp.where(use, normal_sd, 0.0), sigma)
     return jnp.maximum(sd, SD_FLOOR)
 
 

@@ -54,7 +54,10 @@ def parse_params(spec: str) -> dict[str, float | str]:
 
 
 def predict_dataset(ds, model, params: Mapping[str, float | str]) -> np.ndarray:
-    """The model's prediction (``conc``, ng/mL) on every record of ``ds``, in record order.
+    """The model's prediction on every record of ``ds``, in record order.
+
+    Each observation record gets its own endpoint's prediction (``conc`` for the generic
+    models); dose records get the model's first endpoint.
 
     Parameters
     ----------
@@ -75,6 +78,11 @@ def predict_dataset(ds, model, params: Mapping[str, float | str]) -> np.ndarray:
         varies within a subject, doses into a compartment the model cannot dose, or RATE=-1/-2
         doses without the ``rate_<cmt>``/``dur_<cmt>`` parameter.
     """
+    eps_model = list(_endpoint_names(model))
+    if hasattr(model, "with_endpoints"):
+        wanted = [e for e in eps_model if e in ds.endpoints] or eps_model[:1]
+        model = model.with_endpoints(wanted)
+        eps_model = wanted
     model.check_parameters(params)
     padded = ds.to_arrays(prediction_rows="all")
     d = padded.data
@@ -114,14 +122,32 @@ def predict_dataset(ds, model, params: Mapping[str, float | str]) -> np.ndarray:
         raise ValueError("; ".join(problems))
 
     def one(p, subject):
-        return model.predict(p, subject)["conc"]
+        out = model.predict(p, subject)
+        return jnp.stack([out[e] for e in eps_model])  # [E, P]
 
-    pred = jax.jit(jax.vmap(one))(batched, d)
-    return unpad_points(padded, np.asarray(pred), len(ds.records))
+    pred = np.asarray(jax.jit(jax.vmap(one))(batched, d))  # [S, E, P]
+    # Each record gets the prediction of its own endpoint; dose and other records without one
+    # get the model's first endpoint (the central concentration); endpoints the model does not
+    # predict give NaN.
+    to_model = np.array(
+        [eps_model.index(e) if e in eps_model else -1 for e in padded.endpoints] + [0]
+    )
+    point_ep = np.asarray(d.point_endpoint)
+    sel = to_model[np.where(point_ep >= 0, point_ep, len(padded.endpoints))]
+    chosen = np.take_along_axis(pred, np.maximum(sel, 0)[:, None, :], axis=1)[:, 0, :]
+    chosen = np.where(sel >= 0, chosen, np.nan)
+    return unpad_points(padded, chosen, len(ds.records))
+
+
+def _endpoint_names(model) -> tuple[str, ...]:
+    units = getattr(model, "endpoint_units", None)
+    return tuple(units) if units is not None else tuple(model.endpoints)
 
 
 def _modelled_rate_problems(model, d, params) -> list[str]:
     """RATE=-1 needs ``rate_<cmt>`` and RATE=-2 ``dur_<cmt>`` for the dose's compartment."""
+    if not hasattr(model, "dose_compartment_names"):
+        return []
     cmt = np.asarray(d.dose_cmt)
     cmt = np.where(cmt == 0, model.default_dose_compartment, cmt)
     is_dose = np.asarray(d.dose_mask) & np.isin(np.asarray(d.dose_evid), (1, 4))
