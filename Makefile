@@ -13,11 +13,16 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
+# Until the fit -> simulate -> report pipeline (`pkpd demo`) lands: check the bundled data.
 demo: $(STAMP)
+	$(VENV)/bin/pkpd validate datasets/temsirolimus/temsirolimus.csv
 	$(VENV)/bin/pkpd validate datasets/examples/two_studies.csv
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+bench: $(STAMP)
+	$(PY) benchmarks/bench_pk.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check pkpd tests benchmarks

@@ -58,9 +58,10 @@ def scipy_subject(p, doses, times):
     for lo, hi in zip(cuts[:-1], cuts[1:], strict=True):
         rate = sum(a / d for t0, a, d in doses if t0 <= lo < t0 + d)
         inside = (times > lo) & (times <= hi)
+        t_eval = np.unique(np.r_[times[inside], hi])
         sol = solve_ivp(rhs, (lo, hi), y, method="LSODA", rtol=1e-8, atol=1e-12,
-                        t_eval=np.r_[times[inside], hi], args=(rate,))  # fmt: skip
-        out[inside] = sol.y[:, :-1].T
+                        t_eval=t_eval, args=(rate,))  # fmt: skip
+        out[inside] = sol.y[:, np.searchsorted(t_eval, times[inside])].T
         y = sol.y[:, -1]
     return 1000 * out[:, 0] / p["v1"], 1000 * out[:, 2] / p["v_sir"]
 

@@ -26,7 +26,7 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,11 +64,9 @@ def resolve_model(model):
 
 
 def model_endpoints(model) -> dict[str, str]:
-    units = getattr(model, "endpoint_units", None)
-    if units is not None:
-        return dict(units)
-    eps = model.endpoints
-    return dict(eps) if isinstance(eps, Mapping) else {e: "" for e in eps}
+    from pkpd.models import endpoint_units
+
+    return endpoint_units(model)
 
 
 @dataclass

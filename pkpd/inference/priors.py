@@ -265,6 +265,11 @@ def _model_info(model):
     if known is not None and required is not None:
         # parameters outside the structural set (lag times, bioavailability, ...) are optional
         defaults.update({p: None for p in known if p not in required and p not in defaults})
+    # parameters of the model family that this variant does not use (e.g. the PD parameters of
+    # a PK-only temsirolimus fit) are ignored like optional entries
+    family = getattr(model, "all_parameters", None)
+    if family is not None:
+        defaults.update({p: None for p in family if p not in (known or {})})
     return getattr(model, "name", None), known, defaults
 
 
@@ -443,7 +448,7 @@ class _Checker:
         where = f"parameters.{name}"
         expected = None
         if self.known is not None:
-            if name not in self.known and entry.get("optional") is True:
+            if name not in self.known and (entry.get("optional") is True or name in self.defaults):
                 self.ignored.append(name)
                 return None
             if name not in self.known:

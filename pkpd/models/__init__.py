@@ -7,6 +7,15 @@ from pkpd.models.temsirolimus import TemsirolimusModel, temsirolimus
 MODELS = {**LIBRARY, "temsirolimus": temsirolimus}
 
 
+def endpoint_units(model) -> dict[str, str]:
+    """Endpoint name → unit of any model (``endpoint_units`` or an ``endpoints`` mapping)."""
+    units = getattr(model, "endpoint_units", None)
+    if units is not None:
+        return dict(units)
+    eps = model.endpoints
+    return dict(eps) if isinstance(eps, dict) else {e: "" for e in eps}
+
+
 def load_model(name: str):
     """Return the registered model called ``name``.
 
@@ -28,4 +37,4 @@ def load_model(name: str):
         ) from None
 
 
-__all__ = ["MODELS", "LinearPKModel", "TemsirolimusModel", "load_model"]
+__all__ = ["MODELS", "LinearPKModel", "TemsirolimusModel", "endpoint_units", "load_model"]

@@ -78,7 +78,9 @@ def predict_dataset(ds, model, params: Mapping[str, float | str]) -> np.ndarray:
         varies within a subject, doses into a compartment the model cannot dose, or RATE=-1/-2
         doses without the ``rate_<cmt>``/``dur_<cmt>`` parameter.
     """
-    eps_model = list(_endpoint_names(model))
+    from pkpd.models import endpoint_units
+
+    eps_model = list(endpoint_units(model))
     if hasattr(model, "with_endpoints"):
         wanted = [e for e in eps_model if e in ds.endpoints] or eps_model[:1]
         model = model.with_endpoints(wanted)
@@ -137,11 +139,6 @@ def predict_dataset(ds, model, params: Mapping[str, float | str]) -> np.ndarray:
     chosen = np.take_along_axis(pred, np.maximum(sel, 0)[:, None, :], axis=1)[:, 0, :]
     chosen = np.where(sel >= 0, chosen, np.nan)
     return unpad_points(padded, chosen, len(ds.records))
-
-
-def _endpoint_names(model) -> tuple[str, ...]:
-    units = getattr(model, "endpoint_units", None)
-    return tuple(units) if units is not None else tuple(model.endpoints)
 
 
 def _modelled_rate_problems(model, d, params) -> list[str]:

@@ -244,6 +244,11 @@ class TemsirolimusModel:
         return tuple(self.parameters)
 
     @property
+    def all_parameters(self) -> dict[str, str]:
+        """Every parameter of the joint model, whichever endpoints are switched on."""
+        return dict(PARAMETERS)
+
+    @property
     def compartments(self) -> dict[int, str]:
         return {1: "central", 2: "peripheral", 3: "sirolimus"}
 
@@ -333,9 +338,18 @@ class TemsirolimusModel:
         seq = jnp.asarray(subject.point_seq)
         seg = jnp.asarray(subject.point_segment)
         out: dict[str, jax.Array] = {}
-        for e in ("temsirolimus", "sirolimus"):
-            if e in self.endpoints:
-                out[e] = analytic.superpose(resp[e], doses, t, seq, seg)
+        if "sirolimus" in resp:
+            # temsirolimus, sirolimus and the driver share the poles of the sirolimus response
+            # (temsirolimus has a zero coefficient on the sirolimus pole): one pass over doses.
+            sir = resp["sirolimus"]
+            tem = resp["temsirolimus"]
+            tem_c = jnp.concatenate([tem.coef, jnp.zeros_like(sir.coef[:, -1:])], axis=-1)
+            rows = [tem_c, sir.coef] + ([resp["driver"].coef] if "driver" in resp else [])
+            vals = polyexp.superpose_multi(sir.poles, jnp.stack(rows), doses, t, seq, seg)
+            out["temsirolimus"], out["sirolimus"] = vals[0], vals[1]
+            out = {e: v for e, v in out.items() if e in self.endpoints}
+        else:
+            out["temsirolimus"] = analytic.superpose(resp["temsirolimus"], doses, t, seq, seg)
         if "s6k" in self.endpoints:
             ce = jnp.maximum(analytic.superpose(resp["effect"], doses, t, seq, seg), 0.0)
             h = _scalar(params, "s6k_hill")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
+from pkpd.pk import analytic
 from pkpd.pk.analytic import StateResponse
 
 #: Relative closeness at which two poles are treated as coincident.
@@ -78,3 +79,38 @@ def convolve(resp: StateResponse, poles, coef) -> StateResponse:
         poles=jnp.concatenate([resp.poles, beta_c], axis=-1),
         coef=jnp.concatenate([c_alpha, c_beta], axis=-1),
     )
+
+
+def superpose_multi(poles, coefs, doses: analytic.DoseTerms, t, seq, segment):
+    """Several responses that share one set of poles, in one pass over doses and points.
+
+    Parameters
+    ----------
+    poles : array [C, M]
+        Poles per dose compartment.
+    coefs : array [K, C, M]
+        Coefficients of K responses on those poles (zero where a response lacks a pole).
+    doses, t, seq, segment
+        As in :func:`pkpd.pk.analytic.superpose`.
+
+    Returns
+    -------
+    array [K, P]
+        Equal to ``analytic.superpose`` of each response, with the exponentials computed once.
+    """
+    p = poles[doses.cidx]  # [D, M]
+    s = t[None, :] - doses.time[:, None] - doses.lag[:, None]  # [D, P]
+    e = lambda x: x[:, None, None]  # noqa: E731
+    g = analytic.pole_response(
+        p[:, None, :],
+        s[:, :, None],
+        e(doses.amount),
+        e(doses.rate),
+        e(doses.duration),
+        e(doses.tau),
+        e(doses.kind),
+    )  # fmt: skip  [D, P, M]
+    mask = analytic.given_mask(doses, t, seq, segment)
+    g = jnp.where(mask[:, :, None], g, 0.0)
+    c = coefs[:, doses.cidx, :]  # [K, D, M]
+    return jnp.einsum("kdm,dpm->kp", c, g)
