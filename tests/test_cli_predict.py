@@ -134,7 +134,9 @@ def test_predict_temsirolimus_gives_each_record_its_endpoint(tmp_path):
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     got = pd.read_csv(out)["PRED"].to_numpy()
-    subj = jax.tree.map(lambda x: jnp.asarray(x[0]), pkpd.read_dataset(data).to_arrays(prediction_rows="all").data)
+    subj = jax.tree.map(
+        lambda x: jnp.asarray(x[0]), pkpd.read_dataset(data).to_arrays(prediction_rows="all").data
+    )
     ref = TemsirolimusModel(endpoints=("temsirolimus", "sirolimus")).predict(pk, subj)
     tem, sir = np.asarray(ref["temsirolimus"]), np.asarray(ref["sirolimus"])
     np.testing.assert_allclose(got, [tem[0], tem[1], sir[2], tem[3], sir[4]], rtol=1e-12)

@@ -220,12 +220,24 @@ def test_correlated_subject_effects_with_lkj(study, tmp_path):
     text += '\n[correlation]\nparameters = ["cl", "v"]\nlkj_eta = 2.0\n'
     f = tmp_path / "corr.toml"
     f.write_text(text)
-    idata = fit("one_cmt_iv", study, f, chains=1, warmup=150, draws=100, seed=2, progress_bar=False, map_steps=300)
+    idata = fit(
+        "one_cmt_iv",
+        study,
+        f,
+        chains=1,
+        warmup=150,
+        draws=100,
+        seed=2,
+        progress_bar=False,
+        map_steps=300,
+    )
     post = idata.posterior
     assert list(post["corr_cholesky"].dims) == ["chain", "draw", "corr_row", "corr_col"]
     L = post["corr_cholesky"].values.reshape(-1, 2, 2)
     np.testing.assert_allclose(np.einsum("nij,nkj->nik", L, L)[:, [0, 1], [0, 1]], 1.0, rtol=1e-10)
     # the individual effects are still exp(eta) around the typical value
     np.testing.assert_allclose(
-        post["theta_v"].values, post["pop_v"].values[..., None] * np.exp(post["eta_v"].values), rtol=1e-10
+        post["theta_v"].values,
+        post["pop_v"].values[..., None] * np.exp(post["eta_v"].values),
+        rtol=1e-10,
     )

@@ -174,6 +174,53 @@ def apply_covariates(params: Mapping[str, float], covariates: Mapping[str, float
     }
 
 
+#: Saturable blood-cell binding (Langmuir, as for everolimus: ter Heine 2018, literature §2):
+#: ``C_wb = (1 + kns)·C_u + bmax·C_u/(kd + C_u)``.
+BINDING_PARAMETERS = {"bmax": "ng/mL", "kd": "ng/mL", "kns": "1"}
+
+
+def unbound_from_blood(c_wb, bmax, kd, kns):
+    """Invert the Langmuir relation: the unbound concentration for a whole-blood one.
+
+    Solves ``a·u² + (a·kd + bmax − c)·u − c·kd = 0`` (``a = 1 + kns``) for its positive root,
+    written without cancellation. Units as the inputs (all in the same concentration unit).
+    """
+    a = 1.0 + kns
+    b = a * kd + bmax - c_wb
+    disc = jnp.sqrt(b * b + 4.0 * a * c_wb * kd)
+    # u = (-b + disc) / (2a) = 2·c·kd / (b + disc): the second form when b > 0
+    return jnp.where(b > 0, 2.0 * c_wb * kd / (b + disc), (disc - b) / (2.0 * a))
+
+
+def binding_vector_field(t, y, p):
+    r"""Temsirolimus/sirolimus PK with saturable binding in blood (amounts mg, time h).
+
+    The central amount ``A1`` is whole-blood drug (``C_wb = A1/v1``, mg/L). Distribution and
+    elimination act on ``C_eff = r_0·C_u``, with ``C_u`` the unbound concentration
+    (:func:`unbound_from_blood`) and ``r_0 = 1 + kns + bmax/kd`` the blood-to-unbound ratio at
+    low concentrations, so that ``cl`` keeps its meaning (whole-blood clearance) at low
+    concentrations and the model tends to the linear one as ``bmax → 0``. As binding saturates,
+    ``C_eff`` exceeds ``C_wb``, and whole-blood exposure rises less than proportionally with
+    dose (Torisel label, 1–25 mg; literature §1)::
+
+        dA1/dt = −(cl + q)·C_eff + q·A2/v2          (+ infusions)
+        dA2/dt =  q·C_eff − q·A2/v2
+        dAs/dt =  fm·cl·C_eff·MW_sir/MW_tem − (cl_sir/v_sir)·As
+    """
+    bmax, kd = p["bmax"] / CONC_SCALE, p["kd"] / CONC_SCALE  # ng/mL -> mg/L
+    c_wb = jnp.maximum(y[0], 0.0) / p["v1"]
+    r0 = 1.0 + p["kns"] + bmax / kd
+    c_eff = r0 * unbound_from_blood(c_wb, bmax, kd, p["kns"])
+    a2 = y[1] / p["v2"]
+    return jnp.stack(
+        [
+            -(p["cl"] + p["q"]) * c_eff + p["q"] * a2,
+            p["q"] * c_eff - p["q"] * a2,
+            p["fm"] * p["cl"] * c_eff * (MW_SIR / MW_TEM) - p["cl_sir"] / p["v_sir"] * y[2],
+        ]
+    )
+
+
 def _scalar(params, name):
     v = jnp.asarray(params[name], dtype=float)
     if v.ndim != 0:
@@ -197,6 +244,9 @@ class TemsirolimusModel:
         are far below any assay error and keep fits fast; tighten them to check accuracy.
     max_steps : int
         Step budget of the ODE solve; exhausting it gives ``ok=False``.
+    binding : bool
+        Saturable blood-cell binding of temsirolimus (:func:`binding_vector_field`, parameters
+        ``bmax``, ``kd``, ``kns``); PK endpoints only, solved by diffrax (Kvaerno5).
     solver : {"tsit5", "kvaerno5"}
         The VEGF and PD-1 turnover rates (1/MRT ≈ 0.01/h, kout ≈ 0.005/h) make the system
         non-stiff, so the explicit Tsit5 is the default: it compiles and differentiates far
@@ -216,6 +266,7 @@ class TemsirolimusModel:
     max_steps: int = 4096
     name: str = "temsirolimus"
     solver: str = "tsit5"
+    binding: bool = False
 
     def __post_init__(self):
         eps = tuple(self.endpoints)
@@ -225,11 +276,22 @@ class TemsirolimusModel:
                 f"unknown endpoint(s) {unknown}; the temsirolimus model has {', '.join(ENDPOINTS)}"
             )
         object.__setattr__(self, "endpoints", eps)
+        if self.binding and any(e not in ("temsirolimus", "sirolimus") for e in eps):
+            raise ValueError(
+                "saturable binding (binding=True) is available for the PK endpoints "
+                "temsirolimus and sirolimus only; switch the PD endpoints off"
+            )
 
     def with_endpoints(self, endpoints: Sequence[str]) -> TemsirolimusModel:
         """The same model predicting only ``endpoints`` (e.g. those present in the data)."""
         return TemsirolimusModel(
-            tuple(endpoints), self.rtol, self.atol, self.max_steps, self.name, self.solver
+            tuple(endpoints),
+            self.rtol,
+            self.atol,
+            self.max_steps,
+            self.name,
+            self.solver,
+            self.binding,
         )
 
     # -- description -----------------------------------------------------------------------------
@@ -237,7 +299,9 @@ class TemsirolimusModel:
     def parameters(self) -> dict[str, str]:
         """Parameters the chosen endpoints need, with units."""
         need = {p for e in self.endpoints for p in _NEEDS[e]}
-        return {p: u for p, u in PARAMETERS.items() if p in need}
+        if self.binding:
+            need |= set(_PK) | set(BINDING_PARAMETERS)
+        return {p: u for p, u in {**PARAMETERS, **BINDING_PARAMETERS}.items() if p in need}
 
     @property
     def structural_parameters(self) -> tuple[str, ...]:
@@ -246,7 +310,7 @@ class TemsirolimusModel:
     @property
     def all_parameters(self) -> dict[str, str]:
         """Every parameter of the joint model, whichever endpoints are switched on."""
-        return dict(PARAMETERS)
+        return {**PARAMETERS, **BINDING_PARAMETERS}
 
     @property
     def compartments(self) -> dict[int, str]:
@@ -258,7 +322,7 @@ class TemsirolimusModel:
 
     def check_parameters(self, params: Mapping[str, object]) -> None:
         """Raise ``ValueError`` naming unknown parameters and those the endpoints need."""
-        unknown = sorted(set(params) - set(PARAMETERS))
+        unknown = sorted(set(params) - set(self.all_parameters))
         missing = [p for p in self.parameters if p not in params]
         if unknown or missing:
             raise ValueError(
@@ -332,6 +396,8 @@ class TemsirolimusModel:
             Endpoint name → array ``[P]`` in the units of :data:`ENDPOINTS`, plus ``"ok"`` (a
             boolean scalar: False when the VEGF/PD-1 ODE solve failed).
         """
+        if self.binding:
+            return self._predict_binding(params, subject)
         resp = self.responses(params)
         doses = self._doses(subject)
         t = jnp.asarray(subject.point_time, dtype=float)
@@ -367,6 +433,34 @@ class TemsirolimusModel:
                 out["pd1_cd8"] = ys[:, 1]
         out["ok"] = ok
         return out
+
+    def _predict_binding(self, params, subject):
+        """PK with saturable blood binding (see :func:`binding_vector_field`), by diffrax."""
+        from pkpd.pk.nonlinear import predict_ode
+
+        p = {k: _scalar(params, k) for k in _PK + tuple(BINDING_PARAMETERS)}
+
+        def output(t, y, p):
+            return {
+                "temsirolimus": CONC_SCALE * y[0] / p["v1"],
+                "sirolimus": CONC_SCALE * y[2] / p["v_sir"],
+            }
+
+        out, ok = predict_ode(
+            binding_vector_field,
+            3,
+            p,
+            subject,
+            output_fn=output,
+            dose_states={1: 0},
+            solver="kvaerno5",
+            rtol=self.rtol,
+            atol=self.atol * 1e-3,
+            max_steps=self.max_steps,
+        )
+        res = {e: out[e] for e in self.endpoints}
+        res["ok"] = ok
+        return res
 
     def _turnover(self, params, driver, doses, subject):
         from pkpd.ode import solve
@@ -456,6 +550,9 @@ LABEL_25MG = {
 }
 
 __all__ = [
+    "BINDING_PARAMETERS",
+    "binding_vector_field",
+    "unbound_from_blood",
     "ENDPOINTS",
     "LABEL_25MG",
     "MW_SIR",

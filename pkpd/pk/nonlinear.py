@@ -83,6 +83,10 @@ def dose_inputs(subject, n_states: int, *, dose_states=None, default_state: int 
     mask = jnp.asarray(subject.dose_mask)[order]
     evid = jnp.asarray(subject.dose_evid)[order]
     ss = jnp.asarray(subject.dose_ss)[order]
+    # an infusion given by its duration (RATE 0, DUR > 0) runs at AMT/DUR
+    dur_in = jnp.asarray(getattr(subject, "dose_dur", jnp.zeros_like(amt)))[order]
+    by_dur = (rate == 0) & (dur_in > 0)
+    rate = jnp.where(by_dur, amt / jnp.where(by_dur, dur_in, 1.0), rate)
 
     in_table = (cmt >= 0) & (cmt < lut.shape[0])
     idx = jnp.where(in_table, lut[jnp.clip(cmt, 0, lut.shape[0] - 1)], -1)
@@ -147,8 +151,8 @@ def predict_ode(
         Named parameters (a dict of scalars, units in the model's docstring); differentiable.
     subject
         One row of :class:`~pkpd.data.arrays.SubjectData` (leaves without the subject axis).
-        Uses ``dose_time, dose_amt, dose_rate, dose_cmt, dose_evid, dose_ss, dose_seq,
-        dose_mask, point_time, point_seq``.
+        Uses ``dose_time, dose_amt, dose_rate, dose_dur`` (infusions by RATE or by DUR),
+        ``dose_cmt, dose_evid, dose_ss, dose_seq, dose_mask, point_time, point_seq``.
     output_fn
         ``g(t, A, params) -> {endpoint: scalar}`` at one time; evaluated at every point.
     dose_states
