@@ -21,6 +21,7 @@ loaded losslessly as netCDF by :func:`save_fit` / :func:`load_fit`.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import hashlib
 import json
@@ -40,6 +41,7 @@ import numpyro.distributions as nd
 
 from pkpd.data.arrays import PaddedData
 from pkpd.data.dataset import Dataset
+from pkpd.inference.covariates import describe as describe_effect
 from pkpd.inference.likelihood import KIND_OF_MODEL, ResidualLikelihood
 from pkpd.inference.priors import CovariateEffect, Dist, Priors, load_priors
 
@@ -92,6 +94,8 @@ class FitSpec:
     obs_time: np.ndarray
     obs_line: np.ndarray
     correlated: list[str] = field(default_factory=list)
+    requested_covariates: list[str] | None = None
+    parameterization: str = "centered"
 
     @property
     def n_subjects(self) -> int:
@@ -174,18 +178,37 @@ def prepare(
     if problems:
         raise FitError("; ".join(problems))
 
-    # covariate effects
+    # covariate effects: names of effects in the priors, or expressions ("cl,v~WT ...")
+    from pkpd.inference.covariates import CovariateSpecError, is_expression, parse_expression
+
     effects, values, dropped = [], {}, []
-    chosen = set(covariates) if covariates is not None else None
-    if chosen is not None:
+    requested = list(covariates) if covariates is not None else None
+    exprs = [c for c in requested or [] if is_expression(c)]
+    chosen = {c for c in requested or [] if not is_expression(c)} if requested is not None else None
+    if chosen:
         unknown_eff = chosen - set(priors.covariates)
         if unknown_eff:
             raise FitError(
                 f"covariate effect(s) {', '.join(sorted(unknown_eff))} are not in the priors "
-                f"(it has {', '.join(priors.covariates) or 'none'})"
+                f"(it has {', '.join(priors.covariates) or 'none'}); to add an effect, write an "
+                "expression such as 'cl,v~WT power(ref=70)' (see pkpd.inference.covariates)"
             )
-    for name, eff in priors.covariates.items():
-        if chosen is not None and name not in chosen:
+    candidates = dict(priors.covariates)
+    columns = {c: padded.covariate(c) for c in padded.covariates}
+    problems = []
+    for ex in exprs:
+        try:
+            for eff in parse_expression(ex, parameters=estimated, columns=columns):
+                if eff.name in candidates:
+                    problems.append(f"covariate {ex!r}: effect {eff.name} is given twice")
+                candidates[eff.name] = eff
+        except CovariateSpecError as e:
+            problems.append(str(e))
+    if problems:
+        raise FitError("; ".join(problems))
+    expr_names = set(candidates) - set(priors.covariates)
+    for name, eff in candidates.items():
+        if chosen is not None and name not in chosen and name not in expr_names:
             dropped.append(f"{name} (not chosen)")
             continue
         if eff.parameter not in estimated:
@@ -259,6 +282,7 @@ def prepare(
         obs_time=np.asarray(d.point_time)[s_idx, p_idx],
         obs_line=line,
         correlated=[p for p in corr if p in estimated],
+        requested_covariates=requested,
     )
 
 
@@ -290,6 +314,66 @@ def _log_multiplier(eff: CovariateEffect, theta, cov):
     if eff.form == "exponential":
         return theta * (cov - eff.reference)
     return jnp.where(cov == 1, jnp.log(theta), 0.0)  # categorical
+
+
+def _subject_mean(spec, p, pop, eta_study, beta, effect_values, n):
+    """Transformed-scale mean of parameter ``p`` for each subject: population, study, covariates."""
+    pp = spec.priors.parameters[p]
+    z = _to_unconstrained(pop[p] / pp.multiplier, pp.transform) * jnp.ones(n)
+    if p in eta_study:
+        z = z + eta_study[p]
+    for eff in spec.effects:
+        if eff.parameter == p:
+            z = z + _log_multiplier(eff, beta[eff.name], effect_values[eff.name])
+    return z
+
+
+def individual_parameters(spec, pop, *, eta, eta_study, beta, effect_values, n):
+    r"""Individual parameter values of ``n`` subjects (module docstring's equation).
+
+    Parameters
+    ----------
+    spec : FitSpec
+        Gives the priors (transforms, multipliers), estimated and fixed parameters and the
+        covariate effects.
+    pop : mapping
+        Population value of each estimated parameter on the natural scale, canonical unit.
+    eta, eta_study : mapping
+        Subject and study random effects per parameter on the transformed scale, ``[n]`` (the
+        study effect already indexed by each subject's study); missing entries are zero.
+    beta : mapping
+        Value of each covariate effect (by effect name).
+    effect_values : mapping
+        Covariate value of each subject for each effect (by effect name), ``[n]``.
+    """
+    pri = spec.priors
+    params = {}
+    for p in spec.estimated:
+        pp = pri.parameters[p]
+        z = _subject_mean(spec, p, pop, eta_study, beta, effect_values, n)
+        if p in eta:
+            z = z + eta[p]
+        params[p] = _from_unconstrained(z, pp.transform) * pp.multiplier
+    for p, v in spec.fixed.items():
+        params[p] = jnp.full(n, v)
+    return params
+
+
+def model_options(model) -> dict:
+    """The constructor options of a model that differ from its registry entry (JSON-ready)."""
+    import dataclasses
+
+    if not dataclasses.is_dataclass(model):
+        return {}
+    from pkpd.models import MODELS
+
+    base = MODELS.get(model.name)
+    out = {}
+    for f in dataclasses.fields(model):
+        v = getattr(model, f.name)
+        if base is None or getattr(base, f.name, None) != v:
+            out[f.name] = list(v) if isinstance(v, tuple) else v
+    return out
 
 
 def _sample(name, d: Dist):
@@ -343,53 +427,67 @@ def build_model(spec: FitSpec):
         return out
 
     def numpyro_model(obs=None):
-        z_ind = {}
+        pop, eta_study, beta, eta = {}, {}, {}, {}
         for p in spec.estimated:
             pp = pri.parameters[p]
             site = f"pop_{p}" if pp.multiplier == 1.0 else f"pop_{p}_fraction"
             theta = _sample(site, pp.prior)
+            pop[p] = theta * pp.multiplier
             if pp.multiplier != 1.0:
-                numpyro.deterministic(f"pop_{p}", theta * pp.multiplier)
-            z = _to_unconstrained(theta, pp.transform) * jnp.ones(S)
+                numpyro.deterministic(f"pop_{p}", pop[p])
             if pp.bsv_study is not None and n_study > 1:
                 om = _sample(f"omega_study_{p}", pp.bsv_study)
                 with numpyro.plate("study", n_study):
                     zs = numpyro.sample(f"z_study_{p}", nd.Normal(0.0, 1.0))
-                eta_s = numpyro.deterministic(f"eta_study_{p}", om * zs)
-                z = z + eta_s[study]
-            z_ind[p] = z
+                eta_study[p] = numpyro.deterministic(f"eta_study_{p}", om * zs)[study]
         for eff in spec.effects:
-            theta = _sample(f"beta_{eff.name}", eff.prior)
-            z_ind[eff.parameter] = z_ind[eff.parameter] + _log_multiplier(
-                eff, theta, eff_vals[eff.name]
-            )
+            if eff.prior.is_fixed:
+                beta[eff.name] = eff.prior.params["value"]
+            else:
+                beta[eff.name] = _sample(f"beta_{eff.name}", eff.prior)
         corr = spec.correlated
+        centered = spec.parameterization == "centered"
         if corr:
             oms = jnp.stack([_sample(f"omega_{p}", pri.parameters[p].bsv) for p in corr])
             L = numpyro.sample(
                 "corr_cholesky",
                 nd.LKJCholesky(len(corr), concentration=pri.correlation.get("lkj_eta", 2.0)),
             )
-            with numpyro.plate("subject", S):
-                zc = numpyro.sample("z_corr", nd.Normal(0.0, 1.0).expand([len(corr)]).to_event(1))
-            eta_c = (zc @ L.T) * oms
+            if centered:
+                loc = jnp.stack(
+                    [_subject_mean(spec, p, pop, eta_study, beta, eff_vals, S) for p in corr], -1
+                )
+                with numpyro.plate("subject", S):
+                    u = numpyro.sample(
+                        "zc_corr", nd.MultivariateNormal(loc, scale_tril=oms[:, None] * L)
+                    )
+                eta_c = u - loc
+            else:
+                with numpyro.plate("subject", S):
+                    zc = numpyro.sample(
+                        "z_corr", nd.Normal(0.0, 1.0).expand([len(corr)]).to_event(1)
+                    )
+                eta_c = (zc @ L.T) * oms
             for k, p in enumerate(corr):
-                z_ind[p] = z_ind[p] + numpyro.deterministic(f"eta_{p}", eta_c[:, k])
+                eta[p] = numpyro.deterministic(f"eta_{p}", eta_c[:, k])
         for p in spec.estimated:
             pp = pri.parameters[p]
             if pp.bsv is not None and p not in corr:
                 om = _sample(f"omega_{p}", pp.bsv)
-                with numpyro.plate("subject", S):
-                    zi = numpyro.sample(f"z_{p}", nd.Normal(0.0, 1.0))
-                z_ind[p] = z_ind[p] + numpyro.deterministic(f"eta_{p}", om * zi)
-        params = {}
+                if centered:
+                    loc = _subject_mean(spec, p, pop, eta_study, beta, eff_vals, S)
+                    with numpyro.plate("subject", S):
+                        u = numpyro.sample(f"zc_{p}", nd.Normal(loc, om))
+                    eta[p] = numpyro.deterministic(f"eta_{p}", u - loc)
+                else:
+                    with numpyro.plate("subject", S):
+                        zi = numpyro.sample(f"z_{p}", nd.Normal(0.0, 1.0))
+                    eta[p] = numpyro.deterministic(f"eta_{p}", om * zi)
+        params = individual_parameters(
+            spec, pop, eta=eta, eta_study=eta_study, beta=beta, effect_values=eff_vals, n=S
+        )
         for p in spec.estimated:
-            pp = pri.parameters[p]
-            params[p] = numpyro.deterministic(
-                f"theta_{p}", _from_unconstrained(z_ind[p], pp.transform) * pp.multiplier
-            )
-        for p, v in spec.fixed.items():
-            params[p] = jnp.full(S, v)
+            numpyro.deterministic(f"theta_{p}", params[p])
         preds = predict(params, subjects)
         ok = preds.pop("ok", jnp.ones(S, dtype=bool))
         stacked = jnp.stack([preds[e] for e in spec.endpoints])  # [E, S, P]
@@ -430,15 +528,46 @@ def _data_sha256(ds: Dataset) -> str:
     return hashlib.sha256(ds.records.to_csv(index=False).encode()).hexdigest()
 
 
+def _valid_start(numpyro_model, obs, key):
+    """A start with a finite log density (constrained values of the sample sites).
+
+    The prior medians first; where the model cannot be evaluated there (a solver failing, a
+    prediction not finite), random points as NumPyro's initialisation tries them.
+    """
+    from numpyro.infer.initialization import init_to_median, init_to_uniform
+    from numpyro.infer.util import constrain_fn, initialize_model
+
+    for strategy in (init_to_median(num_samples=15), init_to_uniform(radius=2)):
+        try:
+            info = initialize_model(
+                key, numpyro_model, init_strategy=strategy, model_kwargs={"obs": obs}
+            )
+        except RuntimeError:
+            continue
+        if np.isfinite(float(info.param_info.potential_energy)):
+            return constrain_fn(numpyro_model, (), {"obs": obs}, info.param_info.z)
+    raise FitError(
+        "no starting point with a finite log density was found (the model fails or predicts "
+        "non-finite values at the prior medians and at 100 random points); check the priors' "
+        "medians and the data"
+    )
+
+
 def _map_estimate(numpyro_model, obs, key, steps: int = 2000):
-    """MAP point (constrained values) by Adam on an AutoDelta guide."""
+    """MAP point (constrained values) by Adam on an AutoDelta guide, from a valid start."""
     from numpyro.infer import SVI, Trace_ELBO
     from numpyro.infer.autoguide import AutoDelta
-    from numpyro.infer.initialization import init_to_median
+    from numpyro.infer.initialization import init_to_value
 
-    guide = AutoDelta(numpyro_model, init_loc_fn=init_to_median(num_samples=15))
+    k_start, k_svi = jax.random.split(key)
+    start = _valid_start(numpyro_model, obs, k_start)
+    guide = AutoDelta(numpyro_model, init_loc_fn=init_to_value(values=start))
     svi = SVI(numpyro_model, guide, numpyro.optim.ClippedAdam(step_size=0.02), Trace_ELBO())
-    res = svi.run(key, steps, obs=obs, progress_bar=False)
+    res = svi.run(k_svi, steps, obs=obs, progress_bar=False)
+    if not np.isfinite(float(res.losses[-1])):
+        # Adam stepped where the model cannot be evaluated; start the BFGS polish from the
+        # valid start instead
+        return start, res.losses
     return guide.median(res.params), res.losses
 
 
@@ -458,6 +587,7 @@ def fit(
     max_tree_depth: int = 10,
     map_steps: int = 2000,
     progress_bar: bool = True,
+    parameterization: str = "centered",
 ):
     """Fit a population model to a dataset.
 
@@ -482,6 +612,13 @@ def fit(
         column exists.
     endpoints : sequence of str, optional
         Endpoints to fit (default: every endpoint of the data the model predicts).
+    parameterization : {"centered", "noncentered"}
+        Of the subject effects in NUTS. PK data usually inform each subject well, and then the
+        centred form (``T(θ_i) ~ Normal(mean_i, ω)``) samples far better than the non-centred one
+        (``T(θ_i) = mean_i + ω z_i``), whose ``z_i`` are tightly tied to the population values;
+        choose ``"noncentered"`` for sparse data (few observations per subject). Study effects
+        are always non-centred (few studies). The MAP start is computed non-centred (the
+        centred joint density has no mode at finite ω).
 
     Returns
     -------
@@ -497,21 +634,28 @@ def fit(
     for name, v in (("chains", chains), ("warmup", warmup), ("draws", draws)):
         if not isinstance(v, int) or v < (0 if name == "warmup" else 1):
             raise FitError(f"{name}={v!r}; expected a positive whole number")
+    if parameterization not in ("centered", "noncentered"):
+        raise FitError(
+            f"parameterization={parameterization!r}; expected 'centered' or 'noncentered'"
+        )
     spec = prepare(model, data, priors, covariates=covariates, endpoints=endpoints)
-    nm = build_model(spec)
+    spec.parameterization = parameterization if method == "nuts" else "noncentered"
+    nm_start = build_model(dataclasses.replace(spec, parameterization="noncentered"))
     obs = jnp.asarray(np.where(spec.obs_blq, np.nan_to_num(spec.obs_lloq, nan=1.0), spec.obs_y))
     key = jax.random.PRNGKey(seed)
     k_map, k_run, k_jit, k_ll = jax.random.split(key, 4)
-    map_values, losses = _map_estimate(nm, obs, k_map, steps=map_steps)
-    u0, flat_map, unravel, pe = _polish(nm, obs, map_values)
+    map_values, losses = _map_estimate(nm_start, obs, k_map, steps=map_steps)
+    u0, flat_map, unravel, pe = _polish(nm_start, obs, map_values)
+    nm = nm_start
+    if spec.parameterization == "centered":
+        nm = build_model(spec)
+        u0 = _centered_start(spec, nm, nm_start, obs, u0)
     extra = {}
     laplace_flat_dirs = 0
     if method == "nuts":
         from numpyro.infer import MCMC, NUTS
 
-        jit = jax.tree.map(
-            lambda x: x[None] + 0.05 * jax.random.normal(k_jit, (chains,) + jnp.shape(x)), u0
-        )
+        jit = _jittered_starts(nm, obs, u0, k_jit, chains)
         kernel = NUTS(nm, target_accept_prob=target_accept, max_tree_depth=max_tree_depth)
         method_chain = (
             "parallel" if jax.local_device_count() >= chains and chains > 1 else "vectorized"
@@ -567,9 +711,58 @@ def fit(
             warmup=warmup if method == "nuts" else 0,
             draws=draws,
             map_log_density=float(-pe(flat_map)),
+            parameterization=spec.parameterization,
             laplace_flat_directions=laplace_flat_dirs,
         ),
     )
+
+
+def _jittered_starts(nm, obs, u0, key, chains, scale=0.05):
+    """One start per chain: the MAP point plus N(0, scale²) noise on the unconstrained scale.
+
+    Chains started apart show whether they agree (R-hat); a jittered start whose log density
+    is not finite (e.g. a solver failing there) is pulled back toward the MAP, halving the
+    noise until it is (the MAP itself, at worst).
+    """
+    from numpyro.infer.util import potential_energy
+
+    pe = jax.jit(lambda u: potential_energy(nm, (), {"obs": obs}, u))
+    starts = []
+    for k in jax.random.split(key, chains):
+        noise = jax.tree.map(lambda x, kk=k: jax.random.normal(kk, jnp.shape(x)), u0)
+        s = scale
+        for _ in range(8):
+            u = jax.tree.map(lambda x, n, s=s: x + s * n, u0, noise)
+            if np.isfinite(float(pe(u))):
+                break
+            s /= 2
+        else:
+            u = u0
+        starts.append(u)
+    return jax.tree.map(lambda *xs: jnp.stack(xs), *starts)
+
+
+def _centered_start(spec, nm, nm_start, obs, u_start):
+    """The unconstrained start of the centred model at the non-centred MAP point."""
+    from numpyro.infer.util import constrain_fn, unconstrain_fn
+
+    vals = constrain_fn(nm_start, (), {"obs": obs}, u_start, return_deterministic=True)
+    init = {k: v for k, v in vals.items() if k in u_start and not k.startswith("z_")}
+    init = {**init, **{k: vals[k] for k in u_start if k.startswith("z_study_")}}
+    pri = spec.priors
+    zc = {
+        p: _to_unconstrained(
+            vals[f"theta_{p}"] / pri.parameters[p].multiplier, pri.parameters[p].transform
+        )
+        for p in spec.estimated
+        if pri.parameters[p].bsv is not None
+    }
+    if spec.correlated:
+        init["zc_corr"] = jnp.stack([zc[p] for p in spec.correlated], -1)
+    for p, v in zc.items():
+        if p not in spec.correlated:
+            init[f"zc_{p}"] = v
+    return unconstrain_fn(nm, (), {"obs": obs}, init)
 
 
 def _deterministic_sites(nm, obs):
@@ -628,7 +821,7 @@ def _to_inference_data(spec: FitSpec, flat, ll, n_chains, extra, attrs):
     studies = list(spec.padded.studies)
     post, dims = {}, {}
     for name, v in flat.items():
-        if name.startswith("z_") or name == "z_corr":
+        if name.startswith(("z_", "zc_")):
             continue  # standard-normal latents: the eta_* deterministics carry them
         if name.endswith("_fraction") and name.startswith("pop_"):
             continue
@@ -671,6 +864,17 @@ def _to_inference_data(spec: FitSpec, flat, ll, n_chains, extra, attrs):
         "dose_mask": np.asarray(d.dose_mask).astype(np.int8),
     }
     cdims = {k: ["obs"] for k in constant if k.startswith("obs_")}
+    # the checked data records, so a fit file alone can be diagnosed and simulated from
+    rec = spec.dataset.records
+    for col in rec.columns:
+        v = rec[col].to_numpy()
+        if v.dtype == bool:
+            v = v.astype(np.int8)
+        elif v.dtype.kind not in "fiu":
+            v = v.astype(str).astype(object)
+        constant[f"record_{col}"] = v
+        cdims[f"record_{col}"] = ["record"]
+    coords["record"] = np.arange(len(rec))
     cdims.update(
         subject_study=["subject"],
         covariates=["subject", "covariate"],
@@ -693,6 +897,10 @@ def _to_inference_data(spec: FitSpec, flat, ll, n_chains, extra, attrs):
         "estimated": json.dumps(spec.estimated),
         "fixed": json.dumps(spec.fixed),
         "covariate_effects": json.dumps([e.name for e in spec.effects]),
+        "covariate_effects_detail": json.dumps([describe_effect(e) for e in spec.effects]),
+        "covariates_requested": json.dumps(spec.requested_covariates),
+        "model_options": json.dumps(model_options(spec.model)),
+        "priors_json": json.dumps(pri.raw),
         "dropped_covariate_effects": json.dumps(spec.dropped_effects),
         "priors_source": str(pri.source),
         "priors_toml": pri.text,

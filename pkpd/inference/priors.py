@@ -173,6 +173,8 @@ class Priors:
     text: str = ""
     #: Optional entries of the file that the model variant does not use.
     ignored: tuple[str, ...] = ()
+    #: The parsed file (plain mapping), kept so a fit can store and reload the priors it used.
+    raw: Mapping[str, Any] = field(default_factory=dict)
 
     def with_overrides(self, other: Priors) -> Priors:
         """These priors with the entries of ``other`` replacing or adding to them."""
@@ -184,10 +186,20 @@ class Priors:
             correlation=other.correlation or self.correlation,
             source=f"{self.source} + {other.source}",
             text=self.text + "\n# --- overrides ---\n" + other.text,
+            raw=_merge(self.raw, other.raw),
         )
 
 
 # ---------------------------------------------------------------------------------------------
+
+
+def _merge(a: Mapping, b: Mapping) -> dict:
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = (
+            _merge(out[k], v) if isinstance(v, Mapping) and isinstance(out.get(k), Mapping) else v
+        )
+    return out
 
 
 def bundled_priors_dir() -> Path:
@@ -339,6 +351,7 @@ class _Checker:
             source=self.source,
             text=self.text,
             ignored=tuple(self.ignored),
+            raw=raw,
         )
 
     def _table(self, raw, key) -> dict:
