@@ -6,6 +6,7 @@ Exit codes: 0 success, 2 bad input (every problem printed, never a traceback), 1
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 EXIT_BAD_INPUT = 2
@@ -81,6 +82,7 @@ def _fit(args: argparse.Namespace) -> int:
             covariates=args.covariate or None,
             endpoints=args.endpoint or None,
             progress_bar=not args.quiet,
+            parameterization=args.parameterization,
         )
     except (DatasetError, PriorsError, FitError) as e:
         print(str(e), file=sys.stderr)
@@ -98,6 +100,13 @@ def _fit(args: argparse.Namespace) -> int:
     dropped = idata.attrs.get("dropped_covariate_effects", "[]")
     if dropped != "[]":
         print(f"covariate effects not used: {dropped}")
+    for eff in json.loads(idata.attrs.get("covariate_effects_detail", "[]")):
+        prior = dict(eff["prior"])
+        fam = prior.pop("family")
+        how = f"fixed at {prior['value']}" if fam == "fixed" else f"estimated, prior {fam}{prior}"
+        ref = "" if eff["reference"] is None else f", reference {eff['reference']:g}"
+        print(f"covariate effect {eff['name']}: {eff['form']} of {eff['covariate']} on "
+              f"{eff['parameter']}{ref}, {how}")  # fmt: skip
     print(format_table(table))
     warnings = convergence_warnings(idata, table) if args.method == "nuts" else []
     for w in warnings:
@@ -181,7 +190,17 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument(
         "--covariate",
         action="append",
-        help="covariate effect from the priors file to use (repeat); default: all whose column exists",
+        help="covariate effect to use (repeat): the name of an effect in the priors file, or an "
+        "expression such as 'cl,v~WT power(ref=70, fixed=0.75)', 'cl~CRCL linear', "
+        "'cl~CYP3A4_INH categorical' (grammar and defaults: pkpd.inference.covariates); "
+        "default: every effect of the priors file whose column exists",
+    )
+    f.add_argument(
+        "--parameterization",
+        choices=["centered", "noncentered"],
+        default="centered",
+        help="of the subject effects in NUTS: centered (default, rich data) or noncentered "
+        "(sparse data)",
     )
     f.add_argument(
         "--endpoint",
