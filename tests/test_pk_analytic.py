@@ -543,3 +543,43 @@ def test_model_metadata():
     assert load_model("three_cmt_iv").structural_parameters == ("cl", "v1", "q", "v2", "q2", "v3")
     assert load_model("one_cmt_iv").compartments == {1: "central"}
     assert hash(m) == hash(load_model("two_cmt_oral"))
+
+
+def test_pole_response_fast_path_equals_the_general_formula():
+    """Data without steady-state doses use only the bolus/infusion formulas: same values."""
+    from pkpd.pk.analytic import BOLUS, INFUSION, pole_response
+
+    rng = np.random.default_rng(4)
+    n = 400
+    lam = rng.uniform(0.01, 3.0, n)
+    s = rng.uniform(-5.0, 50.0, n)
+    amount = rng.uniform(1.0, 100.0, n)
+    dur = rng.uniform(0.1, 4.0, n)
+    kind = rng.choice([BOLUS, INFUSION], n)
+    rate = np.where(kind == INFUSION, amount / dur, 0.0)
+    dur = np.where(kind == INFUSION, dur, 0.0)
+    tau = np.ones(n)
+    full = pole_response(lam, s, amount, rate, dur, tau, kind)
+    fast = pole_response(lam, s, amount, rate, dur, tau, kind, (BOLUS, INFUSION))
+    np.testing.assert_array_equal(np.asarray(full), np.asarray(fast))
+    inf = kind == INFUSION
+    only = pole_response(lam[inf], s[inf], amount[inf], rate[inf], dur[inf], tau[inf],
+                         kind[inf], (INFUSION,))  # fmt: skip
+    np.testing.assert_array_equal(np.asarray(full)[inf], np.asarray(only))
+
+
+def test_kinds_in_data():
+    from pkpd.pk.analytic import BOLUS, INFUSION, kinds_in_data
+
+    def kinds(rows):
+        df = pd.DataFrame(rows)
+        return kinds_in_data(pkpd.read_dataset(df).to_arrays().data)
+
+    obs = dict(ID=1, TIME=1.0, EVID=0, AMT=0, DV=1.0)
+    assert kinds([dict(ID=1, TIME=0, EVID=1, AMT=10, DV=np.nan), obs]) == (BOLUS,)
+    inf = dict(ID=1, TIME=0, EVID=1, AMT=10, RATE=5, DV=np.nan)
+    assert kinds([inf, obs]) == (INFUSION,)
+    bol2 = dict(ID=1, TIME=0.5, EVID=1, AMT=10, RATE=0, DV=np.nan)
+    assert kinds([inf, bol2, obs]) == (BOLUS, INFUSION)
+    ss = dict(ID=1, TIME=0, EVID=1, AMT=10, SS=1, II=12, DV=np.nan)
+    assert kinds([ss, obs]) is None

@@ -58,7 +58,8 @@ def scipy_reference(p, doses, times):
         inside = (times > lo) & (times <= hi)
         sol = solve_ivp(rhs, (lo, hi), y, method="Radau", rtol=1e-10, atol=1e-13,
                         t_eval=times[inside], args=(rate_at(lo),))  # fmt: skip
-        out[inside] = sol.y.T
+        if inside.any():
+            out[inside] = sol.y.T
         y = solve_ivp(
             rhs, (lo, hi), y, method="Radau", rtol=1e-10, atol=1e-13, args=(rate_at(lo),)
         ).y[:, -1]
@@ -134,9 +135,26 @@ def test_inhibition_is_monotone_in_dose():
 
 def test_pd1_stays_inside_0_100_for_extreme_parameters():
     p = dict(TYPICAL, pd1_imax=1.0 - 1e-12, pd1_ic50=1e-6, pd1_kout=5.0, pd1_base=99.0)
-    out = predict(p, subject_for([(0.0, 1e5, 0.5)], np.linspace(0.1, 300, 50)))
+    sub = subject_for([(0.0, 1e5, 0.5)], np.linspace(0.1, 300, 50))
+    out = TemsirolimusModel(rtol=1e-9, atol=1e-9, pd_solver="diffrax").predict(p, sub)
     v = np.asarray(out["pd1_cd8"])
     assert bool(out["ok"]) and np.all((v > 0) & (v < 100))
+    # the fixed grid cannot follow a 5/h turnover: it says so instead of returning garbage
+    grid = TemsirolimusModel().predict(p, sub)
+    assert not bool(grid["ok"]) and np.all(np.isnan(np.asarray(grid["pd1_cd8"])))
+
+
+@pytest.mark.parametrize("solver", ["grid", "diffrax"])
+def test_pd_solvers_match_scipy_over_twelve_weekly_doses(solver):
+    doses = [(168.0 * k, 25.0 if k < 3 else 75.0, 0.5) for k in range(12)]
+    times = np.array([3.0, 30.0, 170.0, 500.0, 1000.0, 1345.0, 1500.0, 2000.0, 2017.5, 2100.0])
+    ref = scipy_reference(TYPICAL, doses, times)
+    m = TemsirolimusModel(rtol=1e-9, atol=1e-9, pd_solver=solver)
+    out = m.predict(TYPICAL, subject_for(doses, times))
+    assert bool(out["ok"])
+    for e in ("vegf", "pd1_cd8"):
+        rel = np.abs(np.asarray(out[e]) - ref[e]) / np.abs(ref[e])
+        assert rel.max() <= 1e-5, (e, rel.max())
 
 
 def test_effect_compartment_with_fast_ke0_equals_the_direct_model():

@@ -380,6 +380,21 @@ def _sample(name, d: Dist):
     return numpyro.sample(name, d.numpyro())
 
 
+def _trim(sub, n_d, n_p):
+    """Subject arrays cut to the first ``n_d`` dose slots and ``n_p`` points."""
+    import dataclasses as dc
+
+    out = {}
+    for f in dc.fields(sub):
+        x = getattr(sub, f.name)
+        if f.name.startswith("dose_"):
+            x = x[:, :n_d]
+        elif f.name.startswith("point_"):
+            x = x[:, :n_p]
+        out[f.name] = x
+    return type(sub)(**out)
+
+
 def build_model(spec: FitSpec):
     """The NumPyro model function ``model(obs=None)`` of a fit spec (see module docstring)."""
     pri = spec.priors
@@ -396,6 +411,12 @@ def build_model(spec: FitSpec):
     o_lloq = jnp.asarray(spec.obs_lloq)
     o_blq = jnp.asarray(spec.obs_blq)
     model = spec.model
+    if dataclasses.is_dataclass(model) and "dose_kinds" in {
+        f.name for f in dataclasses.fields(model)
+    }:
+        from pkpd.pk.analytic import kinds_in_data
+
+        model = dataclasses.replace(model, dose_kinds=kinds_in_data(spec.padded.data))
     # Subjects grouped by the endpoints they have data for: each group predicts only those
     # (a PK-only study does not pay for the PD ODE of another study).
     groups = []
@@ -403,9 +424,17 @@ def build_model(spec: FitSpec):
         have: dict[int, set] = {}
         for s_i, e_i in zip(spec.obs_subject.tolist(), spec.obs_endpoint.tolist(), strict=True):
             have.setdefault(s_i, set()).add(spec.endpoints[e_i])
+        # Two groups at most: subjects with data on an expensive endpoint (an ODE solve, as the
+        # model's ``costly_endpoints`` says) and the others; each group predicts every cheap
+        # endpoint of the fit (closed forms cost little) so few variants need compiling.
+        costly = set(getattr(model, "costly_endpoints", ()))
+        cheap = tuple(e for e in spec.endpoints if e not in costly)
         by_set: dict[tuple, list[int]] = {}
         for s_i in range(S):
-            key = tuple(e for e in spec.endpoints if e in have.get(s_i, set()))
+            mine = have.get(s_i, set())
+            if not mine:
+                continue
+            key = cheap + tuple(e for e in spec.endpoints if e in costly and mine & costly)
             by_set.setdefault(key, []).append(s_i)
         for key, idx in by_set.items():
             if key:
@@ -414,15 +443,25 @@ def build_model(spec: FitSpec):
         groups.append((jax.vmap(model.predict), tuple(spec.endpoints), np.arange(S)))
     P = spec.padded.data.point_time.shape[1]
 
+    # Each group is trimmed to the doses and observation points its subjects have (padding
+    # comes last), so a small study of few doses does not pay for the largest one.
+    trimmed = []
+    for fn, key, idx in groups:
+        dm = np.asarray(spec.padded.data.dose_mask)[idx]
+        pm = np.asarray(spec.padded.data.point_mask)[idx]
+        n_d = max(1, int(np.max(np.where(dm.any(0))[0], initial=-1)) + 1)
+        n_p = max(1, int(np.max(np.where(pm.any(0))[0], initial=-1)) + 1)
+        sub = _trim(jax.tree.map(lambda x, i=idx: x[i], subjects), n_d, n_p)
+        trimmed.append((fn, key, idx, sub, n_p))
+
     def predict(params, subjects):
         out = {e: jnp.zeros((S, P)) for e in spec.endpoints}
         ok = jnp.ones(S, dtype=bool)
-        for fn, key, idx in groups:
-            sub = jax.tree.map(lambda x: x[idx], subjects)  # noqa: B023
+        for fn, key, idx, sub, n_p in trimmed:
             res = fn({k: v[idx] for k, v in params.items()}, sub)
             ok = ok.at[idx].set(res.get("ok", jnp.ones(len(idx), dtype=bool)))
             for e in key:
-                out[e] = out[e].at[idx].set(res[e])
+                out[e] = out[e].at[idx, :n_p].set(res[e])
         out["ok"] = ok
         return out
 

@@ -100,6 +100,9 @@ class LinearPKModel:
     name: str
     n_compartments: int
     absorption: bool
+    #: Dose kinds the data can hold (static; :func:`pkpd.pk.analytic.kinds_in_data`). A fit
+    #: sets it from its data so the engine skips the steady-state formulas; None = all.
+    dose_kinds: tuple | None = None
 
     def __post_init__(self):
         if self.n_compartments not in (1, 2, 3):
@@ -220,6 +223,7 @@ class LinearPKModel:
                 t,
                 jnp.asarray(subject.point_seq),
                 jnp.asarray(subject.point_segment),
+                self.dose_kinds,
             )
             for i in range(len(self.compartments))
         ]
@@ -252,6 +256,7 @@ class LinearPKModel:
             jnp.asarray(subject.point_time, dtype=float),
             jnp.asarray(subject.point_seq),
             jnp.asarray(subject.point_segment),
+            self.dose_kinds,
         )
         v = sp["v"] if self.n_compartments == 1 else sp["v1"]
         return {"conc": CONC_SCALE * amount / v}

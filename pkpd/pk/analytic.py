@@ -81,6 +81,7 @@ from collections.abc import Mapping
 from typing import NamedTuple
 
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 #: Times closer than this (h) count as equal (event ordering, lagged doses landing on a point).
@@ -443,7 +444,7 @@ def _neg_expm1(x):
     return -jnp.expm1(-x)
 
 
-def pole_response(lam, s, amount, rate, duration, tau, kind):
+def pole_response(lam, s, amount, rate, duration, tau, kind, kinds=None):
     r"""Response of one exponential mode :math:`e^{-\lambda u}` to one dose (broadcasting).
 
     Parameters
@@ -473,7 +474,28 @@ def pole_response(lam, s, amount, rate, duration, tau, kind):
           + e^{-\lambda(u_{k_1}-T)}\frac{1-e^{-\lambda T}}{1-r}\Big]`;
         * constant-infusion steady state stopped at :math:`s = 0`:
           :math:`R e^{-\lambda s^+}/\lambda`.
+
+    kinds : tuple of int, optional
+        The dose kinds that can occur (static; :func:`kinds_in_data`). Only their formulas
+        are computed, which makes data without steady-state doses several times cheaper
+        (fewer exponentials, forward and in gradients). ``None``: every kind.
     """
+    if kinds is not None and set(kinds) <= {BOLUS, INFUSION}:
+        parts = []
+        if BOLUS in kinds:
+            b = jnp.where(s >= -TIME_TOL, amount * jnp.exp(-lam * jnp.maximum(s, 0.0)), 0.0)
+            parts.append((BOLUS, b))
+        if INFUSION in kinds:
+            i = (
+                rate
+                * jnp.exp(-lam * jnp.maximum(s - duration, 0.0))
+                * _neg_expm1(lam * jnp.clip(s, 0.0, duration))
+                / lam
+            )
+            parts.append((INFUSION, i))
+        if len(parts) == 1:
+            return parts[0][1]
+        return jnp.where(kind == BOLUS, parts[0][1], parts[1][1])
     sp = jnp.maximum(s, 0.0)
     decay = jnp.exp(-lam * sp)
     bolus = jnp.where(s >= -TIME_TOL, amount * decay, 0.0)
@@ -509,7 +531,23 @@ def given_mask(doses: DoseTerms, t, seq, segment):
     return doses.active[:, None] & (doses.segment[:, None] == segment[None, :]) & order
 
 
-def superpose(response: StateResponse, doses: DoseTerms, t, seq, segment):
+def kinds_in_data(subjects) -> tuple[int, ...] | None:
+    """The dose kinds padded data can hold, for :func:`pole_response`'s ``kinds``.
+
+    ``None`` (every kind) when any dose is a steady-state dose; otherwise the subset of
+    ``(BOLUS, INFUSION)`` present (RATE or DUR, modelled or given, make an infusion).
+    """
+    mask = np.asarray(subjects.dose_mask) & np.isin(np.asarray(subjects.dose_evid), (1, 4))
+    if np.any(np.asarray(subjects.dose_ss)[mask] != 0):
+        return None
+    r = np.asarray(subjects.dose_rate)[mask]
+    d = np.asarray(subjects.dose_dur)[mask]
+    inf = (r != 0) | (d > 0)
+    out = tuple(k for k, present in ((BOLUS, np.any(~inf)), (INFUSION, np.any(inf))) if present)
+    return out or (BOLUS,)
+
+
+def superpose(response: StateResponse, doses: DoseTerms, t, seq, segment, kinds=None):
     """Amount in one state at each point, summed over doses and poles (mg, ``[P]``).
 
     Parameters
@@ -532,6 +570,7 @@ def superpose(response: StateResponse, doses: DoseTerms, t, seq, segment):
         e(doses.duration),
         e(doses.tau),
         e(doses.kind),
+        kinds,
     )  # [D, P, M]
     contrib = jnp.sum(coef[:, None, :] * g, axis=-1)  # [D, P]
     mask = given_mask(doses, t, seq, segment)

@@ -81,7 +81,7 @@ def convolve(resp: StateResponse, poles, coef) -> StateResponse:
     )
 
 
-def superpose_multi(poles, coefs, doses: analytic.DoseTerms, t, seq, segment):
+def superpose_multi(poles, coefs, doses: analytic.DoseTerms, t, seq, segment, kinds=None):
     """Several responses that share one set of poles, in one pass over doses and points.
 
     Parameters
@@ -109,6 +109,7 @@ def superpose_multi(poles, coefs, doses: analytic.DoseTerms, t, seq, segment):
         e(doses.duration),
         e(doses.tau),
         e(doses.kind),
+        kinds,
     )  # fmt: skip  [D, P, M]
     mask = analytic.given_mask(doses, t, seq, segment)
     g = jnp.where(mask[:, :, None], g, 0.0)

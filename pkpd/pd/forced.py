@@ -1,0 +1,158 @@
+r"""Turnover models driven by a known concentration, solved on a fixed, dose-aware grid.
+
+Indirect-response and bounded-turnover models are *linear in their own state* once the drug
+concentration :math:`C(t)` is known::
+
+    dy_j/dt = a_j(t) − b_j(t)·y_j            (a_j, b_j functions of C(t) and parameters)
+
+e.g. IDR I: ``a = kin·(1 − I(C))``, ``b = kout``; bounded turnover of a percentage:
+``a = 100·g``, ``b = g + kout`` with ``g = kin·(1 − I(C))``. With ``C`` in closed form (the PK
+is linear), each step of the classical Runge–Kutta method is an *affine* map
+``y_{k+1} = A_k·y_k + B_k`` whose coefficients need only ``a`` and ``b`` at the step's start,
+middle and end, all known before integrating. So the whole solve is: one vectorised evaluation
+of the concentration on the grid, then an associative scan composing the affine maps. There is
+no step-size control to differentiate through, which makes gradients inside NUTS cheap
+(milliseconds instead of seconds for an adaptive ODE solver over a population).
+
+Accuracy comes from the grid (:func:`dose_grid`): every dose time and infusion end is a node (the
+concentration has kinks there, and RK4 is 4th order only between kinks), nodes are dense just
+after each dose where the concentration changes fastest and sparse later, and a uniform grid
+bounds the longest step. The tests compare with scipy's Radau at tight tolerances.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+#: Node offsets (h) after the end of each infusion (or bolus): dense where C falls fastest.
+DEFAULT_OFFSETS = (
+    0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 24.0, 36.0, 48.0, 72.0, 120.0
+)  # fmt: skip
+#: Nodes inside each infusion, as fractions of its duration.
+INFUSION_FRACTIONS = (0.25, 0.5, 0.75)
+#: Nodes just after each infusion starts (h, capped at its end): with potent drugs (IC50 far
+#: below Cmax) the effect switches on within minutes of the start.
+START_OFFSETS = (0.001, 0.003, 0.01, 0.03, 0.1)
+
+
+def dose_grid(dose_time, dose_end, active, t_eval, *, n_uniform=64, offsets=DEFAULT_OFFSETS):
+    """Grid nodes for a forced-turnover solve, and where the evaluation times sit in it.
+
+    Parameters
+    ----------
+    dose_time, dose_end : arrays [D]
+        Start and end (h) of each dose's input (end = start for a bolus).
+    active : bool array [D]
+        Real doses (padding is ignored).
+    t_eval : array [P]
+        Times (h) where the solution is wanted.
+    n_uniform : int
+        Uniform nodes between the start and the last evaluation time (bounds the step).
+    offsets : tuple of float
+        Nodes after each dose's end (h).
+
+    Returns
+    -------
+    nodes : array [N]
+        Sorted node times, starting at ``t0 = min(0, min(t_eval))``.
+    index : int array [P]
+        Position of each ``t_eval`` in ``nodes``.
+    """
+    t_eval = jnp.asarray(t_eval, dtype=float)
+    t0 = jnp.minimum(0.0, jnp.min(t_eval))
+    t1 = jnp.max(t_eval)
+    off = jnp.asarray((0.0, *offsets))
+    frac = jnp.asarray(INFUSION_FRACTIONS)
+    inside = dose_time[:, None] + frac[None, :] * (dose_end - dose_time)[:, None]
+    early = jnp.minimum(dose_time[:, None] + jnp.asarray(START_OFFSETS)[None, :], dose_end[:, None])
+    inside = jnp.concatenate([early, inside], axis=1)
+    per_dose = jnp.concatenate(
+        [dose_time[:, None], inside, dose_end[:, None] + off[None, :]], axis=1
+    )
+    per_dose = jnp.where(active[:, None], per_dose, t0)
+    per_dose = jnp.clip(per_dose, t0, t1)
+    uniform = jnp.linspace(t0, t1, n_uniform)
+    allt = jnp.concatenate([uniform, per_dose.ravel(), t_eval])
+    order = jnp.argsort(allt, stable=True)
+    nodes = allt[order]
+    inverse = jnp.argsort(order, stable=True)
+    index = inverse[allt.shape[0] - t_eval.shape[0] :]
+    return nodes, index
+
+
+def rk4_affine(a, b, h):
+    """Coefficients of one classical RK4 step of ``y' = a(t) − b(t)·y`` as ``y+ = A·y + B``.
+
+    Parameters
+    ----------
+    a, b : arrays [..., 3, J]
+        Values at the step's start, middle and end.
+    h : array [...]
+        Step lengths.
+    """
+    h = h[..., None]
+    a0, am, a1 = a[..., 0, :], a[..., 1, :], a[..., 2, :]
+    b0, bm, b1 = b[..., 0, :], b[..., 1, :], b[..., 2, :]
+    # each stage as (coefficient of y, constant)
+    k1 = (-b0, a0)
+    k2 = (-bm * (1 + 0.5 * h * k1[0]), am - bm * 0.5 * h * k1[1])
+    k3 = (-bm * (1 + 0.5 * h * k2[0]), am - bm * 0.5 * h * k2[1])
+    k4 = (-b1 * (1 + h * k3[0]), a1 - b1 * h * k3[1])
+    A = 1 + h / 6 * (k1[0] + 2 * k2[0] + 2 * k3[0] + k4[0])
+    B = h / 6 * (k1[1] + 2 * k2[1] + 2 * k3[1] + k4[1])
+    return A, B
+
+
+def solve_affine(y0, A, B):
+    """States at every node: ``y_0 = y0``, ``y_{k+1} = A_k·y_k + B_k`` (associative scan).
+
+    Returns an array ``[N, J]`` (N = number of steps + 1).
+    """
+
+    def compose(first, second):
+        a1, b1 = first
+        a2, b2 = second
+        return a2 * a1, a2 * b1 + b2
+
+    As, Bs = jax.lax.associative_scan(compose, (A, B), axis=0)
+    ys = As * y0[None, :] + Bs
+    return jnp.concatenate([y0[None, :], ys], axis=0)
+
+
+def solve_forced(coef_fn, conc_fn, y0, nodes, index):
+    """Solve ``y_j' = a_j − b_j·y_j`` on ``nodes``; values at ``nodes[index]``.
+
+    Parameters
+    ----------
+    coef_fn : callable
+        ``coef_fn(c) -> (a, b)`` with ``c`` concentrations ``[...]`` and ``a``, ``b`` of shape
+        ``[..., J]``.
+    conc_fn : callable
+        ``conc_fn(t) -> c``, vectorised over an array of times.
+    y0 : array [J]
+        States at ``nodes[0]``.
+    nodes : array [N]
+    index : int array [P]
+
+    Returns
+    -------
+    values : array [P, J]
+    stable : bool scalar
+        Every step within RK4's stability interval (``h·b <= 2.5``; the method's limit on the
+        real axis is 2.785). Beyond it the values are meaningless: treat as a failed solve. With
+        the default grid that needs turnover rates above ~0.25/h, far faster than VEGF or PD-1.
+    """
+    h = jnp.diff(nodes)
+    mid = nodes[:-1] + 0.5 * h
+    c = conc_fn(jnp.concatenate([nodes, mid]))
+    n = nodes.shape[0]
+    cn, cm = c[:n], c[n:]
+    a_n, b_n = coef_fn(cn)
+    a_m, b_m = coef_fn(cm)
+    a = jnp.stack([a_n[:-1], a_m, a_n[1:]], axis=1)
+    b = jnp.stack([b_n[:-1], b_m, b_n[1:]], axis=1)
+    A, B = rk4_affine(a, b, h)
+    ys = solve_affine(jnp.asarray(y0, dtype=float), A, B)
+    stable = jnp.all(h[:, None, None] * jnp.abs(b) <= 2.5)
+    return ys[index], stable
