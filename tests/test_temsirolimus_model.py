@@ -144,12 +144,14 @@ def test_pd1_stays_inside_0_100_for_extreme_parameters():
     assert not bool(grid["ok"]) and np.all(np.isnan(np.asarray(grid["pd1_cd8"])))
 
 
-@pytest.mark.parametrize("solver", ["grid", "diffrax"])
+@pytest.mark.parametrize("solver", ["grid", "grid-infusions", "diffrax"])
 def test_pd_solvers_match_scipy_over_twelve_weekly_doses(solver):
     doses = [(168.0 * k, 25.0 if k < 3 else 75.0, 0.5) for k in range(12)]
     times = np.array([3.0, 30.0, 170.0, 500.0, 1000.0, 1345.0, 1500.0, 2000.0, 2017.5, 2100.0])
     ref = scipy_reference(TYPICAL, doses, times)
-    m = TemsirolimusModel(rtol=1e-9, atol=1e-9, pd_solver=solver)
+    # grid-infusions: the driver by the exact recurrence a fit uses on infusion-only data
+    kinds = (1,) if solver == "grid-infusions" else None
+    m = TemsirolimusModel(rtol=1e-9, atol=1e-9, pd_solver=solver.split("-")[0], dose_kinds=kinds)
     out = m.predict(TYPICAL, subject_for(doses, times))
     assert bool(out["ok"])
     for e in ("vegf", "pd1_cd8"):

@@ -538,7 +538,13 @@ class TemsirolimusModel:
             infusion = (doses.kind == analytic.INFUSION) | (doses.kind == analytic.SS_INFUSION)
             start = doses.time + doses.lag
             end = start + jnp.where(infusion, doses.duration, 0.0)
-            nodes, index = dose_grid(start, end, doses.active, t)
+            nodes, index, start_index = dose_grid(start, end, doses.active, t)
+            conc = None
+            if self.dose_kinds is not None:  # bolus/infusion only, no resets: exact recurrence
+                from pkpd.pd.forced import linear_state_on_grid
+
+                cn, cm = linear_state_on_grid(driver, doses, nodes, start_index)
+                conc = (jnp.maximum(cn, 0.0), jnp.maximum(cm, 0.0))
 
             def conc_many(tt):
                 seq_ = jnp.full(tt.shape, jnp.iinfo(jnp.int32).max)
@@ -558,7 +564,9 @@ class TemsirolimusModel:
                 b = jnp.stack([jnp.full_like(c, kv), g + kp], -1)
                 return a, b
 
-            ys, stable = solve_forced(coef, conc_many, jnp.stack([vegf_base, p0]), nodes, index)
+            ys, stable = solve_forced(
+                coef, conc_many, jnp.stack([vegf_base, p0]), nodes, index, conc
+            )
             ok = stable & jnp.all(jnp.isfinite(ys))
             return jnp.where(ok, ys, jnp.nan), ok & valid
         # The driver is continuous in time (infusions, no boluses into the PD states), with

@@ -58,6 +58,8 @@ def dose_grid(dose_time, dose_end, active, t_eval, *, n_uniform=64, offsets=DEFA
         Sorted node times, starting at ``t0 = min(0, min(t_eval))``.
     index : int array [P]
         Position of each ``t_eval`` in ``nodes``.
+    start_index : int array [D]
+        Position of each dose's start in ``nodes``.
     """
     t_eval = jnp.asarray(t_eval, dtype=float)
     t0 = jnp.minimum(0.0, jnp.min(t_eval))
@@ -78,7 +80,84 @@ def dose_grid(dose_time, dose_end, active, t_eval, *, n_uniform=64, offsets=DEFA
     nodes = allt[order]
     inverse = jnp.argsort(order, stable=True)
     index = inverse[allt.shape[0] - t_eval.shape[0] :]
-    return nodes, index
+    start_index = inverse[n_uniform + jnp.arange(dose_time.shape[0]) * per_dose.shape[1]]
+    return nodes, index, start_index
+
+
+def linear_state_on_grid(response, doses, nodes, start_index):
+    """A linear PK state (sum of exponential modes) at every node and step midpoint, exactly.
+
+    For data with bolus and infusion doses only and no resets (the fast path a fit selects by
+    :func:`pkpd.pk.analytic.kinds_in_data`): every infusion start and end is a node, so the
+    input rate is constant on each step and each mode follows
+    ``x_{k+1} = e^{−λh}(x_k + bolus_k) + R_k(1 − e^{−λh})/λ`` — an affine recurrence composed
+    by an associative scan, costing O(nodes × modes) instead of O(nodes × doses × modes).
+
+    Parameters
+    ----------
+    response : StateResponse
+        Poles and coefficients ``[C, M]`` of the state per dose compartment.
+    doses : DoseTerms
+    nodes : array [N]
+    start_index : int array [D]
+        Node of each dose's (lagged) start (from :func:`dose_grid`).
+
+    Returns
+    -------
+    at_nodes : array [N]
+        Values just after any bolus given at the node.
+    at_mid : array [N − 1]
+        Values at the step midpoints.
+    """
+    from pkpd.pk import analytic
+
+    lam = response.poles  # [C, M]
+    C = lam.shape[0]
+    onehot = (doses.cidx[:, None] == jnp.arange(C)[None, :]).astype(float)  # [D, C]
+    start = doses.time + doses.lag
+    infusion = doses.kind == analytic.INFUSION
+    end = start + jnp.where(infusion, doses.duration, 0.0)
+    t0 = nodes[0]
+    # modes at t0 from doses strictly before t0 (those at t0 enter through the recurrence)
+    s0 = t0 - start
+    before = doses.active & (s0 > analytic.TIME_TOL)
+    g0 = analytic.pole_response(
+        lam[doses.cidx],
+        s0[:, None],
+        doses.amount[:, None],
+        doses.rate[:, None],
+        doses.duration[:, None],
+        doses.tau[:, None],
+        doses.kind[:, None],
+        (analytic.BOLUS, analytic.INFUSION),
+    )  # fmt: skip  [D, M]
+    x0 = jnp.einsum("dc,dm->cm", onehot, jnp.where(before[:, None], g0, 0.0))
+    h = jnp.diff(nodes)
+    mid = nodes[:-1] + 0.5 * h
+    on = (
+        doses.active[None, :]
+        & infusion[None, :]
+        & (start[None, :] <= mid[:, None])
+        & (mid[:, None] < end[None, :])
+    )  # fmt: skip  [N-1, D]
+    rate = (on * doses.rate[None, :]) @ onehot  # [N-1, C]
+    bolus = doses.active & (doses.kind == analytic.BOLUS) & (start >= t0 - analytic.TIME_TOL)
+    B = (
+        jnp.zeros((nodes.shape[0], C))
+        .at[start_index]
+        .add(jnp.where(bolus, doses.amount, 0.0)[:, None] * onehot)
+    )  # [N, C]
+    E = jnp.exp(-lam[None] * h[:, None, None])  # [N-1, C, M]
+    gain = -jnp.expm1(-lam[None] * h[:, None, None]) / lam[None]
+    A = E.reshape(E.shape[0], -1)
+    Bk = (E * B[:-1, :, None] + rate[:, :, None] * gain).reshape(E.shape[0], -1)
+    xs = solve_affine(x0.reshape(-1), A, Bk).reshape(nodes.shape[0], C, -1)  # before boluses
+    post = xs + B[:, :, None]
+    Eh = jnp.exp(-lam[None] * 0.5 * h[:, None, None])
+    gain_h = -jnp.expm1(-lam[None] * 0.5 * h[:, None, None]) / lam[None]
+    xm = Eh * post[:-1] + rate[:, :, None] * gain_h
+    coef = response.coef[None]
+    return jnp.sum(coef * post, axis=(1, 2)), jnp.sum(coef * xm, axis=(1, 2))
 
 
 def rk4_affine(a, b, h):
@@ -120,7 +199,7 @@ def solve_affine(y0, A, B):
     return jnp.concatenate([y0[None, :], ys], axis=0)
 
 
-def solve_forced(coef_fn, conc_fn, y0, nodes, index):
+def solve_forced(coef_fn, conc_fn, y0, nodes, index, conc=None):
     """Solve ``y_j' = a_j − b_j·y_j`` on ``nodes``; values at ``nodes[index]``.
 
     Parameters
@@ -134,6 +213,9 @@ def solve_forced(coef_fn, conc_fn, y0, nodes, index):
         States at ``nodes[0]``.
     nodes : array [N]
     index : int array [P]
+    conc : tuple of arrays, optional
+        Concentrations at the nodes ``[N]`` and step midpoints ``[N − 1]`` when already known
+        (e.g. from :func:`linear_state_on_grid`); ``conc_fn`` is then not called.
 
     Returns
     -------
@@ -145,9 +227,12 @@ def solve_forced(coef_fn, conc_fn, y0, nodes, index):
     """
     h = jnp.diff(nodes)
     mid = nodes[:-1] + 0.5 * h
-    c = conc_fn(jnp.concatenate([nodes, mid]))
-    n = nodes.shape[0]
-    cn, cm = c[:n], c[n:]
+    if conc is None:
+        c = conc_fn(jnp.concatenate([nodes, mid]))
+        n = nodes.shape[0]
+        cn, cm = c[:n], c[n:]
+    else:
+        cn, cm = conc
     a_n, b_n = coef_fn(cn)
     a_m, b_m = coef_fn(cm)
     a = jnp.stack([a_n[:-1], a_m, a_n[1:]], axis=1)

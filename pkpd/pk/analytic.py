@@ -534,11 +534,17 @@ def given_mask(doses: DoseTerms, t, seq, segment):
 def kinds_in_data(subjects) -> tuple[int, ...] | None:
     """The dose kinds padded data can hold, for :func:`pole_response`'s ``kinds``.
 
-    ``None`` (every kind) when any dose is a steady-state dose; otherwise the subset of
-    ``(BOLUS, INFUSION)`` present (RATE or DUR, modelled or given, make an infusion).
+    ``None`` (every kind) when any dose is a steady-state dose or the data reset any
+    compartment (EVID 3/4, segments); otherwise the subset of ``(BOLUS, INFUSION)`` present
+    (RATE or DUR, modelled or given, make an infusion). Models may use a non-``None`` value
+    to take exact shortcuts that assume neither.
     """
     mask = np.asarray(subjects.dose_mask) & np.isin(np.asarray(subjects.dose_evid), (1, 4))
     if np.any(np.asarray(subjects.dose_ss)[mask] != 0):
+        return None
+    if np.any(np.asarray(subjects.dose_segment) != 0) or np.any(
+        np.asarray(subjects.point_segment) != 0
+    ):
         return None
     r = np.asarray(subjects.dose_rate)[mask]
     d = np.asarray(subjects.dose_dur)[mask]
