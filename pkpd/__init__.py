@@ -15,6 +15,8 @@ from pkpd.inference.fit import FitError, fit, load_fit, save_fit  # noqa: E402
 from pkpd.inference.priors import Priors, PriorsError, load_priors  # noqa: E402
 from pkpd.models import load_model  # noqa: E402
 from pkpd.regimen import Regimen, RegimenError  # noqa: E402
+from pkpd.report import report  # noqa: E402
+from pkpd.simulate import attainment, load_simulation, save_simulation, simulate  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -34,4 +36,9 @@ __all__ = [
     "__version__",
     "load_priors",
     "read_dataset",
+    "report",
+    "attainment",
+    "load_simulation",
+    "save_simulation",
+    "simulate",
 ]

@@ -116,6 +116,249 @@ def _fit(args: argparse.Namespace) -> int:
     return 0
 
 
+def _simulate(args: argparse.Namespace) -> int:
+    if args.devices > 1:
+        import numpyro
+
+        # host devices must be set before JAX starts its backend (nothing has touched it yet)
+        numpyro.set_host_device_count(args.devices)
+    from pkpd.inference.fit import FitError
+    from pkpd.regimen import RegimenError
+    from pkpd.simulate import (
+        SimulationError,
+        attainment,
+        format_attainment,
+        save_simulation,
+        simulate,
+        summarize,
+    )
+
+    try:
+        if args.population and args.covariate:
+            raise SimulationError("give either --population (a CSV table) or --covariate, not both")
+        population = args.population
+        if args.covariate:
+            population = {}
+            for item in args.covariate:
+                name, eq, value = (x.strip() for x in item.partition("="))
+                if not eq or not name or not value:
+                    raise SimulationError(
+                        f"--covariate {item!r}: expected NAME=VALUE, e.g. 'CYP3A4_INH=1' or "
+                        "'BSA=normal(1.85, 0.2)'"
+                    )
+                try:
+                    population[name] = float(value)
+                except ValueError:
+                    population[name] = value
+        sim = simulate(
+            args.fit,
+            args.regimen,
+            population=population,
+            n_subjects=args.subjects,
+            n_draws=args.draws,
+            times=_parse_times(args.times),
+            seed=args.seed,
+            study=args.study,
+            endpoints=args.endpoint or None,
+            horizon_h=args.horizon_h,
+            chunk_size=args.chunk_size,
+            engine=args.engine,
+            progress_bar=not args.quiet,
+        )
+        targets = list(args.target or [])
+        default_target = not targets and "s6k_inhibition_trough_ss" in sim
+        if default_target:
+            targets = ["s6k_inhibition_trough_ss >= 80"]
+        table = attainment(sim, targets) if targets else None
+        written = save_simulation(sim, args.out, targets=targets or None)
+    except (SimulationError, RegimenError, FitError) as e:
+        print(str(e), file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except OSError as e:
+        print(f"pkpd simulate: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print(
+        f"model {sim.attrs['model']}: {sim.sizes['regimen']} regimen(s) x {sim.sizes['draw']} "
+        f"posterior draws x {sim.sizes['subject']} virtual subjects, horizon "
+        f"{sim.attrs['horizon_h']:g} h, study: {sim.attrs['study']}; written to "
+        + ", ".join(str(p) for p in written.values())
+    )
+    summ = summarize(sim)
+    key = [
+        m
+        for m in summ["metric"].unique()
+        if (m.endswith("_ss") and "total" not in m) or "change" in m
+    ]
+    print("median [90% interval] over draws and subjects (_ss: the last dosing interval):")
+    for label, part in summ[summ["metric"].isin(key)].groupby("regimen", sort=False):
+        print(f"  {label}")
+        for _, r in part.iterrows():
+            print(f"    {r['metric']:<28} {r['median']:10.4g} [{r['low']:.4g}, {r['high']:.4g}] "
+                  f"{r['units']}")  # fmt: skip
+    if table is not None:
+        if default_target:
+            print("probability of target attainment (default target; choose with --target):")
+        print(format_attainment(table))
+    return 0
+
+
+def _parse_times(text):
+    """``None``, ``"0:2016:24"`` (start:stop:step, h, stop included) or ``"0,24,168"``."""
+    if text is None:
+        return None
+    import numpy as np
+
+    from pkpd.simulate import SimulationError
+
+    try:
+        if ":" in text:
+            start, stop, step = (float(x) for x in text.split(":"))
+            if step <= 0:
+                raise ValueError
+            return np.arange(start, stop + step / 2, step)
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise SimulationError(
+            f"--times {text!r}: expected START:STOP:STEP (h), e.g. 0:2016:24, or a list 0,24,168"
+        ) from None
+
+
+def _add_simulate_parser(sub) -> None:
+    s = sub.add_parser(
+        "simulate",
+        help="simulate dose regimens from a fit's posterior: exposures, PD metrics, probability "
+        "of target attainment",
+    )
+    s.add_argument("fit", help="fit file (netCDF from `pkpd fit`)")
+    s.add_argument(
+        "--regimen",
+        action="append",
+        required=True,
+        help='dosing regimen (repeat to compare), e.g. "25 mg q1w x12 over 30 min", '
+        '"175 mg q1w x3 then 75 mg q1w x9 over 30 min", "15 mg/m2 q1w x12, hold week 5"',
+    )
+    s.add_argument("--subjects", type=int, default=None, help="virtual subjects (default 100)")
+    s.add_argument("--draws", type=int, default=100, help="posterior draws used (default 100)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument(
+        "--study",
+        default=None,
+        help="'new' (a new study effect per draw), a fitted study's name, or omitted (the "
+        "typical study, no study effect)",
+    )
+    s.add_argument("--endpoint", action="append", help="endpoint to simulate (repeat)")
+    s.add_argument("--population", default=None, help="CSV table of virtual subjects' covariates")
+    s.add_argument(
+        "--covariate",
+        action="append",
+        help="covariate of the virtual subjects (repeat): NAME=VALUE or NAME=DISTRIBUTION, e.g. "
+        "'CYP3A4_INH=1', 'BSA=normal(1.85, 0.2)', 'CYP3A4_INH=bernoulli(0.15)'; the others are "
+        "resampled from the fitted data",
+    )
+    s.add_argument(
+        "--target",
+        action="append",
+        help="target for the attainment table (repeat), e.g. 's6k_inhibition_trough_ss >= 80', "
+        "'auc_tau_sirolimus_ss <= 3000'; default for temsirolimus: S6K inhibition >= 80%%",
+    )
+    s.add_argument("--times", default=None, help="profile times (h): START:STOP:STEP or a list")
+    s.add_argument("--horizon-h", type=float, default=None, help="simulated time (h)")
+    s.add_argument("--chunk-size", type=int, default=2048, help="(draw, subject) pairs per call")
+    s.add_argument("--engine", choices=["auto", "modal", "predict"], default="auto")
+    s.add_argument("--devices", type=int, default=1, help="CPU host devices to spread over")
+    s.add_argument(
+        "--out",
+        required=True,
+        help="output netCDF; summaries go to <out>.csv and <out>_attainment.csv",
+    )
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(func=_simulate)
+
+
+def _report(args: argparse.Namespace) -> int:
+    from pkpd.inference.fit import FitError, load_fit
+    from pkpd.report import report
+
+    try:
+        fit = load_fit(args.fit)
+        sim = None
+        if args.sim:
+            from pkpd.simulate import load_simulation
+            from pkpd.simulate.targets import metric_names, parse_target
+
+            sim = load_simulation(args.sim)
+            for t in args.target or []:
+                parse_target(t, metric_names(sim))
+        elif args.target:
+            raise ValueError("--target needs a simulation (--sim SIM.nc)")
+        progress = None if args.quiet else (lambda m: print(f"  {m}", flush=True))
+        path = report(
+            fit,
+            sim,
+            args.out,
+            n_replicates=args.replicates,
+            seed=args.seed,
+            targets=args.target or None,
+            vpc_x=args.x,
+            progress=progress,
+        )
+    except (FitError, ValueError) as e:  # SimulationError is a ValueError
+        print(f"pkpd report: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except OSError as e:
+        print(f"pkpd report: cannot write {args.out}: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print(f"report written to {path} (self-contained HTML: open it in any browser)")
+    if sim is None:
+        print("no simulation given: the report's simulation section is absent (--sim SIM.nc)")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from pkpd.report.demo import run_demo
+
+    files = run_demo(args.out, quick=args.quick)
+    print(f"pkpd demo done. Report: {files['report'].resolve()}")
+    return 0
+
+
+def _add_report_parsers(sub) -> None:
+    r = sub.add_parser(
+        "report",
+        help="write one self-contained HTML report of a fit (and a simulation): tables, "
+        "goodness of fit, VPCs, priors, dose simulation and target attainment",
+    )
+    r.add_argument("fit", help="fit file (netCDF from `pkpd fit`)")
+    r.add_argument("--sim", default=None, help="simulation file (netCDF from `pkpd simulate`)")
+    r.add_argument("--out", required=True, help="output HTML file, e.g. REPORT.html")
+    r.add_argument(
+        "--target",
+        action="append",
+        help="target-attainment criterion (repeat), e.g. 's6k_inhibition_trough_ss >= 80'",
+    )
+    r.add_argument(
+        "--replicates", type=int, default=200, help="replicates of the trial for VPCs and NPDE"
+    )
+    r.add_argument("--seed", type=int, default=0, help="seed of the replicates")
+    r.add_argument(
+        "--x",
+        choices=["auto", "time", "tad"],
+        default="auto",
+        help="time axis of VPCs: time, time after dose, or auto (per endpoint, the better one)",
+    )
+    r.add_argument("--quiet", action="store_true", help="no progress lines")
+    r.set_defaults(func=_report)
+    d = sub.add_parser(
+        "demo",
+        help="run validate -> fit -> simulate -> report on the bundled data (a few minutes)",
+    )
+    d.add_argument("--out", default="pkpd_demo", help="output folder (default pkpd_demo)")
+    d.add_argument(
+        "--quick", action="store_true", help="much smaller settings: a smoke test (MAP fit)"
+    )
+    d.set_defaults(func=_demo)
+
+
 def _input_rows(path, ds):
     """The input file's data records (comment lines dropped), as text, in file order."""
     import pandas as pd
@@ -211,6 +454,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--out", required=True, help="output netCDF (ArviZ InferenceData)")
     f.add_argument("--quiet", action="store_true", help="no progress bar")
     f.set_defaults(func=_fit)
+    _add_simulate_parser(sub)
+    _add_report_parsers(sub)
     return p
 
 

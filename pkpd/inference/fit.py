@@ -760,23 +760,36 @@ def _jittered_starts(nm, obs, u0, key, chains, scale=0.05):
     """One start per chain: the MAP point plus N(0, scale²) noise on the unconstrained scale.
 
     Chains started apart show whether they agree (R-hat); a jittered start whose log density
-    is not finite (e.g. a solver failing there) is pulled back toward the MAP, halving the
-    noise until it is (the MAP itself, at worst).
+    or gradient is not finite (e.g. a solver failing there) is pulled back toward the MAP,
+    halving the noise until it is (the MAP itself, at worst).
     """
     from numpyro.infer.util import potential_energy
 
-    pe = jax.jit(lambda u: potential_energy(nm, (), {"obs": obs}, u))
+    vg = jax.jit(jax.value_and_grad(lambda u: potential_energy(nm, (), {"obs": obs}, u)))
+
+    def usable(u):
+        v, g = vg(u)
+        return bool(np.isfinite(float(v))) and all(
+            bool(np.all(np.isfinite(np.asarray(x)))) for x in jax.tree.leaves(g)
+        )
+
     starts = []
     for k in jax.random.split(key, chains):
         noise = jax.tree.map(lambda x, kk=k: jax.random.normal(kk, jnp.shape(x)), u0)
         s = scale
         for _ in range(8):
             u = jax.tree.map(lambda x, n, s=s: x + s * n, u0, noise)
-            if np.isfinite(float(pe(u))):
+            if usable(u):
                 break
             s /= 2
         else:
             u = u0
+            if not usable(u):
+                raise FitError(
+                    "the MAP start has a non-finite log density or gradient and no point near "
+                    "it is better; check the priors and data (or try method='map' to inspect "
+                    "the mode)"
+                )
         starts.append(u)
     return jax.tree.map(lambda *xs: jnp.stack(xs), *starts)
 
@@ -827,7 +840,11 @@ def _polish(nm, obs, values, maxiter: int = 1000):
         return potential_energy(nm, (), {"obs": obs}, unravel(x))
 
     res = minimize(pe, flat0, method="BFGS", options={"maxiter": maxiter})
-    x = jnp.where(jnp.isfinite(res.fun) & (res.fun <= pe(flat0)), res.x, flat0)
+    # keep the polished point only where NUTS can start from it: a finite, no worse density
+    # with a finite gradient
+    v, g = jax.value_and_grad(pe)(res.x)
+    good = jnp.isfinite(v) & (v <= pe(flat0)) & jnp.all(jnp.isfinite(g))
+    x = jnp.where(good, res.x, flat0)
     return unravel(x), x, unravel, pe
 
 
@@ -840,7 +857,7 @@ def _laplace_draws(nm, obs, flat_map, unravel, pe, key, draws):
     """
     from numpyro.infer.util import constrain_fn
 
-    hess = jax.hessian(pe)(flat_map)
+    hess = jax.jit(jax.hessian(pe))(flat_map)
     hess = 0.5 * (hess + hess.T)
     evals, evecs = jnp.linalg.eigh(hess)
     flat_dirs = int(jnp.sum(evals <= 1.0))

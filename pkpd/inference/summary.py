@@ -33,6 +33,7 @@ def parameter_table(idata, *, prob: float = 0.90) -> pd.DataFrame:
     rows = []
     for v in names:
         x = idata.posterior[v]
+        ds = x.to_dataset(name="v")  # ArviZ 0.2x diagnostics return Datasets
         vals = x.values.reshape(-1)
         multi_chain = x.sizes["chain"] > 1
         row = {
@@ -41,9 +42,9 @@ def parameter_table(idata, *, prob: float = 0.90) -> pd.DataFrame:
             "median": float(np.median(vals)),
             f"q{100 * lo_q:g}": float(np.quantile(vals, lo_q)),
             f"q{100 * hi_q:g}": float(np.quantile(vals, hi_q)),
-            "r_hat": float(az.rhat(x).values) if multi_chain else np.nan,
-            "ess_bulk": float(az.ess(x, method="bulk").values),
-            "ess_tail": float(az.ess(x, method="tail").values),
+            "r_hat": float(az.rhat(ds)["v"]) if multi_chain else np.nan,
+            "ess_bulk": float(az.ess(ds, method="bulk")["v"]),
+            "ess_tail": float(az.ess(ds, method="tail")["v"]),
         }
         if v.startswith("omega_"):
             row["cv_percent"] = float(100 * np.sqrt(np.expm1(np.median(vals) ** 2)))

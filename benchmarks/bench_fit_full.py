@@ -1,0 +1,67 @@
+"""Issue 6's speed check: the joint temsirolimus PK/PD fit of the full bundled dataset.
+
+365 subjects in 4 studies, every endpoint the data carry (temsirolimus, sirolimus, S6K, VEGF,
+PD-1). The target is 4 chains x 500 warmup x 500 draws in under 15 minutes on a 2-core
+machine with R-hat < 1.01, minimum bulk ESS > 400 for the population parameters and no
+divergences. Prints wall time, time per iteration, leapfrog steps, min bulk ESS and max R-hat.
+
+    .venv/bin/python benchmarks/bench_fit_full.py [--chains 4 --warmup 500 --draws 500]
+        [--data temsirolimus|temsirolimus_small] [--endpoint E ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--chains", type=int, default=4)
+    ap.add_argument("--warmup", type=int, default=500)
+    ap.add_argument("--draws", type=int, default=500)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--data", default="temsirolimus")
+    ap.add_argument("--endpoint", action="append", default=None)
+    args = ap.parse_args()
+    os.environ.setdefault(
+        "XLA_FLAGS", f"--xla_force_host_platform_device_count={max(args.chains, 1)}"
+    )
+    import arviz as az
+    import numpy as np
+
+    import pkpd
+
+    ds, _ = pkpd.datasets.load(args.data)
+    t0 = time.perf_counter()
+    idata = pkpd.fit(
+        "temsirolimus",
+        ds,
+        chains=args.chains,
+        warmup=args.warmup,
+        draws=args.draws,
+        seed=args.seed,
+        endpoints=args.endpoint,
+        progress_bar=False,
+    )
+    wall = time.perf_counter() - t0
+    pops = [v for v in idata.posterior.data_vars if v.startswith("pop_")]
+    summ = az.summary(idata, var_names=pops, kind="diagnostics")
+    ss = idata.sample_stats
+    iters = args.chains * (args.warmup + args.draws)
+    print(f"data {args.data}: {ds.n_subjects} subjects, endpoints {idata.attrs['endpoints']}")
+    print(f"{args.chains} chains x {args.warmup} warmup x {args.draws} draws: {wall:.0f} s "
+          f"({wall / iters * args.chains:.2f} s per iteration per chain, chains in parallel)")  # fmt: skip
+    print(f"leapfrog steps per draw: mean {float(ss['n_steps'].mean()):.1f}, "
+          f"max tree depth {int(ss['tree_depth'].max())}, divergences {int(ss['diverging'].sum())}")  # fmt: skip
+    print(f"min bulk ESS {summ['ess_bulk'].min():.0f} ({summ['ess_bulk'].idxmin()}), "
+          f"max R-hat {summ['r_hat'].max():.3f} ({summ['r_hat'].idxmax()})")  # fmt: skip
+    full = 4 * 1000
+    print(f"extrapolated to 4 x (500 + 500): {wall / iters * full / 60:.1f} min "
+          f"(target < 15 min)")  # fmt: skip
+    print(np.round(summ, 3).to_string())
+
+
+if __name__ == "__main__":
+    main()

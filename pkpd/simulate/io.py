@@ -1,0 +1,91 @@
+"""Saving and loading simulations (netCDF, written atomically) with CSV summaries."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import xarray as xr
+
+from pkpd.simulate.errors import SimulationError
+
+
+def _atomic(path: Path, write) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def save_simulation(sim: xr.Dataset, path, *, targets=None, summary=True) -> dict[str, Path]:
+    """Write a simulation to netCDF (atomically) and its CSV summaries next to it.
+
+    Parameters
+    ----------
+    sim : xarray.Dataset
+        A result of :func:`pkpd.simulate`.
+    path : path
+        The netCDF file, e.g. ``sim.nc``.
+    targets : str or sequence of str, optional
+        Targets for :func:`pkpd.simulate.attainment`; their table goes to
+        ``<stem>_attainment.csv`` and the list to the file's ``targets`` attribute (JSON), where
+        :func:`pkpd.report` finds them.
+    summary : bool
+        Write ``<stem>.csv``: every metric's median and 90% interval per regimen
+        (:func:`pkpd.simulate.summarize`).
+
+    Returns
+    -------
+    dict
+        ``{"netcdf": path, "summary": path, "attainment": path}`` for the files written.
+    """
+    from pkpd.simulate.core import MARKER
+    from pkpd.simulate.targets import attainment, summarize
+
+    if not isinstance(sim, xr.Dataset) or not int(sim.attrs.get(MARKER, 0)):
+        raise SimulationError("save_simulation needs the xarray.Dataset from pkpd.simulate")
+    path = Path(path)
+    targets = [targets] if isinstance(targets, str) else list(targets or [])
+    to_write = sim
+    if targets:
+        to_write = sim.copy()  # shallow: only the attributes differ
+        to_write.attrs["targets"] = json.dumps(targets)
+    _atomic(path, lambda tmp: to_write.to_netcdf(tmp))
+    out = {"netcdf": path}
+    if summary:
+        p = path.with_suffix(".csv")
+        _atomic(p, lambda tmp: summarize(sim).to_csv(tmp, index=False))
+        out["summary"] = p
+    if targets:
+        p = path.with_name(path.stem + "_attainment.csv")
+        table = attainment(sim, targets)
+        _atomic(p, lambda tmp: table.to_csv(tmp, index=False))
+        out["attainment"] = p
+    return out
+
+
+def load_simulation(path) -> xr.Dataset:
+    """Read a simulation written by :func:`save_simulation` (fully into memory)."""
+    from pkpd.simulate.core import MARKER
+
+    path = Path(path)
+    if not path.exists():
+        raise SimulationError(f"no such simulation file: {path}")
+    try:
+        ds = xr.load_dataset(path)
+    except Exception as e:  # noqa: BLE001 - any reader failure means: not a readable file
+        raise SimulationError(f"{path} is not a netCDF file ({type(e).__name__}: {e})") from None
+    if not int(ds.attrs.get(MARKER, 0)):
+        raise SimulationError(
+            f"{path} is a netCDF file but not a pkpd simulation (no '{MARKER}' attribute); give "
+            "a file written by `pkpd simulate` or pkpd.save_simulation"
+        )
+    return ds
