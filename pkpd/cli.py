@@ -459,9 +459,33 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _enable_compilation_cache() -> None:
+    """Keep JAX's compiled programs on disk, so a second run of the same fit skips compiling.
+
+    The folder is ``$PKPD_CACHE_DIR`` or ``~/.cache/pkpd/jax``; ``PKPD_CACHE_DIR=off`` turns
+    the cache off. Programs that took over 0.2 s to compile are stored.
+    """
+    import os
+    from pathlib import Path
+
+    where = os.environ.get("PKPD_CACHE_DIR", str(Path.home() / ".cache" / "pkpd" / "jax"))
+    if where.lower() == "off":
+        return
+    try:
+        Path(where).mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return  # a read-only home: run without the cache
+    import jax
+
+    jax.config.update("jax_compilation_cache_dir", where)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.func.__name__ in ("_fit", "_simulate", "_report", "_demo"):
+        _enable_compilation_cache()
     try:
         return args.func(args)
     except BrokenPipeError:  # output piped into `head` and closed early
