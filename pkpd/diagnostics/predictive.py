@@ -58,43 +58,21 @@ def _flat_posterior(idata) -> dict[str, np.ndarray]:
 def _grouped_predictor(spec):
     """``predict(params) -> [N]`` predictions at the fit's observations.
 
-    Subjects are grouped by the endpoints they have observations of, and each group predicts
-    only those (as the fit does: a PK-only study does not pay for a PD ODE). Failed solves and
-    non-finite values give NaN.
+    The fit's own predictor (:func:`pkpd.inference.fit.observation_predictor`: subjects grouped
+    and trimmed as in the fit). Failed solves and non-finite values give NaN.
     """
-    S = spec.n_subjects
-    P = spec.padded.data.point_time.shape[1]
-    subjects = jax.tree.map(jnp.asarray, spec.padded.data)
-    model = spec.model
-    groups = []
-    if hasattr(model, "with_endpoints"):
-        have: dict[int, set] = {}
-        for s_i, e_i in zip(spec.obs_subject.tolist(), spec.obs_endpoint.tolist(), strict=True):
-            have.setdefault(s_i, set()).add(spec.endpoints[e_i])
-        by_set: dict[tuple, list[int]] = {}
-        for s_i in range(S):
-            key = tuple(e for e in spec.endpoints if e in have.get(s_i, set()))
-            by_set.setdefault(key, []).append(s_i)
-        for key, idx in by_set.items():
-            if key:
-                groups.append((jax.vmap(model.with_endpoints(key).predict), key, np.asarray(idx)))
-    else:
-        groups.append((jax.vmap(model.predict), tuple(spec.endpoints), np.arange(S)))
+    from pkpd.inference.fit import observation_predictor
+
+    predict_all = observation_predictor(spec)
     o_s = jnp.asarray(spec.obs_subject)
     o_p = jnp.asarray(spec.obs_point)
     o_e = jnp.asarray(spec.obs_endpoint)
 
     def predict(params):
-        out = jnp.full((len(spec.endpoints), S, P), jnp.nan)
-        ok = jnp.ones(S, dtype=bool)
-        for fn, key, idx in groups:
-            sub = jax.tree.map(lambda x: x[idx], subjects)  # noqa: B023
-            res = fn({k: v[idx] for k, v in params.items()}, sub)
-            ok = ok.at[idx].set(res.get("ok", jnp.ones(len(idx), dtype=bool)))
-            for e in key:
-                out = out.at[spec.endpoints.index(e), idx].set(res[e])
+        res = predict_all(params)
+        out = jnp.stack([res[e] for e in spec.endpoints])
         f = out[o_e, o_s, o_p]
-        return jnp.where(ok[o_s] & jnp.isfinite(f), f, jnp.nan)
+        return jnp.where(res["ok"][o_s] & jnp.isfinite(f), f, jnp.nan)
 
     return predict
 

@@ -395,21 +395,16 @@ def _trim(sub, n_d, n_p):
     return type(sub)(**out)
 
 
-def build_model(spec: FitSpec):
-    """The NumPyro model function ``model(obs=None)`` of a fit spec (see module docstring)."""
-    pri = spec.priors
-    S, n_study = spec.n_subjects, spec.n_studies
-    study = jnp.asarray(spec.padded.data.study)
+def observation_predictor(spec: FitSpec):
+    """``predict(params) -> {endpoint: [S, P], "ok": [S]}`` for the fit's subjects.
+
+    ``params`` maps each parameter to ``[S]`` values. Subjects are grouped (at most two groups:
+    with and without data on an endpoint the model marks costly) and each group's arrays are
+    trimmed to its doses and observation points; values are exact at every observation point
+    of the fit and 0 elsewhere. The model is told the dose kinds the data hold.
+    """
+    S = spec.n_subjects
     subjects = jax.tree.map(jnp.asarray, spec.padded.data)
-    eff_vals = {k: jnp.asarray(v) for k, v in spec.effect_values.items()}
-    kinds = jnp.asarray(
-        [KIND_OF_MODEL[pri.residuals[e].model] for e in spec.endpoints], dtype=jnp.int32
-    )
-    o_s = jnp.asarray(spec.obs_subject)
-    o_p = jnp.asarray(spec.obs_point)
-    o_e = jnp.asarray(spec.obs_endpoint)
-    o_lloq = jnp.asarray(spec.obs_lloq)
-    o_blq = jnp.asarray(spec.obs_blq)
     model = spec.model
     if dataclasses.is_dataclass(model) and "dose_kinds" in {
         f.name for f in dataclasses.fields(model)
@@ -454,7 +449,7 @@ def build_model(spec: FitSpec):
         sub = _trim(jax.tree.map(lambda x, i=idx: x[i], subjects), n_d, n_p)
         trimmed.append((fn, key, idx, sub, n_p))
 
-    def predict(params, subjects):
+    def predict(params):
         out = {e: jnp.zeros((S, P)) for e in spec.endpoints}
         ok = jnp.ones(S, dtype=bool)
         for fn, key, idx, sub, n_p in trimmed:
@@ -464,6 +459,25 @@ def build_model(spec: FitSpec):
                 out[e] = out[e].at[idx, :n_p].set(res[e])
         out["ok"] = ok
         return out
+
+    return predict
+
+
+def build_model(spec: FitSpec):
+    """The NumPyro model function ``model(obs=None)`` of a fit spec (see module docstring)."""
+    pri = spec.priors
+    S, n_study = spec.n_subjects, spec.n_studies
+    study = jnp.asarray(spec.padded.data.study)
+    eff_vals = {k: jnp.asarray(v) for k, v in spec.effect_values.items()}
+    kinds = jnp.asarray(
+        [KIND_OF_MODEL[pri.residuals[e].model] for e in spec.endpoints], dtype=jnp.int32
+    )
+    o_s = jnp.asarray(spec.obs_subject)
+    o_p = jnp.asarray(spec.obs_point)
+    o_e = jnp.asarray(spec.obs_endpoint)
+    o_lloq = jnp.asarray(spec.obs_lloq)
+    o_blq = jnp.asarray(spec.obs_blq)
+    predict = observation_predictor(spec)
 
     def numpyro_model(obs=None):
         pop, eta_study, beta, eta = {}, {}, {}, {}
@@ -527,7 +541,7 @@ def build_model(spec: FitSpec):
         )
         for p in spec.estimated:
             numpyro.deterministic(f"theta_{p}", params[p])
-        preds = predict(params, subjects)
+        preds = predict(params)
         ok = preds.pop("ok", jnp.ones(S, dtype=bool))
         stacked = jnp.stack([preds[e] for e in spec.endpoints])  # [E, S, P]
         f = stacked[o_e, o_s, o_p]
