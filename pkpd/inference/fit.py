@@ -25,8 +25,6 @@ import dataclasses
 import datetime as _dt
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -1008,18 +1006,9 @@ def _to_inference_data(spec: FitSpec, flat, ll, n_chains, extra, attrs):
 
 def save_fit(idata, path) -> Path:
     """Write a fit to netCDF atomically (a temporary file renamed into place)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        idata.to_netcdf(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    from pkpd._files import atomic_write
+
+    return atomic_write(path, idata.to_netcdf)
 
 
 def load_fit(path):
