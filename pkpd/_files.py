@@ -29,3 +29,25 @@ def atomic_write(path, write: Callable[[str], None]) -> Path:
             os.unlink(tmp)
         raise
     return path
+
+
+def read_marked(path, read: Callable[[Path], object], *, marker: str, what: str, writer: str,
+                error: type[Exception]):  # fmt: skip
+    """Read a pkpd output file and check it carries its ``marker`` attribute.
+
+    Raises ``error`` with a clear message for a missing file, a file ``read`` cannot open
+    (not netCDF) and a netCDF file that is not a pkpd ``what`` (no ``marker``).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise error(f"no such {what} file: {path}")
+    try:
+        obj = read(path)
+    except Exception as e:  # noqa: BLE001 - any reader failure means: not a readable file
+        raise error(f"{path} is not a netCDF {what} file ({type(e).__name__}: {e})") from None
+    if not int(obj.attrs.get(marker, 0)):
+        raise error(
+            f"{path} is a netCDF file but not a pkpd {what} (no '{marker}' attribute); give a "
+            f"file written by {writer}"
+        )
+    return obj

@@ -73,3 +73,11 @@ def positive_log_scale(values) -> bool:
     if v.size == 0 or np.any(v <= 0):
         return False
     return float(np.quantile(v, 0.95) / max(np.quantile(v, 0.05), 1e-300)) > 30.0
+
+
+def endpoint_rows(ppc, endpoint: str) -> np.ndarray:
+    """Boolean mask of the observations of ``endpoint`` in a posterior-predictive table."""
+    ep = np.asarray(ppc["endpoint"].values).astype(str)
+    if endpoint not in set(ep):
+        raise ValueError(f"endpoint {endpoint!r} was not fitted; the fit has {sorted(set(ep))}")
+    return ep == endpoint

@@ -15,6 +15,7 @@ from scipy import stats
 from pkpd.diagnostics._common import (
     as_fit,
     colour_map,
+    endpoint_rows,
     endpoint_units,
     new_figure,
     positive_log_scale,
@@ -64,10 +65,7 @@ def gof(fit, endpoint: str, *, x: str = "time", ppc=None, **ppc_options):
     """
     idata = as_fit(fit)
     ppc = _get_ppc(idata, ppc, **ppc_options)
-    ep = np.asarray(ppc["endpoint"].values).astype(str)
-    if endpoint not in set(ep):
-        raise ValueError(f"endpoint {endpoint!r} was not fitted; the fit has {sorted(set(ep))}")
-    m = ep == endpoint
+    m = endpoint_rows(ppc, endpoint)
     if x == "auto":
         from pkpd.diagnostics.vpc import choose_x
 

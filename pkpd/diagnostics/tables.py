@@ -15,10 +15,7 @@ import numpy as np
 import pandas as pd
 
 from pkpd.diagnostics._common import as_fit
-
-#: Thresholds a converged NUTS fit meets (Vehtari et al. 2021, Bayesian Analysis 16:667).
-RHAT_MAX = 1.01
-ESS_MIN = 400
+from pkpd.inference.summary import ESS_MIN, RHAT_MAX  # the thresholds `pkpd fit` uses
 
 _KIND_ORDER = ("typical value", "covariate effect", "between-subject SD", "between-study SD")
 
@@ -321,21 +318,11 @@ def convergence_messages(fit) -> list[str]:
             "ESS and divergences do not apply, and between-subject SDs may be overstated. "
             "Confirm with a NUTS fit before using the numbers."
         ]
-    out = []
+    from pkpd.inference.summary import convergence_warnings
+
     ct = convergence_table(idata)
-    bad = ct.index[ct["r_hat"] > RHAT_MAX].tolist()
-    if bad:
-        out.append(f"R-hat > {RHAT_MAX} for {', '.join(bad)}: chains disagree; run longer")
-    low = ct.index[(ct["ess_bulk"] < ESS_MIN) | (ct["ess_tail"] < ESS_MIN)].tolist()
-    if low:
-        out.append(f"ESS < {ESS_MIN} for {', '.join(low)}: too few effective draws; run longer")
+    out = convergence_warnings(idata, ct)  # R-hat, ESS, divergences: the CLI's own wording
     st = sampler_table(idata)
-    n_div = int(st["divergent"].sum()) if len(st) else 0
-    if n_div:
-        out.append(
-            f"{n_div} divergent transitions: the posterior is hard to explore; raise "
-            "target_accept or reparameterise"
-        )
     if len(st) and np.any(st["bfmi"] < 0.3):
         out.append("E-BFMI < 0.3 in some chain: the sampler explores the energy poorly")
     if ct["r_hat"].isna().all():

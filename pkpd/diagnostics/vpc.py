@@ -27,6 +27,7 @@ import pandas as pd
 
 from pkpd.diagnostics._common import (
     as_fit,
+    endpoint_rows,
     endpoint_units,
     positive_log_scale,
 )
@@ -159,10 +160,7 @@ def vpc_table(
     ppc = _get_ppc(idata, ppc, **ppc_options)
     if x not in ("auto", "time", "tad"):
         raise ValueError(f"x={x!r}; expected 'auto', 'time' or 'tad'")
-    ep = np.asarray(ppc["endpoint"].values).astype(str)
-    if endpoint not in set(ep):
-        raise ValueError(f"endpoint {endpoint!r} was not fitted; the fit has {sorted(set(ep))}")
-    sel = ep == endpoint
+    sel = endpoint_rows(ppc, endpoint)
     if x == "auto":
         x = choose_x(ppc, endpoint)
     if study is not None:

@@ -1015,16 +1015,13 @@ def load_fit(path):
     """Read a fit written by :func:`save_fit`; a clear error for anything else."""
     import arviz as az
 
-    path = Path(path)
-    if not path.exists():
-        raise FitError(f"no such fit file: {path}")
-    try:
-        idata = az.from_netcdf(path)
-    except Exception as e:  # noqa: BLE001 - any reader failure means: not a readable fit
-        raise FitError(f"{path} is not a netCDF fit file ({type(e).__name__}: {e})") from None
-    if not int(idata.attrs.get(FIT_MARKER, 0)):
-        raise FitError(
-            f"{path} is a netCDF file but not a pkpd fit (no '{FIT_MARKER}' attribute); "
-            "give a file written by `pkpd fit` or pkpd.save_fit"
-        )
-    return idata
+    from pkpd._files import read_marked
+
+    return read_marked(
+        path,
+        az.from_netcdf,
+        marker=FIT_MARKER,
+        what="fit",
+        writer="`pkpd fit` or pkpd.save_fit",
+        error=FitError,
+    )

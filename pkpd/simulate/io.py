@@ -7,12 +7,8 @@ from pathlib import Path
 
 import xarray as xr
 
-from pkpd._files import atomic_write
+from pkpd._files import atomic_write, read_marked
 from pkpd.simulate.errors import SimulationError
-
-
-def _atomic(path: Path, write) -> None:
-    atomic_write(path, write)
 
 
 def save_simulation(sim: xr.Dataset, path, *, targets=None, summary=True) -> dict[str, Path]:
@@ -48,16 +44,16 @@ def save_simulation(sim: xr.Dataset, path, *, targets=None, summary=True) -> dic
     if targets:
         to_write = sim.copy()  # shallow: only the attributes differ
         to_write.attrs["targets"] = json.dumps(targets)
-    _atomic(path, lambda tmp: to_write.to_netcdf(tmp))
+    atomic_write(path, lambda tmp: to_write.to_netcdf(tmp))
     out = {"netcdf": path}
     if summary:
         p = path.with_suffix(".csv")
-        _atomic(p, lambda tmp: summarize(sim).to_csv(tmp, index=False))
+        atomic_write(p, lambda tmp: summarize(sim).to_csv(tmp, index=False))
         out["summary"] = p
     if targets:
         p = path.with_name(path.stem + "_attainment.csv")
         table = attainment(sim, targets)
-        _atomic(p, lambda tmp: table.to_csv(tmp, index=False))
+        atomic_write(p, lambda tmp: table.to_csv(tmp, index=False))
         out["attainment"] = p
     return out
 
@@ -66,16 +62,11 @@ def load_simulation(path) -> xr.Dataset:
     """Read a simulation written by :func:`save_simulation` (fully into memory)."""
     from pkpd.simulate.core import MARKER
 
-    path = Path(path)
-    if not path.exists():
-        raise SimulationError(f"no such simulation file: {path}")
-    try:
-        ds = xr.load_dataset(path)
-    except Exception as e:  # noqa: BLE001 - any reader failure means: not a readable file
-        raise SimulationError(f"{path} is not a netCDF file ({type(e).__name__}: {e})") from None
-    if not int(ds.attrs.get(MARKER, 0)):
-        raise SimulationError(
-            f"{path} is a netCDF file but not a pkpd simulation (no '{MARKER}' attribute); give "
-            "a file written by `pkpd simulate` or pkpd.save_simulation"
-        )
-    return ds
+    return read_marked(
+        path,
+        xr.load_dataset,
+        marker=MARKER,
+        what="simulation",
+        writer="`pkpd simulate` or pkpd.save_simulation",
+        error=SimulationError,
+    )
