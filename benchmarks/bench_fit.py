@@ -401,6 +401,10 @@ def resolve_parameterization(args, pkpd) -> None:
     args.parameterization_supported = par is not None
     if args.parameterization == "pkpd-default":
         args.parameterization = par.default if par is not None else "noncentered"
+        if args.parameterization == "auto":
+            # the Stan programs switch all subject effects at once; on these rich PK data
+            # pkpd's "auto" centres every one (its choice is printed per run)
+            args.parameterization = "centered"
     elif par is None and args.parameterization != "noncentered":
         raise SystemExit("this pkpd.fit has no parameterization option (non-centred only)")
 

@@ -5,6 +5,10 @@ Canonical units: time h, amounts mg, volumes L, clearances L/h, concentrations n
 
 import jax
 
+from pkpd._xla import apply_cpu_defaults
+
+apply_cpu_defaults()  # before anything starts JAX's backend (see pkpd/_xla.py)
+
 # Pharmacometric models need float64 (concentrations span many decades; NONMEM parity is
 # checked to 1e-4 relative). Set before any array is created.
 jax.config.update("jax_enable_x64", True)

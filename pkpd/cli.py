@@ -440,10 +440,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     f.add_argument(
         "--parameterization",
-        choices=["centered", "noncentered"],
-        default="centered",
-        help="of the subject effects in NUTS: centered (default, rich data) or noncentered "
-        "(sparse data)",
+        choices=["auto", "centered", "noncentered"],
+        default="auto",
+        help="of the subject effects in NUTS: auto (default: centred for the parameters the "
+        "data inform well, non-centred for the others, chosen at the MAP), centered (rich "
+        "data) or noncentered (sparse data)",
     )
     f.add_argument(
         "--endpoint",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +21,8 @@ from pkpd.models import load_model
 
 
 # -- likelihood ----------------------------------------------------------------------------------
-def test_pointwise_loglik_matches_scipy_for_every_error_model():
+@pytest.mark.parametrize("use_static", [False, True], ids=["general", "static-kinds"])
+def test_pointwise_loglik_matches_scipy_for_every_error_model(use_static):
     y = np.array([3.0, 10.0, 0.7])
     f = np.array([2.5, 12.0, 1.0])
     a, b, s = 0.4, 0.15, 0.3
@@ -29,8 +31,11 @@ def test_pointwise_loglik_matches_scipy_for_every_error_model():
     def ll(kind, add, prop, sig, lloq=None, blq=None):
         lloq = np.full(3, np.nan) if lloq is None else lloq
         blq = np.zeros(3, bool) if blq is None else blq
+        static = ((kind,), bool(blq.any())) if use_static else None
         return np.asarray(
-            pointwise_loglik(y, f, jnp.full(3, kind), add * one, prop * one, sig * one, lloq, blq)
+            pointwise_loglik(
+                y, f, jnp.full(3, kind), add * one, prop * one, sig * one, lloq, blq, static=static
+            )
         )
 
     np.testing.assert_allclose(ll(NORMAL, a, 0, 1), st.norm(f, a).logpdf(y), rtol=1e-12)
@@ -46,7 +51,15 @@ def test_pointwise_loglik_matches_scipy_for_every_error_model():
     lg = lambda x: np.log(x / (100 - x))  # noqa: E731
     want = st.norm(lg(fp), s).logpdf(lg(yp)) + np.log(100 / (yp * (100 - yp)))
     got = pointwise_loglik(
-        yp, fp, jnp.full(3, LOGIT), 0 * one, 0 * one, s * one, np.full(3, np.nan), np.zeros(3, bool)
+        yp,
+        fp,
+        jnp.full(3, LOGIT),
+        0 * one,
+        0 * one,
+        s * one,
+        np.full(3, np.nan),
+        np.zeros(3, bool),
+        static=((LOGIT,), False) if use_static else None,
     )
     np.testing.assert_allclose(np.asarray(got), want, rtol=1e-10)
     # M3: censored below LLOQ
@@ -241,3 +254,58 @@ def test_correlated_subject_effects_with_lkj(study, tmp_path):
         post["pop_v"].values[..., None] * np.exp(post["eta_v"].values),
         rtol=1e-10,
     )
+
+
+# -- the fit's predictor ---------------------------------------------------------------------------
+def test_fit_predictor_equals_plain_per_subject_predictions():
+    """The fit's predictor (subjects grouped by endpoint, trimmed, records at equal times
+    predicted once, only dose-point pairs that act evaluated, the PD grid solver) gives, at every
+    observation, what the model predicts for each subject on its own full records with the
+    adaptive ODE solver, at the generator's true individual parameters."""
+    import dataclasses
+
+    from pkpd.inference.fit import observation_predictor
+
+    root = Path(__file__).resolve().parents[1] / "datasets" / "temsirolimus"
+    spec = prepare("temsirolimus", root / "temsirolimus_small.csv")
+    truth = pd.read_csv(root / "truth_subjects.csv").set_index("ID")
+    ids = [int(float(s)) for s in spec.padded.subject_ids]
+    names = list(spec.model.parameters)
+    params = {p: jnp.asarray(truth.loc[ids, p].to_numpy(float)) for p in names if p in truth}
+    got = observation_predictor(spec)(params)
+    model = dataclasses.replace(spec.model, pd_solver="diffrax")
+    ref = jax.jit(jax.vmap(model.predict))(params, jax.tree.map(jnp.asarray, spec.padded.data))
+    assert bool(np.all(np.asarray(got["ok"])))
+    seen = set()
+    for j, e in enumerate(spec.endpoints):
+        sel = spec.obs_endpoint == j
+        s, p = spec.obs_subject[sel], spec.obs_point[sel]
+        a = np.asarray(got[e])[s, p]
+        b = np.asarray(ref[e])[s, p]
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6 * np.abs(b).max(), err_msg=e)
+        seen.add(e)
+    assert seen == {"temsirolimus", "sirolimus", "s6k", "vegf", "pd1_cd8"}
+
+
+# -- parameterisation ------------------------------------------------------------------------------
+def test_auto_parameterization_follows_how_much_the_data_say(study):
+    """Seven samples per subject inform each CL and V: both centred. One late sample per
+    subject barely separates V from CL: the non-centred form is kept for at least V. The
+    choice is recorded in the fit, and the sampler runs with it."""
+    rich = fit("one_cmt_iv", study, chains=1, warmup=20, draws=10, seed=1, progress_bar=False)
+    assert rich.attrs["parameterization"] == "auto"
+    assert sorted(json.loads(rich.attrs["centered_parameters"])) == ["cl", "v"]
+    sparse_df = study[(study.EVID == 1) | (study.TIME == 24)]
+    sparse = fit("one_cmt_iv", sparse_df, chains=1, warmup=20, draws=10, seed=1, progress_bar=False)
+    assert "v" not in json.loads(sparse.attrs["centered_parameters"])
+    forced = fit(
+        "one_cmt_iv",
+        sparse_df,
+        chains=1,
+        warmup=20,
+        draws=10,
+        seed=1,
+        progress_bar=False,
+        parameterization="centered",
+    )
+    assert sorted(json.loads(forced.attrs["centered_parameters"])) == ["cl", "v"]

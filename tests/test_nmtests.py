@@ -19,6 +19,7 @@ negative; README §6 point 6) are excluded from the parity check.
 
 from __future__ import annotations
 
+import dataclasses
 from functools import cache
 from pathlib import Path
 
@@ -30,6 +31,7 @@ import pytest
 import pkpd
 from pkpd.data.arrays import unpad_points
 from pkpd.models import load_model
+from pkpd.pk.analytic import pair_layout
 
 REF = Path(__file__).resolve().parents[1].parent / "shared/reference/nmtests"
 pytestmark = pytest.mark.skipif(
@@ -51,10 +53,17 @@ def _ids(name: str) -> list[int]:
 
 
 @cache
-def _advan2_predictions(name: str) -> pd.DataFrame:
-    """Reference table of one ADVAN2 set with pkpd's prediction on every row (column PKPD)."""
+def _advan2_predictions(name: str, pairs: bool = False) -> pd.DataFrame:
+    """Reference table of one ADVAN2 set with pkpd's prediction on every row (column PKPD).
+
+    ``pairs``: give the engine the data's dose-point pair layout (what fits do), so only the
+    pairs in which a dose acts on a point are evaluated.
+    """
     ds = pkpd.read_dataset(REF / name / "1001_input.csv")
     padded = ds.to_arrays(prediction_rows="all")
+    data = padded.data
+    if pairs:
+        data = dataclasses.replace(data, pairs=pair_layout(data))
     k = {c: i for i, c in enumerate(padded.covariates)}
     model = load_model("one_cmt_oral")
 
@@ -70,7 +79,7 @@ def _advan2_predictions(name: str) -> pd.DataFrame:
         }
         return model.predict(params, subject)["conc"]
 
-    pred = np.asarray(jax.jit(jax.vmap(one))(padded.data))
+    pred = np.asarray(jax.jit(jax.vmap(one))(data))
     ref = pd.read_csv(REF / name / "1001_reference.csv")
     assert len(ref) == len(ds.records)
     ref["PKPD"] = unpad_points(padded, pred, len(ds.records))
@@ -128,6 +137,13 @@ def test_nlmixr2_set_matches_nonmem_outside_quirk_windows(scenario):
     _check(rows, "CP_NONMEM", RTOL, f"nlmixr2_nmtests ID {scenario}")
 
 
+def test_nlmixr2_set_with_pair_layout_matches_nonmem():
+    """The pair-layout path (resets, SS=1/2, lags, infusions, ADDL) on every row of the
+    larger set, outside the documented quirk windows."""
+    ref = _advan2_predictions("nlmixr2_nmtests", True)
+    _check(ref[ref["SS_LAG_GT_II_WINDOW"] == 0], "CP_NONMEM", RTOL, "nlmixr2_nmtests (pairs)")
+
+
 def test_quirk_windows_are_the_documented_ones_and_pkpd_stays_physical():
     """The excluded rows are exactly README §6's 275 rows; pkpd gives the superposition there,
     which is finite and non-negative (NONMEM is sometimes negative)."""
@@ -138,8 +154,9 @@ def test_quirk_windows_are_the_documented_ones_and_pkpd_stays_physical():
     assert np.all(np.isfinite(window["PKPD"])) and np.all(window["PKPD"] >= 0)
 
 
-def test_primary_set_every_row_and_overall_error():
-    ref = _advan2_predictions("mrgsolve_nmtests")
+@pytest.mark.parametrize("pairs", [False, True], ids=["all-pairs", "pair-layout"])
+def test_primary_set_every_row_and_overall_error(pairs):
+    ref = _advan2_predictions("mrgsolve_nmtests", pairs)
     assert len(ref) == 3837
     _check(ref, "CP_NONMEM", RTOL, "mrgsolve_nmtests (all rows)")
     nz = ref["CP_NONMEM"] != 0

@@ -78,6 +78,9 @@ def fixed_shape(sub, D=DMAX, P=PMAX):
     conventions (inactive doses: amt 0, evid 0, mask False), so one compilation serves all."""
     out = {}
     for f in dataclasses.fields(sub):
+        if getattr(sub, f.name) is None:  # optional fields (pairs)
+            out[f.name] = None
+            continue
         x = np.asarray(getattr(sub, f.name))
         if f.name.startswith(("dose_", "point_")):
             n = D if f.name.startswith("dose_") else P

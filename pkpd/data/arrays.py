@@ -13,6 +13,7 @@ so that gradients stay finite.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from typing import Any
 
 import jax
 import numpy as np
@@ -36,7 +37,7 @@ class SubjectData:
     ``point_cov`` ``[S, P, K]``.
 
     Per subject: ``cov`` ``[S, K]`` (covariates at the subject's first record), ``study``
-    ``[S]`` (index into ``PaddedData.studies``).
+    ``[S]`` (index into ``PaddedData.studies``). ``pairs``: see the field.
 
     Ordering at equal times: an event acts on a point at the same time when its ``seq`` is lower
     than or equal to the point's (a dose row's own prediction is post-dose; implied ADDL doses
@@ -70,6 +71,10 @@ class SubjectData:
     point_cov: np.ndarray
     cov: np.ndarray
     study: np.ndarray
+    #: Optional :class:`pkpd.pk.analytic.PairLayout` (``[S, K]``) of which dose acts on which
+    #: point, for the analytic engine to evaluate only those pairs. Fits set it on the data they
+    #: predict (after trimming); ``None`` elsewhere (every dose × point is evaluated).
+    pairs: Any = None
 
 
 jax.tree_util.register_dataclass(

@@ -25,6 +25,7 @@ import dataclasses
 import datetime as _dt
 import hashlib
 import json
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -93,7 +94,10 @@ class FitSpec:
     obs_line: np.ndarray
     correlated: list[str] = field(default_factory=list)
     requested_covariates: list[str] | None = None
-    parameterization: str = "centered"
+    parameterization: str = "auto"
+    #: Parameters whose subject effects are sampled centred (the others non-centred); set by
+    #: :func:`fit` from ``parameterization``.
+    centered: tuple[str, ...] = ()
 
     @property
     def n_subjects(self) -> int:
@@ -393,6 +397,65 @@ def _trim(sub, n_d, n_p):
     return type(sub)(**out)
 
 
+def _unique_points(sub):
+    """Subject arrays with each subject's prediction points made unique, and the map back.
+
+    Two records predict the same value when they share the time, the segment, the doses given
+    before them (order at equal times included) and the point covariates: e.g. a parent and a
+    metabolite sample drawn together. Models may use only those (the prediction API's
+    contract), so each such set is predicted once. Returns ``(unique, inverse)`` with
+    ``inverse[s, p]`` the unique slot of point ``p``; padded points map to an invalid slot
+    (whose value is 0 with pair layouts).
+    """
+    import dataclasses as dc
+
+    from pkpd.pk.analytic import TIME_TOL
+
+    d_t = np.asarray(sub.dose_time, dtype=float)
+    p_t = np.asarray(sub.point_time, dtype=float)
+    dt = p_t[:, None, :] - d_t[:, :, None]
+    order = (dt > TIME_TOL) | (
+        (np.abs(dt) <= TIME_TOL)
+        & (np.asarray(sub.dose_seq)[:, :, None] <= np.asarray(sub.point_seq)[:, None, :])
+    )
+    S, P = p_t.shape
+    valid = np.asarray(sub.point_valid)
+    cov = np.asarray(sub.point_cov, dtype=float).reshape(S, P, -1)
+    seg = np.asarray(sub.point_segment)
+    reps, inverse = [], np.zeros((S, P), dtype=np.int32)
+    for i in range(S):
+        slots: dict[tuple, int] = {}
+        rep = []
+        for j in range(P):
+            key = (
+                bool(valid[i, j]),
+                round(float(p_t[i, j]) / TIME_TOL),
+                int(seg[i, j]),
+                order[i, :, j].tobytes(),
+                cov[i, j].tobytes(),
+            )
+            if key not in slots:
+                slots[key] = len(rep)
+                rep.append(j)
+            inverse[i, j] = slots[key]
+        reps.append(rep)
+    U = max(len(r) for r in reps)
+    # padding slots repeat the subject's last point, marked invalid
+    take = np.array([r + [r[-1]] * (U - len(r)) for r in reps])
+    pad = np.array([[k >= len(r) for k in range(U)] for r in reps])
+    out = {}
+    for f in dc.fields(sub):
+        x = getattr(sub, f.name)
+        if f.name.startswith("point_"):
+            x = np.take_along_axis(
+                np.asarray(x), take.reshape(take.shape + (1,) * (np.ndim(x) - 2)), axis=1
+            )
+            if f.name in ("point_valid", "point_mask"):
+                x = x & ~pad
+        out[f.name] = x
+    return type(sub)(**out), inverse
+
+
 def observation_predictor(spec: FitSpec):
     """``predict(params) -> {endpoint: [S, P], "ok": [S]}`` for the fit's subjects.
 
@@ -401,8 +464,9 @@ def observation_predictor(spec: FitSpec):
     trimmed to its doses and observation points; values are exact at every observation point
     of the fit and 0 elsewhere. The model is told the dose kinds the data hold.
     """
+    from pkpd.pk.analytic import pair_layout
+
     S = spec.n_subjects
-    subjects = jax.tree.map(jnp.asarray, spec.padded.data)
     model = spec.model
     if dataclasses.is_dataclass(model) and "dose_kinds" in {
         f.name for f in dataclasses.fields(model)
@@ -444,17 +508,19 @@ def observation_predictor(spec: FitSpec):
         pm = np.asarray(spec.padded.data.point_mask)[idx]
         n_d = max(1, int(np.max(np.where(dm.any(0))[0], initial=-1)) + 1)
         n_p = max(1, int(np.max(np.where(pm.any(0))[0], initial=-1)) + 1)
-        sub = _trim(jax.tree.map(lambda x, i=idx: x[i], subjects), n_d, n_p)
-        trimmed.append((fn, key, idx, sub, n_p))
+        sub = _trim(jax.tree.map(lambda x, i=idx: np.asarray(x)[i], spec.padded.data), n_d, n_p)
+        sub, inverse = _unique_points(sub)
+        sub = dataclasses.replace(sub, pairs=pair_layout(sub))
+        trimmed.append((fn, key, idx, jax.tree.map(jnp.asarray, sub), n_p, jnp.asarray(inverse)))
 
     def predict(params):
         out = {e: jnp.zeros((S, P)) for e in spec.endpoints}
         ok = jnp.ones(S, dtype=bool)
-        for fn, key, idx, sub, n_p in trimmed:
+        for fn, key, idx, sub, n_p, inverse in trimmed:
             res = fn({k: v[idx] for k, v in params.items()}, sub)
             ok = ok.at[idx].set(res.get("ok", jnp.ones(len(idx), dtype=bool)))
             for e in key:
-                out[e] = out[e].at[idx, :n_p].set(res[e])
+                out[e] = out[e].at[idx, :n_p].set(jnp.take_along_axis(res[e], inverse, axis=1))
         out["ok"] = ok
         return out
 
@@ -475,6 +541,10 @@ def build_model(spec: FitSpec):
     o_e = jnp.asarray(spec.obs_endpoint)
     o_lloq = jnp.asarray(spec.obs_lloq)
     o_blq = jnp.asarray(spec.obs_blq)
+    static_likelihood = (
+        tuple(sorted({KIND_OF_MODEL[pri.residuals[e].model] for e in spec.endpoints})),
+        bool(np.any(spec.obs_blq)),
+    )
     predict = observation_predictor(spec)
 
     def numpyro_model(obs=None):
@@ -497,14 +567,14 @@ def build_model(spec: FitSpec):
             else:
                 beta[eff.name] = _sample(f"beta_{eff.name}", eff.prior)
         corr = spec.correlated
-        centered = spec.parameterization == "centered"
+        centered_set = set(spec.centered)
         if corr:
             oms = jnp.stack([_sample(f"omega_{p}", pri.parameters[p].bsv) for p in corr])
             L = numpyro.sample(
                 "corr_cholesky",
                 nd.LKJCholesky(len(corr), concentration=pri.correlation.get("lkj_eta", 2.0)),
             )
-            if centered:
+            if set(corr) <= centered_set:
                 loc = jnp.stack(
                     [_subject_mean(spec, p, pop, eta_study, beta, eff_vals, S) for p in corr], -1
                 )
@@ -525,7 +595,7 @@ def build_model(spec: FitSpec):
             pp = pri.parameters[p]
             if pp.bsv is not None and p not in corr:
                 om = _sample(f"omega_{p}", pp.bsv)
-                if centered:
+                if p in centered_set:
                     loc = _subject_mean(spec, p, pop, eta_study, beta, eff_vals, S)
                     with numpyro.plate("subject", S):
                         u = numpyro.sample(f"zc_{p}", nd.Normal(loc, om))
@@ -562,7 +632,16 @@ def build_model(spec: FitSpec):
         with numpyro.plate("obs", f.shape[0]):
             numpyro.sample(
                 "y",
-                ResidualLikelihood(f, kinds[o_e], add[o_e], prop[o_e], sig[o_e], o_lloq, o_blq),
+                ResidualLikelihood(
+                    f,
+                    kinds[o_e],
+                    add[o_e],
+                    prop[o_e],
+                    sig[o_e],
+                    o_lloq,
+                    o_blq,
+                    static=static_likelihood,
+                ),
                 obs=obs,
             )
 
@@ -579,24 +658,77 @@ def _data_sha256(ds: Dataset) -> str:
     return hashlib.sha256(ds.records.to_csv(index=False).encode()).hexdigest()
 
 
+class _Objective:
+    """The potential energy (negative log density) of a NumPyro model on the flat
+    unconstrained scale, compiled once with its gradient.
+
+    Finding a start, the MAP optimisation and the checks of the chain starts all call the same
+    compiled function from the host, so the model is compiled once for all of them (each
+    ``jax.jit`` of a function containing the model compiles the model again; NumPyro's own
+    ``initialize_model`` evaluates the gradient eagerly, op by op, which took 14 s on the
+    temsirolimus PK model against 1.5 s to compile it).
+    """
+
+    def __init__(self, numpyro_model, obs, proto):
+        from numpyro.infer.util import potential_energy
+
+        flat, unravel = jax.flatten_util.ravel_pytree(proto)
+        self.unravel = unravel
+        self.size = int(flat.shape[0])
+
+        def pe(x):
+            return potential_energy(numpyro_model, (), {"obs": obs}, unravel(x))
+
+        self.pe = pe
+        self.value_and_grad = jax.jit(jax.value_and_grad(pe))
+
+    def __call__(self, x) -> tuple[float, np.ndarray]:
+        v, g = self.value_and_grad(jnp.asarray(x, dtype=float))
+        return float(v), np.asarray(g, dtype=float)
+
+    def usable(self, x) -> bool:
+        """A finite potential energy and gradient at ``x``."""
+        v, g = self(x)
+        return bool(np.isfinite(v) and np.all(np.isfinite(g)))
+
+
+def _init_function(numpyro_model, obs, strategy):
+    """``key -> unconstrained values`` of the model's latent sites under an init strategy
+    (compiled: the model runs once, abstractly, to find its sites)."""
+    from numpyro.distributions.transforms import biject_to
+    from numpyro.handlers import seed, substitute, trace
+
+    def run(key):
+        tr = trace(substitute(seed(numpyro_model, key), substitute_fn=strategy)).get_trace(obs=obs)
+        return {
+            k: biject_to(v["fn"].support).inv(v["value"])
+            for k, v in tr.items()
+            if v["type"] == "sample" and not v["is_observed"]
+        }
+
+    return jax.jit(run)
+
+
 def _valid_start(numpyro_model, obs, key):
-    """A start with a finite log density (constrained values of the sample sites).
+    """A start with a finite log density and gradient, and the model's compiled objective.
 
     The prior medians first; where the model cannot be evaluated there (a solver failing, a
-    prediction not finite), random points as NumPyro's initialisation tries them.
+    prediction not finite), random points uniform in (-2, 2) on the unconstrained scale, as
+    NumPyro's initialisation tries them. Returns ``(flat start, objective)``.
     """
     from numpyro.infer.initialization import init_to_median, init_to_uniform
-    from numpyro.infer.util import constrain_fn, initialize_model
 
-    for strategy in (init_to_median(num_samples=15), init_to_uniform(radius=2)):
-        try:
-            info = initialize_model(
-                key, numpyro_model, init_strategy=strategy, model_kwargs={"obs": obs}
-            )
-        except RuntimeError:
-            continue
-        if np.isfinite(float(info.param_info.potential_energy)):
-            return constrain_fn(numpyro_model, (), {"obs": obs}, info.param_info.z)
+    k_med, k_uni = jax.random.split(key)
+    u = _init_function(numpyro_model, obs, init_to_median(num_samples=15))(k_med)
+    objective = _Objective(numpyro_model, obs, u)
+    x = jax.flatten_util.ravel_pytree(u)[0]
+    if objective.usable(x):
+        return np.asarray(x), objective
+    uniform = _init_function(numpyro_model, obs, init_to_uniform(radius=2))
+    for k in jax.random.split(k_uni, 100):
+        x = jax.flatten_util.ravel_pytree(uniform(k))[0]
+        if objective.usable(x):
+            return np.asarray(x), objective
     raise FitError(
         "no starting point with a finite log density was found (the model fails or predicts "
         "non-finite values at the prior medians and at 100 random points); check the priors' "
@@ -604,22 +736,34 @@ def _valid_start(numpyro_model, obs, key):
     )
 
 
-def _map_estimate(numpyro_model, obs, key, steps: int = 2000):
-    """MAP point (constrained values) by Adam on an AutoDelta guide, from a valid start."""
-    from numpyro.infer import SVI, Trace_ELBO
-    from numpyro.infer.autoguide import AutoDelta
-    from numpyro.infer.initialization import init_to_value
+def _map_estimate(objective: _Objective, x0, max_iter: int = 2000):
+    """MAP point on the flat unconstrained scale: L-BFGS (scipy) from a valid start.
 
-    k_start, k_svi = jax.random.split(key)
-    start = _valid_start(numpyro_model, obs, k_start)
-    guide = AutoDelta(numpyro_model, init_loc_fn=init_to_value(values=start))
-    svi = SVI(numpyro_model, guide, numpyro.optim.ClippedAdam(step_size=0.02), Trace_ELBO())
-    res = svi.run(k_svi, steps, obs=obs, progress_bar=False)
-    if not np.isfinite(float(res.losses[-1])):
-        # Adam stepped where the model cannot be evaluated; start the BFGS polish from the
-        # valid start instead
-        return start, res.losses
-    return guide.median(res.params), res.losses
+    Runs on the host around the compiled objective. Where the model cannot be evaluated the
+    objective returns a huge value (the line search backs off); the best finite point seen
+    is returned, so the result is never worse than the start.
+    """
+    from scipy.optimize import minimize
+
+    huge = float(np.finfo(float).max) ** 0.5
+    best = {"v": np.inf, "x": np.asarray(x0, dtype=float)}
+
+    def fun(x):
+        v, g = objective(x)
+        if not (np.isfinite(v) and np.all(np.isfinite(g))):
+            return huge, np.zeros_like(x)
+        if v < best["v"]:
+            best.update(v=v, x=np.array(x))
+        return v, g
+
+    minimize(
+        fun,
+        best["x"],
+        jac=True,
+        method="L-BFGS-B",
+        options={"maxiter": int(max_iter), "maxfun": 2 * int(max_iter)},
+    )
+    return best["x"]
 
 
 def fit(
@@ -638,7 +782,7 @@ def fit(
     max_tree_depth: int = 10,
     map_steps: int = 2000,
     progress_bar: bool = True,
-    parameterization: str = "centered",
+    parameterization: str = "auto",
 ):
     """Fit a population model to a dataset.
 
@@ -663,13 +807,21 @@ def fit(
         column exists.
     endpoints : sequence of str, optional
         Endpoints to fit (default: every endpoint of the data the model predicts).
-    parameterization : {"centered", "noncentered"}
-        Of the subject effects in NUTS. PK data usually inform each subject well, and then the
-        centred form (``T(θ_i) ~ Normal(mean_i, ω)``) samples far better than the non-centred one
-        (``T(θ_i) = mean_i + ω z_i``), whose ``z_i`` are tightly tied to the population values;
-        choose ``"noncentered"`` for sparse data (few observations per subject). Study effects
-        are always non-centred (few studies). The MAP start is computed non-centred (the
-        centred joint density has no mode at finite ω).
+    parameterization : {"auto", "centered", "noncentered"}
+        Of the subject effects in NUTS. Where the data inform each subject's value well (rich
+        PK), the centred form (``T(θ_i) ~ Normal(mean_i, ω)``) samples far better than the
+        non-centred one (``T(θ_i) = mean_i + ω z_i``), whose ``z_i`` are then tightly tied to the
+        population values; where they do not (sparse data, a PD parameter the design barely
+        touches), the non-centred form avoids the funnel. ``"auto"`` (default) chooses per
+        parameter from the curvature at the MAP (:func:`_choose_centered`); the choice is
+        stored in the fit (``attrs["centered_parameters"]``). Study effects are always
+        non-centred (few studies). The MAP start is computed non-centred (the centred joint
+        density has no mode at finite ω).
+    map_steps : int
+        Iteration limit of the MAP optimisation (L-BFGS on the unconstrained scale, from the
+        prior medians) that gives NUTS its start and ``method="map"`` its mode.
+    target_accept, max_tree_depth : float, int
+        NUTS settings.
 
     Returns
     -------
@@ -685,28 +837,50 @@ def fit(
     for name, v in (("chains", chains), ("warmup", warmup), ("draws", draws)):
         if not isinstance(v, int) or v < (0 if name == "warmup" else 1):
             raise FitError(f"{name}={v!r}; expected a positive whole number")
-    if parameterization not in ("centered", "noncentered"):
+    if parameterization not in ("auto", "centered", "noncentered"):
         raise FitError(
-            f"parameterization={parameterization!r}; expected 'centered' or 'noncentered'"
+            f"parameterization={parameterization!r}; expected 'auto', 'centered' or 'noncentered'"
         )
+    timing: dict[str, float] = {}
+    clock = time.perf_counter()
+
+    def lap(name):
+        nonlocal clock
+        now = time.perf_counter()
+        timing[name] = round(now - clock, 3)
+        clock = now
+
     spec = prepare(model, data, priors, covariates=covariates, endpoints=endpoints)
+    lap("prepare")
     spec.parameterization = parameterization if method == "nuts" else "noncentered"
     nm_start = build_model(dataclasses.replace(spec, parameterization="noncentered"))
     obs = jnp.asarray(np.where(spec.obs_blq, np.nan_to_num(spec.obs_lloq, nan=1.0), spec.obs_y))
     key = jax.random.PRNGKey(seed)
     k_map, k_run, k_jit, k_ll = jax.random.split(key, 4)
-    map_values, losses = _map_estimate(nm_start, obs, k_map, steps=map_steps)
-    u0, flat_map, unravel, pe = _polish(nm_start, obs, map_values)
-    nm = nm_start
+    x_start, objective = _valid_start(nm_start, obs, k_map)
+    flat_map = jnp.asarray(_map_estimate(objective, x_start, max_iter=map_steps))
+    unravel, pe = objective.unravel, objective.pe
+    u0 = unravel(flat_map)
+    lap("map")
+    bsv = tuple(p for p in spec.estimated if spec.priors.parameters[p].bsv is not None)
     if spec.parameterization == "centered":
+        spec.centered = bsv
+    elif spec.parameterization == "auto" and bsv:
+        spec.centered = _choose_centered(spec, objective, flat_map)
+        lap("parameterization")
+    nm, chain_objective = nm_start, objective
+    if spec.centered:
         nm = build_model(spec)
         u0 = _centered_start(spec, nm, nm_start, obs, u0)
+        if method == "nuts":
+            chain_objective = _Objective(nm, obs, u0)
     extra = {}
     laplace_flat_dirs = 0
     if method == "nuts":
         from numpyro.infer import MCMC, NUTS
 
-        jit = _jittered_starts(nm, obs, u0, k_jit, chains)
+        jit = _jittered_starts(chain_objective, u0, k_jit, chains)
+        lap("starts")
         kernel = NUTS(nm, target_accept_prob=target_accept, max_tree_depth=max_tree_depth)
         method_chain = (
             "parallel" if jax.local_device_count() >= chains and chains > 1 else "vectorized"
@@ -725,7 +899,8 @@ def fit(
             init_params=jit if chains > 1 else jax.tree.map(lambda x: x[0], jit),
             extra_fields=("diverging", "energy", "num_steps", "accept_prob", "potential_energy"),
         )
-        samples = mcmc.get_samples(group_by_chain=True)
+        samples = jax.block_until_ready(mcmc.get_samples(group_by_chain=True))
+        lap("nuts")
         fields = mcmc.get_extra_fields(group_by_chain=True)
         extra = {
             "diverging": np.asarray(fields["diverging"]),
@@ -739,17 +914,22 @@ def fit(
     else:
         samples, laplace_flat_dirs = _laplace_draws(nm, obs, flat_map, unravel, pe, k_run, draws)
         n_chains = 1
+        lap("laplace")
     flat = jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), samples)
     # deterministic sites (theta, eta, pop of percentages) for every draw
     from numpyro.infer import Predictive
     from numpyro.infer.util import log_likelihood
 
-    det = Predictive(nm, posterior_samples=flat, return_sites=_deterministic_sites(nm, obs))(
-        k_ll, obs=obs
-    )
+    sites = _deterministic_sites(nm, obs)
+
+    def pointwise(flat):
+        det = Predictive(nm, posterior_samples=flat, return_sites=sites)(k_ll, obs=obs)
+        return det, log_likelihood(nm, {**flat, **det}, obs=obs)["y"]
+
+    det, ll = jax.jit(pointwise)(flat)  # compiled: run eagerly, every op compiles on its own
     flat = {**flat, **det}
-    ll = log_likelihood(nm, flat, obs=obs)["y"]
-    return _to_inference_data(
+    lap("pointwise")
+    idata = _to_inference_data(
         spec,
         flat,
         np.asarray(ll),
@@ -761,103 +941,151 @@ def fit(
             chains=chains if method == "nuts" else 1,
             warmup=warmup if method == "nuts" else 0,
             draws=draws,
-            map_log_density=float(-pe(flat_map)),
+            map_log_density=-objective(flat_map)[0],
             parameterization=spec.parameterization,
+            centered_parameters=list(spec.centered),
             laplace_flat_directions=laplace_flat_dirs,
         ),
     )
+    lap("output")
+    timing["total"] = round(sum(timing.values()), 3)
+    # wall seconds per phase (compilation included where it happens), for the user and the
+    # benchmarks: prepare, map (start and polish), starts, nuts (warmup + draws) or laplace,
+    # pointwise (deterministics and log-likelihood of every draw), output
+    idata.attrs["timing_s"] = json.dumps(timing)
+    return idata
 
 
-def _jittered_starts(nm, obs, u0, key, chains, scale=0.05):
+def _jittered_starts(objective: _Objective, u0, key, chains, scale=0.05):
     """One start per chain: the MAP point plus N(0, scale²) noise on the unconstrained scale.
 
     Chains started apart show whether they agree (R-hat); a jittered start whose log density
     or gradient is not finite (e.g. a solver failing there) is pulled back toward the MAP,
     halving the noise until it is (the MAP itself, at worst).
     """
-    from numpyro.infer.util import potential_energy
-
-    vg = jax.jit(jax.value_and_grad(lambda u: potential_energy(nm, (), {"obs": obs}, u)))
-
-    def usable(u):
-        v, g = vg(u)
-        return bool(np.isfinite(float(v))) and all(
-            bool(np.all(np.isfinite(np.asarray(x)))) for x in jax.tree.leaves(g)
-        )
-
+    flat0 = np.asarray(jax.flatten_util.ravel_pytree(u0)[0])
     starts = []
     for k in jax.random.split(key, chains):
-        noise = jax.tree.map(lambda x, kk=k: jax.random.normal(kk, jnp.shape(x)), u0)
+        noise = np.asarray(jax.random.normal(k, flat0.shape))
         s = scale
         for _ in range(8):
-            u = jax.tree.map(lambda x, n, s=s: x + s * n, u0, noise)
-            if usable(u):
+            x = flat0 + s * noise
+            if objective.usable(x):
                 break
             s /= 2
         else:
-            u = u0
-            if not usable(u):
+            x = flat0
+            if not objective.usable(x):
                 raise FitError(
                     "the MAP start has a non-finite log density or gradient and no point near "
                     "it is better; check the priors and data (or try method='map' to inspect "
                     "the mode)"
                 )
-        starts.append(u)
+        starts.append(objective.unravel(jnp.asarray(x)))
     return jax.tree.map(lambda *xs: jnp.stack(xs), *starts)
 
 
 def _centered_start(spec, nm, nm_start, obs, u_start):
-    """The unconstrained start of the centred model at the non-centred MAP point."""
+    """The unconstrained start of the (partly) centred model at the non-centred MAP point
+    (compiled: run eagerly, the two model passes took seconds)."""
     from numpyro.infer.util import constrain_fn, unconstrain_fn
 
-    vals = constrain_fn(nm_start, (), {"obs": obs}, u_start, return_deterministic=True)
-    init = {k: v for k, v in vals.items() if k in u_start and not k.startswith("z_")}
-    init = {**init, **{k: vals[k] for k in u_start if k.startswith("z_study_")}}
     pri = spec.priors
-    zc = {
-        p: _to_unconstrained(
-            vals[f"theta_{p}"] / pri.parameters[p].multiplier, pri.parameters[p].transform
-        )
-        for p in spec.estimated
-        if pri.parameters[p].bsv is not None
-    }
-    if spec.correlated:
-        init["zc_corr"] = jnp.stack([zc[p] for p in spec.correlated], -1)
-    for p, v in zc.items():
-        if p not in spec.correlated:
-            init[f"zc_{p}"] = v
-    return unconstrain_fn(nm, (), {"obs": obs}, init)
+    centered = set(spec.centered)
+    corr_centered = bool(spec.correlated) and set(spec.correlated) <= centered
+
+    def convert(u):
+        vals = constrain_fn(nm_start, (), {"obs": obs}, u, return_deterministic=True)
+        init = {k: v for k, v in vals.items() if k in u}
+        zc = {
+            p: _to_unconstrained(
+                vals[f"theta_{p}"] / pri.parameters[p].multiplier, pri.parameters[p].transform
+            )
+            for p in centered
+        }
+        if corr_centered:
+            init.pop("z_corr")
+            init["zc_corr"] = jnp.stack([zc[p] for p in spec.correlated], -1)
+        for p, v in zc.items():
+            if p not in spec.correlated:
+                init.pop(f"z_{p}")
+                init[f"zc_{p}"] = v
+        return unconstrain_fn(nm, (), {"obs": obs}, init)
+
+    return jax.jit(convert)(u_start)
+
+
+def _choose_centered(spec, objective: _Objective, flat_map) -> tuple[str, ...]:
+    r"""Parameters whose subject effects the data inform well enough to sample centred.
+
+    At the non-centred MAP, the Hessian of the potential in one subject's standardised effects
+    :math:`z_i` (one per parameter with between-subject variability) is the identity from their
+    N(0, 1) priors plus what the subject's data add; its inverse approximates their posterior
+    covariance. Subjects are independent given the population values, so one Hessian-vector
+    product per parameter (along that parameter's :math:`z` of all subjects at once, here a
+    central difference of the compiled gradient) gives every subject's block. Where the data
+    dominate (mean posterior variance of :math:`z_{p,i}` at most 0.5: the data carry at least the
+    prior's weight) the centred form samples better; where the prior dominates, the non-centred
+    one (Betancourt & Girolami 2015, "Hamiltonian Monte Carlo for hierarchical models";
+    Gorinova et al. 2020, "Automatic reparameterisation of probabilistic programs"). Marginal,
+    not conditional, variances: one late sample pins down a combination of CL and V, not V.
+    A correlated block is centred when all its parameters qualify.
+    """
+    pri = spec.priors
+    u = objective.unravel(jnp.asarray(flat_map))
+    x = np.asarray(flat_map)
+    h = 1e-4
+    # (site, column) of each parameter's standardised subject effects
+    where = {p: ("z_corr", k) for k, p in enumerate(spec.correlated)}
+    for p in spec.estimated:
+        if pri.parameters[p].bsv is not None and p not in where:
+            where[p] = (f"z_{p}", None)
+    names = list(where)
+
+    def column(tree, p):
+        site, k = where[p]
+        a = np.asarray(tree[site])
+        return a if k is None else a[:, k]
+
+    cols = []
+    for p in names:
+        site, k = where[p]
+        v = jax.tree.map(jnp.zeros_like, u)
+        v[site] = jnp.ones_like(u[site]) if k is None else v[site].at[:, k].set(1.0)
+        flat_v = np.asarray(jax.flatten_util.ravel_pytree(v)[0])
+        hv = (objective(x + h * flat_v)[1] - objective(x - h * flat_v)[1]) / (2 * h)
+        tree = objective.unravel(jnp.asarray(hv))
+        cols.append(np.stack([column(tree, q) for q in names], axis=-1))  # [S, k]
+    H = np.stack(cols, axis=-1)  # [S, k, k]: H[i, q, p]
+    H = 0.5 * (H + np.swapaxes(H, 1, 2))
+    var = np.ones((H.shape[0], len(names)))
+    for i in range(H.shape[0]):
+        try:
+            c = np.linalg.inv(np.linalg.cholesky(H[i]))
+            var[i] = np.minimum(np.sum(c * c, axis=0), 1.0)  # diag of H^-1 = diag(L^-T L^-1)
+        except np.linalg.LinAlgError:
+            pass  # not positive definite at the MAP: count the subject as uninformed
+    rich = {p: float(np.mean(var[:, j])) <= 0.5 for j, p in enumerate(names)}
+    chosen = []
+    if spec.correlated and all(rich[p] for p in spec.correlated):
+        chosen += list(spec.correlated)
+    chosen += [p for p in names if p not in spec.correlated and rich[p]]
+    return tuple(chosen)
 
 
 def _deterministic_sites(nm, obs):
+    """Names of the model's deterministic sites (traced abstractly: nothing is computed)."""
     from numpyro import handlers
 
-    tr = handlers.trace(handlers.seed(nm, 0)).get_trace(obs=obs)
-    return [k for k, v in tr.items() if v["type"] == "deterministic"]
+    names: list[str] = []
 
+    def run():
+        tr = handlers.trace(handlers.seed(nm, 0)).get_trace(obs=obs)
+        names.extend(k for k, v in tr.items() if v["type"] == "deterministic")
+        return 0
 
-def _polish(nm, obs, values, maxiter: int = 1000):
-    """Refine a MAP point with BFGS on the unconstrained potential energy.
-
-    Returns the unconstrained point (pytree), its flat form, the unravel function and the
-    number of BFGS iterations.
-    """
-    from jax.scipy.optimize import minimize
-    from numpyro.infer.util import potential_energy, unconstrain_fn
-
-    u0 = unconstrain_fn(nm, (), {"obs": obs}, values)
-    flat0, unravel = jax.flatten_util.ravel_pytree(u0)
-
-    def pe(x):
-        return potential_energy(nm, (), {"obs": obs}, unravel(x))
-
-    res = minimize(pe, flat0, method="BFGS", options={"maxiter": maxiter})
-    # keep the polished point only where NUTS can start from it: a finite, no worse density
-    # with a finite gradient
-    v, g = jax.value_and_grad(pe)(res.x)
-    good = jnp.isfinite(v) & (v <= pe(flat0)) & jnp.all(jnp.isfinite(g))
-    x = jnp.where(good, res.x, flat0)
-    return unravel(x), x, unravel, pe
+    jax.eval_shape(run)
+    return names
 
 
 def _laplace_draws(nm, obs, flat_map, unravel, pe, key, draws):

@@ -39,15 +39,19 @@ _TINY = 1e-12
 _LOG_2PI = jnp.log(2.0 * jnp.pi)
 
 
-def _transform(x, kind):
+def _transform(x, kind, kinds=None):
+    if kinds is not None and set(kinds) <= {NORMAL}:
+        return x
     xl = jnp.log(jnp.maximum(x, _TINY))
     p = jnp.clip(x / 100.0, _TINY, 1.0 - _TINY)
     xg = jnp.log(p) - jnp.log1p(-p)
     return jnp.select([kind == LOGNORMAL, kind == LOGIT], [xl, xg], x)
 
 
-def _log_jacobian(y, kind):
+def _log_jacobian(y, kind, kinds=None):
     """log |dg/dy| for the transform g of each error model."""
+    if kinds is not None and set(kinds) <= {NORMAL}:
+        return 0.0
     yl = -jnp.log(jnp.maximum(y, _TINY))
     p = jnp.clip(y / 100.0, _TINY, 1.0 - _TINY)
     yg = -jnp.log(100.0) - jnp.log(p) - jnp.log1p(-p)
@@ -65,15 +69,23 @@ def residual_sd(f, kind, additive, proportional, sigma):
     return jnp.maximum(sd, SD_FLOOR)
 
 
-def pointwise_loglik(y, f, kind, additive, proportional, sigma, lloq, blq):
-    """Log-likelihood of each observation (censored where ``blq``)."""
+def pointwise_loglik(y, f, kind, additive, proportional, sigma, lloq, blq, *, static=None):
+    """Log-likelihood of each observation (censored where ``blq``).
+
+    ``static``: optional ``(kinds, any_blq)`` known before tracing: the error-model kinds that
+    occur and whether any observation is censored. Formulas for what cannot occur are then
+    skipped (same values; a cheaper gradient inside NUTS).
+    """
+    kinds, any_blq = static if static is not None else (None, True)
     sd = residual_sd(f, kind, additive, proportional, sigma)
-    gf = _transform(f, kind)
-    y_safe = jnp.where(blq, jnp.where(jnp.isfinite(lloq), lloq, 1.0), y)
-    z = (_transform(y_safe, kind) - gf) / sd
-    dens = -0.5 * z**2 - jnp.log(sd) - 0.5 * _LOG_2PI + _log_jacobian(y_safe, kind)
+    gf = _transform(f, kind, kinds)
+    y_safe = jnp.where(blq, jnp.where(jnp.isfinite(lloq), lloq, 1.0), y) if any_blq else y
+    z = (_transform(y_safe, kind, kinds) - gf) / sd
+    dens = -0.5 * z**2 - jnp.log(sd) - 0.5 * _LOG_2PI + _log_jacobian(y_safe, kind, kinds)
+    if not any_blq:
+        return dens
     lim = jnp.where(jnp.isfinite(lloq), lloq, 1.0)
-    cens = log_ndtr((_transform(lim, kind) - gf) / sd)
+    cens = log_ndtr((_transform(lim, kind, kinds) - gf) / sd)
     return jnp.where(blq, cens, dens)
 
 
@@ -82,15 +94,20 @@ class ResidualLikelihood(dist.Distribution):
 
     All arguments are arrays ``[N]``: predictions ``f``, error-model ``kind``
     (:data:`NORMAL`, :data:`LOGNORMAL`, :data:`LOGIT`), ``additive``, ``proportional`` and
-    ``sigma`` magnitudes, ``lloq`` and the ``blq`` flags. ``log_prob`` is elementwise, so
+    ``sigma`` magnitudes, ``lloq`` and the ``blq`` flags; ``static`` as in
+    :func:`pointwise_loglik`. ``log_prob`` is elementwise, so
     ArviZ gets a pointwise log-likelihood; ``sample`` draws uncensored replicate observations.
     """
 
     arg_constraints = {}
     support = constraints.real
     pytree_data_fields = ("f", "kind", "additive", "proportional", "sigma", "lloq", "blq")
+    pytree_aux_fields = ("static",)
 
-    def __init__(self, f, kind, additive, proportional, sigma, lloq, blq, *, validate_args=None):
+    def __init__(
+        self, f, kind, additive, proportional, sigma, lloq, blq, *, static=None, validate_args=None
+    ):
+        self.static = static
         self.f, self.kind = f, kind
         self.additive, self.proportional, self.sigma = additive, proportional, sigma
         self.lloq, self.blq = lloq, blq
@@ -106,6 +123,7 @@ class ResidualLikelihood(dist.Distribution):
             self.sigma,
             self.lloq,
             self.blq,
+            static=self.static,
         )
 
     def sample(self, key, sample_shape=()):

@@ -224,6 +224,7 @@ class LinearPKModel:
                 jnp.asarray(subject.point_seq),
                 jnp.asarray(subject.point_segment),
                 self.dose_kinds,
+                getattr(subject, "pairs", None),
             )
             for i in range(len(self.compartments))
         ]
@@ -257,6 +258,7 @@ class LinearPKModel:
             jnp.asarray(subject.point_seq),
             jnp.asarray(subject.point_segment),
             self.dose_kinds,
+            getattr(subject, "pairs", None),
         )
         v = sp["v"] if self.n_compartments == 1 else sp["v1"]
         return {"conc": CONC_SCALE * amount / v}

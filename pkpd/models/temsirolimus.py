@@ -411,26 +411,27 @@ class TemsirolimusModel:
         t = jnp.asarray(subject.point_time, dtype=float)
         seq = jnp.asarray(subject.point_seq)
         seg = jnp.asarray(subject.point_segment)
+        pairs = getattr(subject, "pairs", None)
         out: dict[str, jax.Array] = {}
         if "sirolimus" in resp:
-            # temsirolimus, sirolimus and the driver share the poles of the sirolimus response
-            # (temsirolimus has a zero coefficient on the sirolimus pole): one pass over doses.
+            # temsirolimus and sirolimus share the poles of the sirolimus response (temsirolimus
+            # has a zero coefficient on the sirolimus pole): one pass over doses.
             sir = resp["sirolimus"]
             tem = resp["temsirolimus"]
             tem_c = jnp.concatenate([tem.coef, jnp.zeros_like(sir.coef[:, -1:])], axis=-1)
-            rows = [tem_c, sir.coef] + ([resp["driver"].coef] if "driver" in resp else [])
             vals = polyexp.superpose_multi(
-                sir.poles, jnp.stack(rows), doses, t, seq, seg, self.dose_kinds
+                sir.poles, jnp.stack([tem_c, sir.coef]), doses, t, seq, seg, self.dose_kinds, pairs
             )
             out["temsirolimus"], out["sirolimus"] = vals[0], vals[1]
             out = {e: v for e, v in out.items() if e in self.endpoints}
         else:
             out["temsirolimus"] = analytic.superpose(
-                resp["temsirolimus"], doses, t, seq, seg, self.dose_kinds
+                resp["temsirolimus"], doses, t, seq, seg, self.dose_kinds, pairs
             )
         if "s6k" in self.endpoints:
             ce = jnp.maximum(
-                analytic.superpose(resp["effect"], doses, t, seq, seg, self.dose_kinds), 0.0
+                analytic.superpose(resp["effect"], doses, t, seq, seg, self.dose_kinds, pairs),
+                0.0,
             )
             h = _scalar(params, "s6k_hill")
             ic50 = _scalar(params, "s6k_ic50")

@@ -78,7 +78,8 @@ def dose_grid(dose_time, dose_end, active, t_eval, *, n_uniform=64, offsets=DEFA
     allt = jnp.concatenate([uniform, per_dose.ravel(), t_eval])
     order = jnp.argsort(allt, stable=True)
     nodes = allt[order]
-    inverse = jnp.argsort(order, stable=True)
+    # the inverse permutation by a scatter (a second sort cost as much as the first)
+    inverse = jnp.zeros_like(order).at[order].set(jnp.arange(order.shape[0], dtype=order.dtype))
     index = inverse[allt.shape[0] - t_eval.shape[0] :]
     start_index = inverse[n_uniform + jnp.arange(dose_time.shape[0]) * per_dose.shape[1]]
     return nodes, index, start_index

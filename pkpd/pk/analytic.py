@@ -553,7 +553,99 @@ def kinds_in_data(subjects) -> tuple[int, ...] | None:
     return out or (BOLUS,)
 
 
-def superpose(response: StateResponse, doses: DoseTerms, t, seq, segment, kinds=None):
+class PairLayout(NamedTuple):
+    """The (dose, point) pairs in which a dose acts on a prediction point, listed.
+
+    The given-mask of :func:`given_mask` depends on the data only (record times, orders,
+    segments), so it can be computed once per dataset: evaluating responses on these pairs
+    instead of on every dose × point skips the pairs that contribute nothing (doses after the
+    point, other segments, padding). All arrays ``[K]`` for one subject (``[S, K]`` padded):
+
+    Attributes
+    ----------
+    dose, point : int arrays
+        Dose slot and point slot of each pair.
+    valid : bool array
+        A real pair (padding pairs point at slot 0 and contribute zero).
+    """
+
+    dose: np.ndarray
+    point: np.ndarray
+    valid: np.ndarray
+
+
+def pair_layout(subjects) -> PairLayout:
+    """The :class:`PairLayout` of padded subjects (``SubjectData`` with a leading subject axis).
+
+    A pair is listed when :func:`given_mask` holds and the point is a real record
+    (``point_valid``); padded points then predict 0.
+    """
+    d_t = np.asarray(subjects.dose_time, dtype=float)
+    p_t = np.asarray(subjects.point_time, dtype=float)
+    dt = p_t[:, None, :] - d_t[:, :, None]  # [S, D, P]
+    same = np.abs(dt) <= TIME_TOL
+    d_seq = np.asarray(subjects.dose_seq)[:, :, None]
+    p_seq = np.asarray(subjects.point_seq)[:, None, :]
+    order = (dt > TIME_TOL) | (same & (d_seq <= p_seq))
+    active = np.asarray(subjects.dose_mask) & np.isin(np.asarray(subjects.dose_evid), _EVID_DOSE)
+    seg = (
+        np.asarray(subjects.dose_segment)[:, :, None]
+        == np.asarray(subjects.point_segment)[:, None, :]
+    )
+    given = active[:, :, None] & seg & order & np.asarray(subjects.point_valid)[:, None, :]
+    S = given.shape[0]
+    K = max(1, int(given.reshape(S, -1).sum(axis=1).max(initial=0)))
+    dose = np.zeros((S, K), dtype=np.int32)
+    point = np.zeros((S, K), dtype=np.int32)
+    valid = np.zeros((S, K), dtype=bool)
+    for i in range(S):
+        di, pi = np.nonzero(given[i])
+        dose[i, : len(di)] = di
+        point[i, : len(pi)] = pi
+        valid[i, : len(di)] = True
+    return PairLayout(dose=dose, point=point, valid=valid)
+
+
+def pair_responses(poles, doses: DoseTerms, t, pairs: PairLayout, kinds=None):
+    """Mode responses ``g`` ``[K, M]`` of each listed pair (zero for padding pairs).
+
+    ``poles`` ``[C, M]`` per dose compartment; returns also the pairs' dose compartments.
+    """
+    d = pairs.dose
+    s = t[pairs.point] - doses.time[d] - doses.lag[d]  # [K]
+    e = lambda x: x[d][:, None]  # noqa: E731
+    cidx = doses.cidx[d]
+    g = pole_response(
+        poles[cidx],
+        s[:, None],
+        e(doses.amount),
+        e(doses.rate),
+        e(doses.duration),
+        e(doses.tau),
+        e(doses.kind),
+        kinds,
+    )
+    return jnp.where(pairs.valid[:, None], g, 0.0), cidx
+
+
+def sum_modes(x):
+    """Sum over the last (mode) axis, written as additions of its few slices: XLA's CPU backend
+    sends small reductions to a library kernel that cost several times more here."""
+    out = x[..., 0]
+    for m in range(1, x.shape[-1]):
+        out = out + x[..., m]
+    return out
+
+
+def sum_to_points(contrib, pairs: PairLayout, n_points: int):
+    """Sum pair contributions ``[..., K]`` into their points, ``[..., P]``."""
+    # a scatter-add: on CPU, batched over subjects, several times cheaper (forward and
+    # gradient) than a product with a one-hot matrix or a masked sum
+    c = jnp.where(pairs.valid, contrib, 0.0)
+    return jnp.zeros(c.shape[:-1] + (n_points,), c.dtype).at[..., pairs.point].add(c)
+
+
+def superpose(response: StateResponse, doses: DoseTerms, t, seq, segment, kinds=None, pairs=None):
     """Amount in one state at each point, summed over doses and poles (mg, ``[P]``).
 
     Parameters
@@ -563,7 +655,16 @@ def superpose(response: StateResponse, doses: DoseTerms, t, seq, segment, kinds=
     doses : DoseTerms
     t, seq, segment : arrays [P]
         Point times (h), orders and segments.
+    kinds : tuple of int, optional
+        See :func:`pole_response`.
+    pairs : PairLayout, optional
+        The pairs of these points and doses (:func:`pair_layout`): only those are evaluated
+        (same values at real points; padded points give 0).
     """
+    if pairs is not None:
+        g, cidx = pair_responses(response.poles, doses, t, pairs, kinds)
+        contrib = sum_modes(response.coef[cidx] * g)  # [K]
+        return sum_to_points(contrib, pairs, t.shape[0])
     poles = response.poles[doses.cidx]  # [D, M]
     coef = response.coef[doses.cidx]  # [D, M]
     s = t[None, :] - doses.time[:, None] - doses.lag[:, None]  # [D, P]

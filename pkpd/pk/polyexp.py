@@ -81,7 +81,9 @@ def convolve(resp: StateResponse, poles, coef) -> StateResponse:
     )
 
 
-def superpose_multi(poles, coefs, doses: analytic.DoseTerms, t, seq, segment, kinds=None):
+def superpose_multi(
+    poles, coefs, doses: analytic.DoseTerms, t, seq, segment, kinds=None, pairs=None
+):
     """Several responses that share one set of poles, in one pass over doses and points.
 
     Parameters
@@ -90,7 +92,7 @@ def superpose_multi(poles, coefs, doses: analytic.DoseTerms, t, seq, segment, ki
         Poles per dose compartment.
     coefs : array [K, C, M]
         Coefficients of K responses on those poles (zero where a response lacks a pole).
-    doses, t, seq, segment
+    doses, t, seq, segment, kinds, pairs
         As in :func:`pkpd.pk.analytic.superpose`.
 
     Returns
@@ -98,6 +100,14 @@ def superpose_multi(poles, coefs, doses: analytic.DoseTerms, t, seq, segment, ki
     array [K, P]
         Equal to ``analytic.superpose`` of each response, with the exponentials computed once.
     """
+    if pairs is not None:
+        g, cidx = analytic.pair_responses(poles, doses, t, pairs, kinds)  # [Kp, M]
+        # one row per response, no broadcast over responses: its gradient would be a small
+        # reduction, which XLA's CPU backend runs slowly (see analytic.sum_modes)
+        contrib = jnp.stack(
+            [analytic.sum_modes(coefs[k][cidx] * g) for k in range(coefs.shape[0])]
+        )  # [K, Kp]
+        return analytic.sum_to_points(contrib, pairs, t.shape[0])
     p = poles[doses.cidx]  # [D, M]
     s = t[None, :] - doses.time[:, None] - doses.lag[:, None]  # [D, P]
     e = lambda x: x[:, None, None]  # noqa: E731
