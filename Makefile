@@ -26,8 +26,13 @@ test: $(STAMP)
 	  || echo "chromium not installed: the report's rendering test will be skipped"
 	$(PY) -m pytest -q
 
+# Issue 9's tables, each measured side by side in one run: (c) simulation vs a scipy loop,
+# (d) gradient vs subjects, (a, b) NUTS ESS/s vs Stan (pystan, the `bench` extra; ~1 h).
 bench: $(STAMP)
+	$(PY) -m pip install --quiet -e '.[bench]'
 	$(PY) benchmarks/bench_pk.py
+	$(PY) benchmarks/bench_grad.py
+	$(PY) benchmarks/bench_fit.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check pkpd tests benchmarks

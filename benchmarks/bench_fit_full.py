@@ -57,6 +57,8 @@ def main() -> None:
           f"max tree depth {int(ss['tree_depth'].max())}, divergences {int(ss['diverging'].sum())}")  # fmt: skip
     print(f"min bulk ESS {summ['ess_bulk'].min():.0f} ({summ['ess_bulk'].idxmin()}), "
           f"max R-hat {summ['r_hat'].max():.3f} ({summ['r_hat'].idxmax()})")  # fmt: skip
+    print(f"centred subject effects: {idata.attrs.get('centered_parameters')}")
+    print(f"seconds per phase: {idata.attrs.get('timing_s')}")
     full = 4 * 1000
     print(f"extrapolated to 4 x (500 + 500): {wall / iters * full / 60:.1f} min "
           f"(target < 15 min)")  # fmt: skip

@@ -107,6 +107,13 @@ def _fit(args: argparse.Namespace) -> int:
         ref = "" if eff["reference"] is None else f", reference {eff['reference']:g}"
         print(f"covariate effect {eff['name']}: {eff['form']} of {eff['covariate']} on "
               f"{eff['parameter']}{ref}, {how}")  # fmt: skip
+    if args.method == "nuts":
+        cen = json.loads(idata.attrs.get("centered_parameters", "[]"))
+        print(f"subject effects ({idata.attrs.get('parameterization')}): centred "
+              f"{', '.join(cen) or 'none'}; the others non-centred")  # fmt: skip
+    timing = json.loads(idata.attrs.get("timing_s", "{}"))
+    if timing:
+        print("seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in timing.items()))
     print(format_table(table))
     warnings = convergence_warnings(idata, table) if args.method == "nuts" else []
     for w in warnings:

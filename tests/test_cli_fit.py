@@ -44,6 +44,7 @@ def test_fit_prints_the_table_and_writes_the_fit(csv, tmp_path, capsys):
     assert rc == 0, text
     assert "covariate effect cl_wt: power of WT on cl, reference 70" in text
     assert "pop_cl" in text and "r_hat" in text
+    assert "subject effects (auto): centred" in text and "seconds: prepare" in text
     idata = pkpd.load_fit(out)
     tab = parameter_table(idata)
     # the table's numbers are the posterior's (checked against numpy directly)
