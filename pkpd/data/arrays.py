@@ -37,7 +37,7 @@ class SubjectData:
     ``point_cov`` ``[S, P, K]``.
 
     Per subject: ``cov`` ``[S, K]`` (covariates at the subject's first record), ``study``
-    ``[S]`` (index into ``PaddedData.studies``). ``pairs``: see the field.
+    ``[S]`` (index into ``PaddedData.studies``). ``pairs``, ``grid``: see the fields.
 
     Ordering at equal times: an event acts on a point at the same time when its ``seq`` is lower
     than or equal to the point's (a dose row's own prediction is post-dose; implied ADDL doses
@@ -75,6 +75,10 @@ class SubjectData:
     #: point, for the analytic engine to evaluate only those pairs. Fits set it on the data they
     #: predict (after trimming); ``None`` elsewhere (every dose × point is evaluated).
     pairs: Any = None
+    #: Optional ``(nodes, index, start_index)`` of a model's ODE grid (``[S, N]``, ``[S, P]``,
+    #: ``[S, D]``) when it depends on the data only, computed once on the host by the fit
+    #: (:meth:`pkpd.models.temsirolimus.TemsirolimusModel.static_grid`); ``None`` elsewhere.
+    grid: Any = None
 
 
 jax.tree_util.register_dataclass(

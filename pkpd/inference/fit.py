@@ -495,15 +495,15 @@ def observation_predictor(spec: FitSpec):
             by_set.setdefault(key, []).append(s_i)
         for key, idx in by_set.items():
             if key:
-                groups.append((jax.vmap(model.with_endpoints(key).predict), key, np.asarray(idx)))
+                groups.append((model.with_endpoints(key), key, np.asarray(idx)))
     else:
-        groups.append((jax.vmap(model.predict), tuple(spec.endpoints), np.arange(S)))
+        groups.append((model, tuple(spec.endpoints), np.arange(S)))
     P = spec.padded.data.point_time.shape[1]
 
     # Each group is trimmed to the doses and observation points its subjects have (padding
     # comes last), so a small study of few doses does not pay for the largest one.
     trimmed = []
-    for fn, key, idx in groups:
+    for variant, key, idx in groups:
         dm = np.asarray(spec.padded.data.dose_mask)[idx]
         pm = np.asarray(spec.padded.data.point_mask)[idx]
         n_d = max(1, int(np.max(np.where(dm.any(0))[0], initial=-1)) + 1)
@@ -511,6 +511,10 @@ def observation_predictor(spec: FitSpec):
         sub = _trim(jax.tree.map(lambda x, i=idx: np.asarray(x)[i], spec.padded.data), n_d, n_p)
         sub, inverse = _unique_points(sub)
         sub = dataclasses.replace(sub, pairs=pair_layout(sub))
+        static_grid = getattr(variant, "static_grid", None)
+        if static_grid is not None:
+            sub = dataclasses.replace(sub, grid=static_grid(sub))
+        fn = jax.vmap(variant.predict)
         trimmed.append((fn, key, idx, jax.tree.map(jnp.asarray, sub), n_p, jnp.asarray(inverse)))
 
     def predict(params):

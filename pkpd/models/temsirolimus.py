@@ -477,6 +477,36 @@ class TemsirolimusModel:
         res["ok"] = ok
         return res
 
+    @staticmethod
+    def _grid_inputs(doses):
+        """Start, end and activity of each dose's input, for :func:`pkpd.pd.forced.dose_grid`."""
+        infusion = (doses.kind == analytic.INFUSION) | (doses.kind == analytic.SS_INFUSION)
+        start = doses.time + doses.lag
+        end = start + jnp.where(infusion, doses.duration, 0.0)
+        return start, end, doses.active
+
+    def static_grid(self, subjects):
+        """The VEGF/PD-1 grid of padded subjects, ``(nodes, index, start_index)`` as numpy
+        arrays, or ``None`` when this model variant has no grid.
+
+        Temsirolimus doses carry no lag and take their durations from the data, so the grid
+        depends on the data only: a fit computes it once here instead of sorting the nodes
+        inside every gradient (a third of the PD gradient's time on the full dataset).
+        """
+        if (
+            self.binding
+            or self.pd_solver != "grid"
+            or not ({"vegf", "pd1_cd8"} & set(self.endpoints))
+        ):
+            return None
+        from pkpd.pd.forced import dose_grid
+
+        def one(subject):
+            return dose_grid(*self._grid_inputs(self._doses(subject)), subject.point_time)
+
+        subjects = jax.tree.map(jnp.asarray, subjects)
+        return tuple(np.asarray(x) for x in jax.jit(jax.vmap(one))(subjects))
+
     def _turnover(self, params, driver, doses, subject):
         from pkpd.ode import solve
 
@@ -536,10 +566,11 @@ class TemsirolimusModel:
         if self.pd_solver == "grid":
             from pkpd.pd.forced import dose_grid, solve_forced
 
-            infusion = (doses.kind == analytic.INFUSION) | (doses.kind == analytic.SS_INFUSION)
-            start = doses.time + doses.lag
-            end = start + jnp.where(infusion, doses.duration, 0.0)
-            nodes, index, start_index = dose_grid(start, end, doses.active, t)
+            grid = getattr(subject, "grid", None)
+            if grid is not None:  # computed once from the data (static_grid)
+                nodes, index, start_index = grid
+            else:
+                nodes, index, start_index = dose_grid(*self._grid_inputs(doses), t)
             conc = None
             if self.dose_kinds is not None:  # bolus/infusion only, no resets: exact recurrence
                 from pkpd.pd.forced import linear_state_on_grid

@@ -132,7 +132,9 @@ def linear_state_on_grid(response, doses, nodes, start_index):
         doses.kind[:, None],
         (analytic.BOLUS, analytic.INFUSION),
     )  # fmt: skip  [D, M]
-    x0 = jnp.einsum("dc,dm->cm", onehot, jnp.where(before[:, None], g0, 0.0))
+    # sums over doses by broadcasting, not matrix products: batched over subjects, XLA's CPU
+    # dot kernels cost far more than these fused loops at such sizes
+    x0 = jnp.sum(onehot[:, :, None] * jnp.where(before[:, None], g0, 0.0)[:, None, :], axis=0)
     h = jnp.diff(nodes)
     mid = nodes[:-1] + 0.5 * h
     on = (
@@ -141,7 +143,7 @@ def linear_state_on_grid(response, doses, nodes, start_index):
         & (start[None, :] <= mid[:, None])
         & (mid[:, None] < end[None, :])
     )  # fmt: skip  [N-1, D]
-    rate = (on * doses.rate[None, :]) @ onehot  # [N-1, C]
+    rate = jnp.sum((on * doses.rate[None, :])[:, :, None] * onehot[None], axis=1)  # [N-1, C]
     bolus = doses.active & (doses.kind == analytic.BOLUS) & (start >= t0 - analytic.TIME_TOL)
     B = (
         jnp.zeros((nodes.shape[0], C))
