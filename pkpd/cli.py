@@ -83,6 +83,7 @@ def _fit(args: argparse.Namespace) -> int:
             endpoints=args.endpoint or None,
             progress_bar=not args.quiet,
             parameterization=args.parameterization,
+            mass_matrix=args.mass_matrix,
         )
     except (DatasetError, PriorsError, FitError) as e:
         print(str(e), file=sys.stderr)
@@ -452,6 +453,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="of the subject effects in NUTS: auto (default: centred for the parameters the "
         "data inform well, non-centred for the others, chosen at the MAP), centered (rich "
         "data) or noncentered (sparse data)",
+    )
+    f.add_argument(
+        "--mass-matrix",
+        choices=["diagonal", "dense-population", "dense"],
+        default="diagonal",
+        help="NUTS mass matrix: diagonal (default), one dense block over the population-level "
+        "parameters, or dense over everything (small models only)",
     )
     f.add_argument(
         "--endpoint",

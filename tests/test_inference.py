@@ -226,6 +226,8 @@ def test_setup_errors_are_clear(study):
         prepare("one_cmt_iv", pkpd.read_dataset(bad))
     with pytest.raises(FitError, match="method"):
         fit("one_cmt_iv", study, method="vb")
+    with pytest.raises(FitError, match="mass_matrix='full'; expected 'diagonal'"):
+        fit("one_cmt_iv", study, mass_matrix="full")
 
 
 def test_correlated_subject_effects_with_lkj(study, tmp_path):
@@ -309,3 +311,31 @@ def test_auto_parameterization_follows_how_much_the_data_say(study):
         parameterization="centered",
     )
     assert sorted(json.loads(forced.attrs["centered_parameters"])) == ["cl", "v"]
+
+
+def test_dense_population_mass_matrix_block(study):
+    """The dense block holds the population-level sites only, and sampling runs with it."""
+    from pkpd.inference.fit import _population_sites, build_model
+
+    spec = prepare("one_cmt_iv", study)
+    sites = _population_sites(build_model(spec), jnp.asarray(spec.obs_y))
+    assert sorted(sites) == [
+        "omega_cl",
+        "omega_v",
+        "pop_cl",
+        "pop_v",
+        "sigma_add_conc",
+        "sigma_prop_conc",
+    ]
+    idata = fit(
+        "one_cmt_iv",
+        study,
+        chains=1,
+        warmup=30,
+        draws=20,
+        seed=2,
+        progress_bar=False,
+        mass_matrix="dense-population",
+    )
+    assert idata.attrs["mass_matrix"] == "dense-population"
+    assert np.all(np.isfinite(idata.posterior["pop_cl"].values))

@@ -784,6 +784,7 @@ def fit(
     endpoints: Sequence[str] | None = None,
     target_accept: float = 0.8,
     max_tree_depth: int = 10,
+    mass_matrix: str = "diagonal",
     map_steps: int = 2000,
     progress_bar: bool = True,
     parameterization: str = "auto",
@@ -826,6 +827,12 @@ def fit(
         prior medians) that gives NUTS its start and ``method="map"`` its mode.
     target_accept, max_tree_depth : float, int
         NUTS settings.
+    mass_matrix : {"diagonal", "dense-population", "dense"}
+        NUTS's adapted mass matrix: diagonal (default); one dense block over the
+        population-level sites (typical values, between-subject and residual SDs, covariate
+        and study effects; subject effects stay diagonal), which helps when population values
+        are correlated a posteriori; or dense over everything (only for small models: it is
+        estimated from the warmup draws).
 
     Returns
     -------
@@ -841,6 +848,10 @@ def fit(
     for name, v in (("chains", chains), ("warmup", warmup), ("draws", draws)):
         if not isinstance(v, int) or v < (0 if name == "warmup" else 1):
             raise FitError(f"{name}={v!r}; expected a positive whole number")
+    if mass_matrix not in ("diagonal", "dense-population", "dense"):
+        raise FitError(
+            f"mass_matrix={mass_matrix!r}; expected 'diagonal', 'dense-population' or 'dense'"
+        )
     if parameterization not in ("auto", "centered", "noncentered"):
         raise FitError(
             f"parameterization={parameterization!r}; expected 'auto', 'centered' or 'noncentered'"
@@ -885,7 +896,17 @@ def fit(
 
         jit = _jittered_starts(chain_objective, u0, k_jit, chains)
         lap("starts")
-        kernel = NUTS(nm, target_accept_prob=target_accept, max_tree_depth=max_tree_depth)
+        dense = False
+        if mass_matrix == "dense":
+            dense = True
+        elif mass_matrix == "dense-population":
+            dense = [tuple(_population_sites(nm, obs))]
+        kernel = NUTS(
+            nm,
+            target_accept_prob=target_accept,
+            max_tree_depth=max_tree_depth,
+            dense_mass=dense,
+        )
         method_chain = (
             "parallel" if jax.local_device_count() >= chains and chains > 1 else "vectorized"
         )
@@ -948,6 +969,7 @@ def fit(
             map_log_density=-objective(flat_map)[0],
             parameterization=spec.parameterization,
             centered_parameters=list(spec.centered),
+            mass_matrix=mass_matrix if method == "nuts" else "",
             laplace_flat_directions=laplace_flat_dirs,
         ),
     )
@@ -1075,6 +1097,25 @@ def _choose_centered(spec, objective: _Objective, flat_map) -> tuple[str, ...]:
         chosen += list(spec.correlated)
     chosen += [p for p in names if p not in spec.correlated and rich[p]]
     return tuple(chosen)
+
+
+def _population_sites(nm, obs) -> list[str]:
+    """Latent sample sites outside the subject plate (traced abstractly)."""
+    from numpyro import handlers
+
+    names: list[str] = []
+
+    def run():
+        tr = handlers.trace(handlers.seed(nm, 0)).get_trace(obs=obs)
+        for k, v in tr.items():
+            if v["type"] != "sample" or v["is_observed"]:
+                continue
+            if not any(f.name == "subject" for f in v.get("cond_indep_stack", ())):
+                names.append(k)
+        return 0
+
+    jax.eval_shape(run)
+    return names
 
 
 def _deterministic_sites(nm, obs):

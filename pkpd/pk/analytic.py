@@ -523,6 +523,13 @@ def pole_response(lam, s, amount, rate, duration, tau, kind, kinds=None):
     )
 
 
+def dose_pole_response(lam, s, doses: DoseTerms, expand, kinds=None):
+    """:func:`pole_response` with each dose field passed through ``expand`` (a gather or a
+    broadcast that lines the doses up with ``lam`` and ``s``)."""
+    fields = (doses.amount, doses.rate, doses.duration, doses.tau, doses.kind)
+    return pole_response(lam, s, *(expand(x) for x in fields), kinds)
+
+
 def given_mask(doses: DoseTerms, t, seq, segment):
     """``[D, P]``: dose ``d`` acts on point ``p`` (same segment, not later; seq at equal times)."""
     dt = t[None, :] - doses.time[:, None]
@@ -613,18 +620,8 @@ def pair_responses(poles, doses: DoseTerms, t, pairs: PairLayout, kinds=None):
     """
     d = pairs.dose
     s = t[pairs.point] - doses.time[d] - doses.lag[d]  # [K]
-    e = lambda x: x[d][:, None]  # noqa: E731
     cidx = doses.cidx[d]
-    g = pole_response(
-        poles[cidx],
-        s[:, None],
-        e(doses.amount),
-        e(doses.rate),
-        e(doses.duration),
-        e(doses.tau),
-        e(doses.kind),
-        kinds,
-    )
+    g = dose_pole_response(poles[cidx], s[:, None], doses, lambda x: x[d][:, None], kinds)
     return jnp.where(pairs.valid[:, None], g, 0.0), cidx
 
 
@@ -668,16 +665,8 @@ def superpose(response: StateResponse, doses: DoseTerms, t, seq, segment, kinds=
     poles = response.poles[doses.cidx]  # [D, M]
     coef = response.coef[doses.cidx]  # [D, M]
     s = t[None, :] - doses.time[:, None] - doses.lag[:, None]  # [D, P]
-    e = lambda x: x[:, None, None]  # noqa: E731
-    g = pole_response(
-        poles[:, None, :],
-        s[:, :, None],
-        e(doses.amount),
-        e(doses.rate),
-        e(doses.duration),
-        e(doses.tau),
-        e(doses.kind),
-        kinds,
+    g = dose_pole_response(
+        poles[:, None, :], s[:, :, None], doses, lambda x: x[:, None, None], kinds
     )  # [D, P, M]
     contrib = jnp.sum(coef[:, None, :] * g, axis=-1)  # [D, P]
     mask = given_mask(doses, t, seq, segment)

@@ -110,18 +110,11 @@ def superpose_multi(
         return analytic.sum_to_points(contrib, pairs, t.shape[0])
     p = poles[doses.cidx]  # [D, M]
     s = t[None, :] - doses.time[:, None] - doses.lag[:, None]  # [D, P]
-    e = lambda x: x[:, None, None]  # noqa: E731
-    g = analytic.pole_response(
-        p[:, None, :],
-        s[:, :, None],
-        e(doses.amount),
-        e(doses.rate),
-        e(doses.duration),
-        e(doses.tau),
-        e(doses.kind),
-        kinds,
-    )  # fmt: skip  [D, P, M]
+    g = analytic.dose_pole_response(
+        p[:, None, :], s[:, :, None], doses, lambda x: x[:, None, None], kinds
+    )  # [D, P, M]
     mask = analytic.given_mask(doses, t, seq, segment)
     g = jnp.where(mask[:, :, None], g, 0.0)
     c = coefs[:, doses.cidx, :]  # [K, D, M]
-    return jnp.einsum("kdm,dpm->kp", c, g)
+    # a broadcast sum, not einsum: batched over subjects, small dots are slow on CPU
+    return jnp.sum(c[:, :, None, :] * g[None], axis=(1, 3))
