@@ -120,12 +120,7 @@ sys.path.insert(0, str(HERE))
 import simdata  # noqa: E402
 import stan_side  # noqa: E402
 
-ROOT = HERE.parent
-TEMSIROLIMUS_CSV = ROOT / "datasets" / "temsirolimus" / "temsirolimus.csv"
-PRIORS = {
-    "one_cmt_oral": HERE / "priors_one_cmt_oral_prop.toml",
-    "temsirolimus_pk": HERE / "priors_temsirolimus_pk.toml",
-}
+PRIORS, TEMSIROLIMUS_CSV = stan_side.PRIORS, stan_side.TEMSIROLIMUS_CSV
 #: JAX's own compile-phase events (jax/_src/dispatch.py).
 _COMPILE_EVENTS = (
     "/jax/core/compile/jaxpr_trace_duration",

@@ -32,6 +32,12 @@ import pandas as pd
 
 HERE = Path(__file__).resolve().parent
 STAN_DIR = HERE / "stan"
+#: Inputs both sides of the benchmarks read (bench_fit.py, check_stan_models.py).
+TEMSIROLIMUS_CSV = HERE.parent / "datasets" / "temsirolimus" / "temsirolimus.csv"
+PRIORS = {
+    "one_cmt_oral": HERE / "priors_one_cmt_oral_prop.toml",
+    "temsirolimus_pk": HERE / "priors_temsirolimus_pk.toml",
+}
 PROGRAMS = {
     "one_cmt_oral": STAN_DIR / "one_cmt_oral.stan",
     "temsirolimus_pk": STAN_DIR / "temsirolimus_pk.stan",

@@ -49,6 +49,18 @@ def new_figure(width: float, height: float, *, nrows: int = 1, ncols: int = 1, *
     return fig, axs
 
 
+def panel_grid(n: int, max_cols: int, panel_width: float, panel_height: float):
+    """A figure of ``n`` panels in rows of at most ``max_cols``; grid cells beyond ``n`` are
+    hidden. Returns ``(fig, panels)``, ``panels`` the ``n`` axes in reading order."""
+    ncols = min(max_cols, n)
+    nrows = int(np.ceil(n / ncols))
+    fig, axs = new_figure(panel_width * ncols, panel_height * nrows, nrows=nrows, ncols=ncols)
+    cells = list(axs.ravel())
+    for ax in cells[n:]:
+        ax.set_visible(False)
+    return fig, cells[:n]
+
+
 def endpoint_units(idata) -> dict[str, str]:
     """Endpoint → unit, from the fit's observed data attributes."""
     raw = idata.observed_data["y"].attrs.get("units", "{}")

@@ -18,6 +18,7 @@ from pkpd.diagnostics._common import (
     endpoint_rows,
     endpoint_units,
     new_figure,
+    panel_grid,
     positive_log_scale,
 )
 
@@ -218,9 +219,7 @@ def individual_fits(
     subjects = [str(s) for s in subjects]
     if not subjects:
         raise ValueError(f"no subject has {endpoint} observations")
-    ncols = min(4, len(subjects))
-    nrows = int(np.ceil(len(subjects) / ncols))
-    fig, axs = new_figure(3.3 * ncols, 2.6 * nrows, nrows=nrows, ncols=ncols)
+    fig, panels = panel_grid(len(subjects), 4, 3.3, 2.6)
     t = np.asarray(ppc["time"].values, dtype=float)
     dv = np.asarray(ppc["dv"].values, dtype=float)
     blq = np.asarray(ppc["blq"].values, dtype=bool)
@@ -230,8 +229,7 @@ def individual_fits(
     unit = endpoint_units(idata).get(endpoint, "")
     from matplotlib.ticker import NullFormatter
 
-    for k, s in enumerate(subjects):
-        ax = axs[k // ncols, k % ncols]
+    for ax, s in zip(panels, subjects, strict=True):
         m = m_ep & (subj == s)
         o = np.argsort(t[m])
         ax.plot(t[m][o], ipred[m][o], "-", color="tab:blue", lw=1.2, label="IPRED")
@@ -245,9 +243,7 @@ def individual_fits(
         st = study[m][0] if m.any() else ""
         ax.set_title(f"subject {s} ({st})", fontsize=9)
         ax.tick_params(labelsize=7)
-    for k in range(len(subjects), nrows * ncols):
-        axs[k // ncols, k % ncols].set_visible(False)
-    axs[0, 0].legend(fontsize=6)
+    panels[0].legend(fontsize=6)
     fig.supxlabel("time (h)", fontsize=9)
     fig.supylabel(f"{endpoint} ({unit})" if unit else endpoint, fontsize=9)
     fig.suptitle(f"Individual fits: {endpoint}", fontsize=11)

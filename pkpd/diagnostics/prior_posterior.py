@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from pkpd.diagnostics._common import as_fit, new_figure
+from pkpd.diagnostics._common import as_fit, new_figure, panel_grid
 from pkpd.diagnostics.tables import population_variables
 
 _SIGMA = {"additive": "add", "proportional": "prop", "sd_log": "log", "sd_logit": "logit"}
@@ -129,11 +129,8 @@ def prior_posterior(fit, *, variables=None, ncols: int = 4, n: int = 4000, seed:
     from matplotlib.ticker import NullFormatter
 
     draws = prior_samples(idata, n=n, seed=seed)
-    ncols = min(ncols, len(names))
-    nrows = int(np.ceil(len(names) / ncols))
-    fig, axs = new_figure(3.2 * ncols, 2.4 * nrows, nrows=nrows, ncols=ncols)
-    for k, v in enumerate(names):
-        ax = axs[k // ncols, k % ncols]
+    fig, panels = panel_grid(len(names), ncols, 3.2, 2.4)
+    for ax, v in zip(panels, names, strict=True):
         po = np.asarray(idata.posterior[v].values, dtype=float).reshape(-1)
         pr = draws[v]
         lo = min(np.quantile(po, 0.005), np.quantile(pr, 0.05))
@@ -168,9 +165,7 @@ def prior_posterior(fit, *, variables=None, ncols: int = 4, n: int = 4000, seed:
         ax.set_title(v + (f" ({unit})" if unit else ""), fontsize=9)
         ax.tick_params(labelsize=7)
         ax.set_yticks([])
-    for k in range(len(names), nrows * ncols):
-        axs[k // ncols, k % ncols].set_visible(False)
-    axs[0, 0].legend(fontsize=7)
+    panels[0].legend(fontsize=7)
     fig.suptitle(
         "Prior (line) and posterior (histogram); log axes show densities per log unit",
         fontsize=11,

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from pkpd.diagnostics._common import colour_map, new_figure, positive_log_scale
+from pkpd.diagnostics._common import colour_map, new_figure, panel_grid, positive_log_scale
 
 
 def as_simulation(sim):
@@ -117,13 +117,10 @@ def regimen_profiles(sim, *, endpoints=None, prob: float = 0.90, log_y: bool | N
         raise ValueError("the simulation has no endpoint time courses")
     regs = _regimens(sim)
     colours = colour_map(regs)
-    ncols = min(2, len(endpoints))
-    nrows = int(np.ceil(len(endpoints) / ncols))
-    fig, axs = new_figure(6.2 * ncols, 3.6 * nrows, nrows=nrows, ncols=ncols)
+    fig, panels = panel_grid(len(endpoints), 2, 6.2, 3.6)
     t = np.asarray(sim["time"].values, dtype=float)
     lo, hi = (1 - prob) / 2, 1 - (1 - prob) / 2
-    for k, v in enumerate(endpoints):
-        ax = axs[k // ncols, k % ncols]
+    for ax, v in zip(panels, endpoints, strict=True):
         allv = []
         for r in regs:
             x = sim[v].sel(regimen=r).transpose("draw", "subject", "time").values.astype(float)
@@ -141,9 +138,7 @@ def regimen_profiles(sim, *, endpoints=None, prob: float = 0.90, log_y: bool | N
         ax.set_ylabel(f"{v} ({unit})" if unit else v)
         ax.set_xlabel("time (h)")
         ax.set_title(v, fontsize=10)
-    for k in range(len(endpoints), nrows * ncols):
-        axs[k // ncols, k % ncols].set_visible(False)
-    axs[0, 0].legend(fontsize=7, title="regimen", title_fontsize=7)
+    panels[0].legend(fontsize=7, title="regimen", title_fontsize=7)
     fig.suptitle(f"Simulated time courses: median and {100 * prob:g}% prediction interval")
     return fig
 
@@ -159,12 +154,9 @@ def exposure_by_regimen(sim, *, metrics=None, prob: float = 0.90):
         raise ValueError("the simulation has no per-subject metrics")
     regs = _regimens(sim)
     colours = colour_map(regs)
-    ncols = min(3, len(metrics))
-    nrows = int(np.ceil(len(metrics) / ncols))
-    fig, axs = new_figure(4.4 * ncols, 3.4 * nrows, nrows=nrows, ncols=ncols)
+    fig, panels = panel_grid(len(metrics), 3, 4.4, 3.4)
     w = 100 * (1 - prob) / 2
-    for k, v in enumerate(metrics):
-        ax = axs[k // ncols, k % ncols]
+    for ax, v in zip(panels, metrics, strict=True):
         data = []
         for r in regs:
             x = np.asarray(sim[v].sel(regimen=r).values, dtype=float).reshape(-1)
@@ -179,8 +171,6 @@ def exposure_by_regimen(sim, *, metrics=None, prob: float = 0.90):
             ax.set_yscale("log")
         ax.set_ylabel(sim[v].attrs.get("units", ""), fontsize=8)
         ax.set_title(v, fontsize=9)
-    for k in range(len(metrics), nrows * ncols):
-        axs[k // ncols, k % ncols].set_visible(False)
     fig.suptitle(f"Exposure and response by regimen (whiskers: {100 * prob:g}% interval)")
     return fig
 

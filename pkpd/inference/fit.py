@@ -400,24 +400,19 @@ def _trim(sub, n_d, n_p):
 def _unique_points(sub):
     """Subject arrays with each subject's prediction points made unique, and the map back.
 
-    Two records predict the same value when they share the time, the segment, the doses given
-    before them (order at equal times included) and the point covariates: e.g. a parent and a
-    metabolite sample drawn together. Models may use only those (the prediction API's
-    contract), so each such set is predicted once. Returns ``(unique, inverse)`` with
-    ``inverse[s, p]`` the unique slot of point ``p``; padded points map to an invalid slot
-    (whose value is 0 with pair layouts).
+    Two records predict the same value when they share the time, the segment, the doses that
+    act on them (:func:`pkpd.pk.analytic.host_given_mask`: order at equal times included) and
+    the point covariates: e.g. a parent and a metabolite sample drawn together. Models may use
+    only those (the prediction API's contract), so each such set is predicted once. Returns
+    ``(unique, inverse)`` with ``inverse[s, p]`` the unique slot of point ``p``; padded points
+    map to an invalid slot (whose value is 0 with pair layouts).
     """
     import dataclasses as dc
 
-    from pkpd.pk.analytic import TIME_TOL
+    from pkpd.pk.analytic import TIME_TOL, host_given_mask
 
-    d_t = np.asarray(sub.dose_time, dtype=float)
+    given = host_given_mask(sub)
     p_t = np.asarray(sub.point_time, dtype=float)
-    dt = p_t[:, None, :] - d_t[:, :, None]
-    order = (dt > TIME_TOL) | (
-        (np.abs(dt) <= TIME_TOL)
-        & (np.asarray(sub.dose_seq)[:, :, None] <= np.asarray(sub.point_seq)[:, None, :])
-    )
     S, P = p_t.shape
     valid = np.asarray(sub.point_valid)
     cov = np.asarray(sub.point_cov, dtype=float).reshape(S, P, -1)
@@ -431,7 +426,7 @@ def _unique_points(sub):
                 bool(valid[i, j]),
                 round(float(p_t[i, j]) / TIME_TOL),
                 int(seg[i, j]),
-                order[i, :, j].tobytes(),
+                given[i, :, j].tobytes(),
                 cov[i, j].tobytes(),
             )
             if key not in slots:
@@ -676,9 +671,8 @@ class _Objective:
     def __init__(self, numpyro_model, obs, proto):
         from numpyro.infer.util import potential_energy
 
-        flat, unravel = jax.flatten_util.ravel_pytree(proto)
+        _, unravel = jax.flatten_util.ravel_pytree(proto)
         self.unravel = unravel
-        self.size = int(flat.shape[0])
 
         def pe(x):
             return potential_energy(numpyro_model, (), {"obs": obs}, unravel(x))
@@ -1099,38 +1093,38 @@ def _choose_centered(spec, objective: _Objective, flat_map) -> tuple[str, ...]:
     return tuple(chosen)
 
 
+def _site_names(nm, obs, keep) -> list[str]:
+    """Names of the model's sites for which ``keep(site)`` holds (traced abstractly: nothing
+    is computed)."""
+    from numpyro import handlers
+
+    names: list[str] = []
+
+    def run():
+        tr = handlers.trace(handlers.seed(nm, 0)).get_trace(obs=obs)
+        names.extend(k for k, v in tr.items() if keep(v))
+        return 0
+
+    jax.eval_shape(run)
+    return names
+
+
 def _population_sites(nm, obs) -> list[str]:
-    """Latent sample sites outside the subject plate (traced abstractly)."""
-    from numpyro import handlers
-
-    names: list[str] = []
-
-    def run():
-        tr = handlers.trace(handlers.seed(nm, 0)).get_trace(obs=obs)
-        for k, v in tr.items():
-            if v["type"] != "sample" or v["is_observed"]:
-                continue
-            if not any(f.name == "subject" for f in v.get("cond_indep_stack", ())):
-                names.append(k)
-        return 0
-
-    jax.eval_shape(run)
-    return names
+    """Latent sample sites outside the subject plate."""
+    return _site_names(
+        nm,
+        obs,
+        lambda v: (
+            v["type"] == "sample"
+            and not v["is_observed"]
+            and not any(f.name == "subject" for f in v.get("cond_indep_stack", ()))
+        ),
+    )
 
 
-def _deterministic_sites(nm, obs):
-    """Names of the model's deterministic sites (traced abstractly: nothing is computed)."""
-    from numpyro import handlers
-
-    names: list[str] = []
-
-    def run():
-        tr = handlers.trace(handlers.seed(nm, 0)).get_trace(obs=obs)
-        names.extend(k for k, v in tr.items() if v["type"] == "deterministic")
-        return 0
-
-    jax.eval_shape(run)
-    return names
+def _deterministic_sites(nm, obs) -> list[str]:
+    """Names of the model's deterministic sites."""
+    return _site_names(nm, obs, lambda v: v["type"] == "deterministic")
 
 
 def _laplace_draws(nm, obs, flat_map, unravel, pe, key, draws):

@@ -268,7 +268,7 @@ class LinearPKModel:
         """Problems that make predictions meaningless (doses into a compartment the model
         cannot dose); an empty list when none. Works on one subject or a padded batch."""
         cmt = np.asarray(subject.dose_cmt)
-        mask = np.asarray(subject.dose_mask) & np.isin(np.asarray(subject.dose_evid), (1, 4))
+        mask = analytic.host_active_doses(subject)
         allowed = [0] + [
             k for k, v in self.compartments.items() if v in self.dose_compartment_names
         ]

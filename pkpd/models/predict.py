@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from pkpd.data.arrays import unpad_points
+from pkpd.pk import analytic
 
 
 def parse_params(spec: str) -> dict[str, float | str]:
@@ -147,7 +148,7 @@ def _modelled_rate_problems(model, d, params) -> list[str]:
         return []
     cmt = np.asarray(d.dose_cmt)
     cmt = np.where(cmt == 0, model.default_dose_compartment, cmt)
-    is_dose = np.asarray(d.dose_mask) & np.isin(np.asarray(d.dose_evid), (1, 4))
+    is_dose = analytic.host_active_doses(d)
     rate = np.asarray(d.dose_rate)
     out = []
     for code, prefix in ((-1, "rate"), (-2, "dur")):

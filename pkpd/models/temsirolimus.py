@@ -349,7 +349,7 @@ class TemsirolimusModel:
 
     def check_subject(self, subject) -> list[str]:
         cmt = np.asarray(subject.dose_cmt)
-        mask = np.asarray(subject.dose_mask) & np.isin(np.asarray(subject.dose_evid), (1, 4))
+        mask = analytic.host_active_doses(subject)
         bad = sorted(set(cmt[mask & ~np.isin(cmt, (0, 1))].tolist()))
         if bad:
             return [f"doses into compartment(s) {bad}; temsirolimus is dosed IV into CMT 1"]

@@ -538,6 +538,28 @@ def given_mask(doses: DoseTerms, t, seq, segment):
     return doses.active[:, None] & (doses.segment[:, None] == segment[None, :]) & order
 
 
+def host_active_doses(subjects) -> np.ndarray:
+    """``[S, D]`` numpy: real dose events (EVID 1/4, not padding) of padded subjects."""
+    return np.asarray(subjects.dose_mask) & np.isin(np.asarray(subjects.dose_evid), _EVID_DOSE)
+
+
+def host_given_mask(subjects) -> np.ndarray:
+    """``[S, D, P]`` numpy: :func:`given_mask` for padded subjects, computed once on the host
+    (it depends on the data only)."""
+    dt = (
+        np.asarray(subjects.point_time, dtype=float)[:, None, :]
+        - np.asarray(subjects.dose_time, dtype=float)[:, :, None]
+    )
+    d_seq = np.asarray(subjects.dose_seq)[:, :, None]
+    p_seq = np.asarray(subjects.point_seq)[:, None, :]
+    order = (dt > TIME_TOL) | ((np.abs(dt) <= TIME_TOL) & (d_seq <= p_seq))
+    seg = (
+        np.asarray(subjects.dose_segment)[:, :, None]
+        == np.asarray(subjects.point_segment)[:, None, :]
+    )
+    return host_active_doses(subjects)[:, :, None] & seg & order
+
+
 def kinds_in_data(subjects) -> tuple[int, ...] | None:
     """The dose kinds padded data can hold, for :func:`pole_response`'s ``kinds``.
 
@@ -546,7 +568,7 @@ def kinds_in_data(subjects) -> tuple[int, ...] | None:
     (RATE or DUR, modelled or given, make an infusion). Models may use a non-``None`` value
     to take exact shortcuts that assume neither.
     """
-    mask = np.asarray(subjects.dose_mask) & np.isin(np.asarray(subjects.dose_evid), (1, 4))
+    mask = host_active_doses(subjects)
     if np.any(np.asarray(subjects.dose_ss)[mask] != 0):
         return None
     if np.any(np.asarray(subjects.dose_segment) != 0) or np.any(
@@ -587,19 +609,7 @@ def pair_layout(subjects) -> PairLayout:
     A pair is listed when :func:`given_mask` holds and the point is a real record
     (``point_valid``); padded points then predict 0.
     """
-    d_t = np.asarray(subjects.dose_time, dtype=float)
-    p_t = np.asarray(subjects.point_time, dtype=float)
-    dt = p_t[:, None, :] - d_t[:, :, None]  # [S, D, P]
-    same = np.abs(dt) <= TIME_TOL
-    d_seq = np.asarray(subjects.dose_seq)[:, :, None]
-    p_seq = np.asarray(subjects.point_seq)[:, None, :]
-    order = (dt > TIME_TOL) | (same & (d_seq <= p_seq))
-    active = np.asarray(subjects.dose_mask) & np.isin(np.asarray(subjects.dose_evid), _EVID_DOSE)
-    seg = (
-        np.asarray(subjects.dose_segment)[:, :, None]
-        == np.asarray(subjects.point_segment)[:, None, :]
-    )
-    given = active[:, :, None] & seg & order & np.asarray(subjects.point_valid)[:, None, :]
+    given = host_given_mask(subjects) & np.asarray(subjects.point_valid)[:, None, :]
     S = given.shape[0]
     K = max(1, int(given.reshape(S, -1).sum(axis=1).max(initial=0)))
     dose = np.zeros((S, K), dtype=np.int32)

@@ -220,7 +220,7 @@ class LinearSystemModel:
 
     def check_subject(self, subject) -> list[str]:
         cmt = np.asarray(subject.dose_cmt)
-        mask = np.asarray(subject.dose_mask) & np.isin(np.asarray(subject.dose_evid), (1, 4))
+        mask = analytic.host_active_doses(subject)
         index = {c: i + 1 for i, c in enumerate(self.compartments)}
         allowed = [0] + [index[c] for c in self.dose_compartments]
         bad = sorted(set(cmt[mask & ~np.isin(cmt, allowed)].tolist()))
