@@ -739,7 +739,7 @@ def _map_estimate(objective: _Objective, x0, max_iter: int = 2000):
 
     Runs on the host around the compiled objective. Where the model cannot be evaluated the
     objective returns a huge value (the line search backs off); the best finite point seen
-    is returned, so the result is never worse than the start.
+    is returned with its potential energy, so the result is never worse than the start.
     """
     from scipy.optimize import minimize
 
@@ -761,7 +761,7 @@ def _map_estimate(objective: _Objective, x0, max_iter: int = 2000):
         method="L-BFGS-B",
         options={"maxiter": int(max_iter), "maxfun": 2 * int(max_iter)},
     )
-    return best["x"]
+    return best["x"], best["v"]
 
 
 def fit(
@@ -867,7 +867,8 @@ def fit(
     key = jax.random.PRNGKey(seed)
     k_map, k_run, k_jit, k_ll = jax.random.split(key, 4)
     x_start, objective = _valid_start(nm_start, obs, k_map)
-    flat_map = jnp.asarray(_map_estimate(objective, x_start, max_iter=map_steps))
+    flat_map, map_energy = _map_estimate(objective, x_start, max_iter=map_steps)
+    flat_map = jnp.asarray(flat_map)
     unravel, pe = objective.unravel, objective.pe
     u0 = unravel(flat_map)
     lap("map")
@@ -960,7 +961,7 @@ def fit(
             chains=chains if method == "nuts" else 1,
             warmup=warmup if method == "nuts" else 0,
             draws=draws,
-            map_log_density=-objective(flat_map)[0],
+            map_log_density=-map_energy,
             parameterization=spec.parameterization,
             centered_parameters=list(spec.centered),
             mass_matrix=mass_matrix if method == "nuts" else "",
