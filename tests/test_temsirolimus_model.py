@@ -110,7 +110,10 @@ def test_coupled_system_matches_scipy():
         got = np.asarray(out[e])
         big = np.abs(want) > 1e-6 * np.abs(want).max()
         rel = np.abs(got[big] - want[big]) / np.abs(want[big])
-        assert rel.max() <= 1e-6, (e, rel.max())
+        # closed forms for PK and the effect compartment; VEGF and PD-1 come from the fixed
+        # grid, whose design target is 1e-5 (3e-5 of VEGF's residual SD on the log scale)
+        tol = 1e-5 if e in ("vegf", "pd1_cd8") else 1e-6
+        assert rel.max() <= tol, (e, rel.max())
         assert np.all(np.abs(got[~big]) <= 1e-6 * np.abs(want).max() + 1e-12)
 
 
@@ -139,9 +142,13 @@ def test_pd1_stays_inside_0_100_for_extreme_parameters():
     out = TemsirolimusModel(rtol=1e-9, atol=1e-9, pd_solver="diffrax").predict(p, sub)
     v = np.asarray(out["pd1_cd8"])
     assert bool(out["ok"]) and np.all((v > 0) & (v < 100))
-    # the fixed grid cannot follow a 5/h turnover: it says so instead of returning garbage
+    # the fixed grid's exponential step is stable at any step length: a 5/h turnover (a
+    # thousand times PD-1's, with near-total inhibition switching on within seconds) stays
+    # inside (0, 100) and within 5% of the adaptive solve (the grid is not built for it)
     grid = TemsirolimusModel().predict(p, sub)
-    assert not bool(grid["ok"]) and np.all(np.isnan(np.asarray(grid["pd1_cd8"])))
+    g = np.asarray(grid["pd1_cd8"])
+    assert bool(grid["ok"]) and np.all((g > 0) & (g < 100))
+    np.testing.assert_allclose(g, v, rtol=0.05)
 
 
 @pytest.mark.parametrize("solver", ["grid", "grid-infusions", "diffrax"])
@@ -157,6 +164,30 @@ def test_pd_solvers_match_scipy_over_twelve_weekly_doses(solver):
     for e in ("vegf", "pd1_cd8"):
         rel = np.abs(np.asarray(out[e]) - ref[e]) / np.abs(ref[e])
         assert rel.max() <= 1e-5, (e, rel.max())
+
+
+# Corners of the PD priors (priors/temsirolimus.toml): fast VEGF and PD-1 turnover with deep
+# inhibition, potencies far above and far below the concentrations reached.
+EXTREMES = {
+    "fast turnover": dict(vegf_mrt=20.0, vegf_imax=0.6, pd1_kout=0.03, pd1_imax=0.6),
+    "high IC50": dict(vegf_ic50=40.0, pd1_ic50=40.0, vegf_mrt=30.0, vegf_imax=0.6,
+                      pd1_imax=0.6, pd1_kout=0.02),
+    "low IC50": dict(vegf_ic50=0.05, pd1_ic50=0.05, vegf_imax=0.6),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(EXTREMES))
+def test_grid_solver_at_the_priors_extremes(case):
+    # the old RK4 step on a grid twice as dense was 8e-4 off in the first case
+    p = dict(TYPICAL, **EXTREMES[case])
+    doses = [(168.0 * k, 25.0 if k < 3 else 75.0, 0.5) for k in range(12)]
+    times = np.array([3.0, 30.0, 170.0, 500.0, 1000.0, 1345.0, 1500.0, 2000.0, 2017.5, 2100.0])
+    ref = scipy_reference(p, doses, times)
+    out = TemsirolimusModel(dose_kinds=(1,)).predict(p, subject_for(doses, times))
+    assert bool(out["ok"])
+    for e in ("vegf", "pd1_cd8"):
+        rel = np.abs(np.asarray(out[e]) - ref[e]) / np.abs(ref[e])
+        assert rel.max() <= 3e-4, (e, rel.max())
 
 
 def test_effect_compartment_with_fast_ke0_equals_the_direct_model():
