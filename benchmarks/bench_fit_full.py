@@ -7,6 +7,7 @@ divergences. Prints wall time, time per iteration, leapfrog steps, min bulk ESS 
 
     .venv/bin/python benchmarks/bench_fit_full.py [--chains 4 --warmup 500 --draws 500]
         [--data temsirolimus|temsirolimus_small] [--endpoint E ...]
+        [--mass-matrix diagonal|dense-population|dense] [--parameterization auto|...]
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--data", default="temsirolimus")
     ap.add_argument("--endpoint", action="append", default=None)
+    ap.add_argument("--mass-matrix", default="diagonal")
+    ap.add_argument("--parameterization", default="auto")
+    ap.add_argument("--out", default=None, help="also save the fit (netCDF) here")
     args = ap.parse_args()
     os.environ.setdefault(
         "XLA_FLAGS", f"--xla_force_host_platform_device_count={max(args.chains, 1)}"
@@ -44,6 +48,8 @@ def main() -> None:
         seed=args.seed,
         endpoints=args.endpoint,
         progress_bar=False,
+        mass_matrix=args.mass_matrix,
+        parameterization=args.parameterization,
     )
     wall = time.perf_counter() - t0
     pops = [v for v in idata.posterior.data_vars if v.startswith("pop_")]
@@ -57,12 +63,16 @@ def main() -> None:
           f"max tree depth {int(ss['tree_depth'].max())}, divergences {int(ss['diverging'].sum())}")  # fmt: skip
     print(f"min bulk ESS {summ['ess_bulk'].min():.0f} ({summ['ess_bulk'].idxmin()}), "
           f"max R-hat {summ['r_hat'].max():.3f} ({summ['r_hat'].idxmax()})")  # fmt: skip
-    print(f"centred subject effects: {idata.attrs.get('centered_parameters')}")
+    print(f"mass matrix {args.mass_matrix}, parameterization {args.parameterization}")
+    print(f"centred subject effects (subjects): {idata.attrs.get('centered_subjects')}")
+    print(f"centred study effects: {idata.attrs.get('centered_studies')}")
     print(f"seconds per phase: {idata.attrs.get('timing_s')}")
     full = 4 * 1000
     print(f"extrapolated to 4 x (500 + 500): {wall / iters * full / 60:.1f} min "
           f"(target < 15 min)")  # fmt: skip
     print(np.round(summ, 3).to_string())
+    if args.out:
+        pkpd.save_fit(idata, args.out)
 
 
 if __name__ == "__main__":

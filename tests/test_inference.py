@@ -292,14 +292,17 @@ def test_fit_predictor_equals_plain_per_subject_predictions():
 # -- parameterisation ------------------------------------------------------------------------------
 def test_auto_parameterization_follows_how_much_the_data_say(study):
     """Seven samples per subject inform each CL and V: both centred. One late sample per
-    subject barely separates V from CL: the non-centred form is kept for at least V. The
-    choice is recorded in the fit, and the sampler runs with it."""
+    subject barely separates V from CL: the non-centred form is kept for V in at least some
+    subjects. The choice is recorded in the fit, and the sampler runs with it."""
     rich = fit("one_cmt_iv", study, chains=1, warmup=20, draws=10, seed=1, progress_bar=False)
     assert rich.attrs["parameterization"] == "auto"
     assert sorted(json.loads(rich.attrs["centered_parameters"])) == ["cl", "v"]
     sparse_df = study[(study.EVID == 1) | (study.TIME == 24)]
     sparse = fit("one_cmt_iv", sparse_df, chains=1, warmup=20, draws=10, seed=1, progress_bar=False)
-    assert "v" not in json.loads(sparse.attrs["centered_parameters"])
+    # subject by subject: no longer every subject's V (here 9 of 20 stay centred: with one
+    # sample, how well V is pinned depends on the subject's own elimination rate)
+    assert json.loads(rich.attrs["centered_subjects"]) == {"cl": 20, "v": 20}
+    assert json.loads(sparse.attrs["centered_subjects"])["v"] < 20
     forced = fit(
         "one_cmt_iv",
         sparse_df,
@@ -311,6 +314,47 @@ def test_auto_parameterization_follows_how_much_the_data_say(study):
         parameterization="centered",
     )
     assert sorted(json.loads(forced.attrs["centered_parameters"])) == ["cl", "v"]
+
+
+def test_auto_parameterization_decides_subject_by_subject(study):
+    """Half the subjects keep all seven samples, the others one late sample: V is centred for
+    the rich half only (a single mixed site), and the start and sampling run with it."""
+    rich_ids = set(range(1, 11))
+    df = study[(study.EVID == 1) | study.ID.isin(rich_ids) | (study.TIME == 24)]
+    idata = fit("one_cmt_iv", df, chains=1, warmup=20, draws=10, seed=1, progress_bar=False)
+    counts = json.loads(idata.attrs["centered_subjects"])
+    assert counts["v"] == len(rich_ids), counts
+    assert "v" in json.loads(idata.attrs["centered_parameters"])
+    assert np.all(np.isfinite(idata.posterior["eta_v"].values))
+
+
+def test_mixed_centred_start_is_the_same_point(study):
+    """The non-centred MAP point, converted for a model centred for some subjects only, gives
+    the same subject effects (the conversion is a change of variables, not a new draw)."""
+    import dataclasses
+
+    from numpyro.infer.util import constrain_fn
+
+    from pkpd.inference.fit import _centered_start, _valid_start, build_model
+
+    spec = prepare("one_cmt_iv", study)
+    obs = jnp.asarray(spec.obs_y)
+    nm0 = build_model(dataclasses.replace(spec, parameterization="noncentered"))
+    x, objective = _valid_start(nm0, obs, jax.random.PRNGKey(0))
+    u = objective.unravel(jnp.asarray(x))
+    u["z_v"] = jnp.linspace(-1.5, 1.5, spec.n_subjects)  # effects away from zero
+    mask = np.arange(spec.n_subjects) % 3 == 0
+    spec.centered, spec.centered_subjects = ("v",), {"v": mask}
+    nm = build_model(spec)
+    uc = _centered_start(spec, nm, nm0, obs, u)
+    assert set(uc) == set(u) - {"z_v"} | {"zc_v"}
+    a = constrain_fn(nm0, (), {"obs": obs}, u, return_deterministic=True)
+    b = constrain_fn(nm, (), {"obs": obs}, uc, return_deterministic=True)
+    np.testing.assert_allclose(b["eta_v"], a["eta_v"], rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(b["theta_v"], a["theta_v"], rtol=1e-12)
+    # the centred subjects carry log V itself, the others the standardised effect
+    np.testing.assert_allclose(uc["zc_v"][mask], np.log(a["theta_v"][mask]), rtol=1e-12)
+    np.testing.assert_allclose(uc["zc_v"][~mask], u["z_v"][~mask])
 
 
 def test_dense_population_mass_matrix_block(study):
@@ -339,3 +383,35 @@ def test_dense_population_mass_matrix_block(study):
     )
     assert idata.attrs["mass_matrix"] == "dense-population"
     assert np.all(np.isfinite(idata.posterior["pop_cl"].values))
+
+
+def test_centred_study_start_is_the_same_point():
+    """Centring the study effects of some studies (and the subjects' CL) is a change of
+    variables: the non-centred point converts to the same study effects and parameters."""
+    import dataclasses
+
+    from numpyro.infer.util import constrain_fn
+
+    from pkpd.inference.fit import _centered_start, _valid_start, build_model
+
+    ds, _ = pkpd.datasets.load("temsirolimus_small")
+    spec = prepare("temsirolimus", ds, endpoints=["temsirolimus", "sirolimus"])
+    obs = jnp.asarray(np.where(spec.obs_blq, np.nan_to_num(spec.obs_lloq, nan=1.0), spec.obs_y))
+    nm0 = build_model(dataclasses.replace(spec, parameterization="noncentered"))
+    x, objective = _valid_start(nm0, obs, jax.random.PRNGKey(0))
+    u = objective.unravel(jnp.asarray(x))
+    u["z_study_cl"] = jnp.array([0.8, -1.1, 0.3, 1.6])
+    spec.centered = ("cl",)
+    spec.centered_studies = {"cl": np.array([True, False, True, True])}
+    nm = build_model(spec)
+    uc = _centered_start(spec, nm, nm0, obs, u)
+    assert "zc_study_cl" in uc and "z_study_cl" not in uc
+    a = constrain_fn(nm0, (), {"obs": obs}, u, return_deterministic=True)
+    b = constrain_fn(nm, (), {"obs": obs}, uc, return_deterministic=True)
+    for site in ("eta_study_cl", "theta_cl", "theta_v1", "eta_cl"):
+        np.testing.assert_allclose(b[site], a[site], rtol=1e-12, atol=1e-12, err_msg=site)
+    # centred studies carry log(pop CL) + their effect, the non-centred one its z
+    want = np.log(a["pop_cl"]) + a["eta_study_cl"]
+    keep = np.array([0, 2, 3])
+    np.testing.assert_allclose(np.asarray(uc["zc_study_cl"])[keep], want[keep], rtol=1e-12)
+    assert float(uc["zc_study_cl"][1]) == pytest.approx(-1.1)
