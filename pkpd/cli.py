@@ -114,12 +114,6 @@ def _fit(args: argparse.Namespace) -> int:
         cen = [p if c == n else f"{p} ({c} of {n} subjects)" for p, c in counts.items() if c]
         print(f"subject effects ({idata.attrs.get('parameterization')}): centred "
               f"{', '.join(cen) or 'none'}; the others non-centred")  # fmt: skip
-        st = json.loads(idata.attrs.get("centered_studies", "{}"))
-        if st:
-            print(
-                "study effects centred: "
-                + "; ".join(f"{p} ({', '.join(v)})" for p, v in st.items())
-            )
     timing = json.loads(idata.attrs.get("timing_s", "{}"))
     if timing:
         print("seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in timing.items()))

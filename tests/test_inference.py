@@ -383,35 +383,3 @@ def test_dense_population_mass_matrix_block(study):
     )
     assert idata.attrs["mass_matrix"] == "dense-population"
     assert np.all(np.isfinite(idata.posterior["pop_cl"].values))
-
-
-def test_centred_study_start_is_the_same_point():
-    """Centring the study effects of some studies (and the subjects' CL) is a change of
-    variables: the non-centred point converts to the same study effects and parameters."""
-    import dataclasses
-
-    from numpyro.infer.util import constrain_fn
-
-    from pkpd.inference.fit import _centered_start, _valid_start, build_model
-
-    ds, _ = pkpd.datasets.load("temsirolimus_small")
-    spec = prepare("temsirolimus", ds, endpoints=["temsirolimus", "sirolimus"])
-    obs = jnp.asarray(np.where(spec.obs_blq, np.nan_to_num(spec.obs_lloq, nan=1.0), spec.obs_y))
-    nm0 = build_model(dataclasses.replace(spec, parameterization="noncentered"))
-    x, objective = _valid_start(nm0, obs, jax.random.PRNGKey(0))
-    u = objective.unravel(jnp.asarray(x))
-    u["z_study_cl"] = jnp.array([0.8, -1.1, 0.3, 1.6])
-    spec.centered = ("cl",)
-    spec.centered_studies = {"cl": np.array([True, False, True, True])}
-    nm = build_model(spec)
-    uc = _centered_start(spec, nm, nm0, obs, u)
-    assert "zc_study_cl" in uc and "z_study_cl" not in uc
-    a = constrain_fn(nm0, (), {"obs": obs}, u, return_deterministic=True)
-    b = constrain_fn(nm, (), {"obs": obs}, uc, return_deterministic=True)
-    for site in ("eta_study_cl", "theta_cl", "theta_v1", "eta_cl"):
-        np.testing.assert_allclose(b[site], a[site], rtol=1e-12, atol=1e-12, err_msg=site)
-    # centred studies carry log(pop CL) + their effect, the non-centred one its z
-    want = np.log(a["pop_cl"]) + a["eta_study_cl"]
-    keep = np.array([0, 2, 3])
-    np.testing.assert_allclose(np.asarray(uc["zc_study_cl"])[keep], want[keep], rtol=1e-12)
-    assert float(uc["zc_study_cl"][1]) == pytest.approx(-1.1)
