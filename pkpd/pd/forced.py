@@ -31,7 +31,8 @@ import jax.numpy as jnp
 #: roughly geometric after that. With the exponential step (:func:`exponential_affine`) this
 #: grid is within 1e-5 of scipy's Radau at the typical temsirolimus parameters over 12 weekly
 #: doses and within 3e-4 at the prior's extremes (tests/test_temsirolimus_model.py); the
-#: 29 nodes per dose and 64 uniform ones the RK4 step needed cost 3.4x more per gradient.
+#: 29 nodes per dose and 64 uniform ones the RK4 step needed made the gradient of the full joint
+#: fit (benchmarks/RESULTS.md, 2026-12-01) cost 25 ms instead of 5.9.
 DEFAULT_OFFSETS = (0.25, 1.0, 3.0, 8.0, 24.0, 72.0)
 #: Nodes inside each infusion, as fractions of its duration.
 INFUSION_FRACTIONS = (0.5,)
