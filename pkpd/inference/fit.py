@@ -102,6 +102,12 @@ class FitSpec:
     #: parameter in ``centered`` and not here is centred for every subject.
     centered_subjects: dict[str, np.ndarray] = field(default_factory=dict)
 
+    def centered_mask(self, p: str) -> np.ndarray:
+        """Which subjects' effects on ``p`` are sampled centred (bool array [subjects])."""
+        if p in self.centered_subjects:
+            return np.asarray(self.centered_subjects[p], dtype=bool)
+        return np.full(self.n_subjects, p in self.centered)
+
     @property
     def n_subjects(self) -> int:
         return self.padded.n_subjects
@@ -597,19 +603,14 @@ def build_model(spec: FitSpec):
             pp = pri.parameters[p]
             if pp.bsv is not None and p not in corr:
                 om = _sample(f"omega_{p}", pp.bsv)
-                if p in spec.centered_subjects:  # centred where the subject's data say
-                    c = jnp.asarray(spec.centered_subjects[p])
+                if p in centered_set:  # centred for the subjects whose data pin them
+                    c = jnp.asarray(spec.centered_mask(p))
                     loc = _subject_mean(spec, p, pop, eta_study, beta, eff_vals, S)
                     with numpyro.plate("subject", S):
                         u = numpyro.sample(
                             f"zc_{p}", nd.Normal(jnp.where(c, loc, 0.0), jnp.where(c, om, 1.0))
                         )
                     eta[p] = numpyro.deterministic(f"eta_{p}", jnp.where(c, u - loc, om * u))
-                elif p in centered_set:
-                    loc = _subject_mean(spec, p, pop, eta_study, beta, eff_vals, S)
-                    with numpyro.plate("subject", S):
-                        u = numpyro.sample(f"zc_{p}", nd.Normal(loc, om))
-                    eta[p] = numpyro.deterministic(f"eta_{p}", u - loc)
                 else:
                     with numpyro.plate("subject", S):
                         zi = numpyro.sample(f"z_{p}", nd.Normal(0.0, 1.0))
@@ -978,9 +979,7 @@ def fit(
             centered_parameters=list(spec.centered),
             # subjects sampled centred, per parameter with subject effects (all, some, none)
             centered_subjects={
-                p: int(np.sum(spec.centered_subjects[p]))
-                if p in spec.centered_subjects
-                else (spec.n_subjects if p in spec.centered else 0)
+                p: int(np.sum(spec.centered_mask(p)))
                 for p in spec.estimated
                 if spec.priors.parameters[p].bsv is not None
             },
@@ -1050,9 +1049,7 @@ def _centered_start(spec, nm, nm_start, obs, u_start):
         for p, v in zc.items():
             if p not in spec.correlated:
                 z = init.pop(f"z_{p}")
-                if p in spec.centered_subjects:
-                    v = jnp.where(jnp.asarray(spec.centered_subjects[p]), v, z)
-                init[f"zc_{p}"] = v
+                init[f"zc_{p}"] = jnp.where(jnp.asarray(spec.centered_mask(p)), v, z)
         return unconstrain_fn(nm, (), {"obs": obs}, init)
 
     return jax.jit(convert)(u_start)

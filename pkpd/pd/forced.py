@@ -172,8 +172,8 @@ def linear_state_on_grid(response, doses, nodes, start_index):
 _SERIES = tuple(tuple(1.0 / (math.factorial(k) * (n + k + 1)) for k in range(9)) for n in range(4))
 
 
-def _moments(z):
-    r"""``J_n(z) = ∫_0^1 exp(−z·u)·u^n du`` for n = 0..3 (z ≥ 0).
+def _moments(z, count=4):
+    r"""``J_n(z) = ∫_0^1 exp(−z·u)·u^n du`` for n = 0 .. count − 1 ≤ 3 (z ≥ 0).
 
     Above z = 0.1 by the recurrence ``J_n = (n·J_{n−1} − e^{−z}) / z`` from ``J_0 = (1 − e^{−z})/z``
     (its cancellation costs at most ~1e-13 there); below, by the Taylor series (9 terms:
@@ -182,7 +182,7 @@ def _moments(z):
     small = z < 0.1
     x = -jnp.where(small, z, 0.0)
     series = []
-    for coeffs in _SERIES:
+    for coeffs in _SERIES[:count]:
         acc = coeffs[-1]
         for c in coeffs[-2::-1]:
             acc = acc * x + c
@@ -190,7 +190,7 @@ def _moments(z):
     zl = jnp.where(small, 1.0, z)
     e = jnp.exp(-zl)
     closed = [-jnp.expm1(-zl) / zl]
-    for n in range(1, 4):
+    for n in range(1, count):
         closed.append((n * closed[-1] - e) / zl)
     return [jnp.where(small, s_, c_) for s_, c_ in zip(series, closed, strict=True)]
 
@@ -199,7 +199,7 @@ def _moments(z):
 def _exp_moments(z):
     """``(J_0, J_1, J_2)`` of :func:`_moments`, differentiated by ``dJ_n/dz = −J_{n+1}``
     (instead of through both branches)."""
-    return tuple(_moments(z)[:3])
+    return tuple(_moments(z, 3))
 
 
 @_exp_moments.defjvp
@@ -219,7 +219,11 @@ def exponential_affine(a, b, h):
     = h\,(w_0 a_0 + w_m a_m + w_1 a_1)` with weights from
     :math:`J_n(z) = \int_0^1 e^{-zu} u^n du`, :math:`z = \bar b h`:
     :math:`w_0 = 2J_2 − J_1`, :math:`w_m = 4(J_1 − J_2)`, :math:`w_1 = J_0 − 3J_1 + 2J_2`
-    (Simpson's 1/6, 2/3, 1/6 at :math:`z = 0`). Unlike an explicit Runge–Kutta step it is
+    (Simpson's 1/6, 2/3, 1/6 at :math:`z = 0`). Where :math:`b` varies over the step (PD-1's
+    decay depends on the drug), the midpoint value is weighted by the integrating factor's
+    departure from the frozen one there, :math:`r_m = e^{h (b_0 − b_1)/8}` (exact for a
+    quadratic :math:`b`; its exponent is clipped to ±1, reached only far outside the grid's
+    design). Unlike an explicit Runge–Kutta step it is
     stable for any step length (:math:`0 < A \le 1`), and exact where :math:`b` is constant
     (VEGF's ``kout``) and :math:`a` quadratic; the error comes from how well a quadratic follows
     the drug effect over the step, which the dose-aware grid controls.
