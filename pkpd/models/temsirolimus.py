@@ -296,8 +296,9 @@ class TemsirolimusModel:
                 "temsirolimus and sirolimus only; switch the PD endpoints off"
             )
 
-    #: Endpoints that need an integration (VEGF, PD-1): fits group subjects by them.
-    costly_endpoints = ("vegf", "pd1_cd8")
+    #: Endpoints worth predicting only for the subjects that have them: VEGF and PD-1 need an
+    #: integration, S6K an effect-compartment response per dose (fits group subjects by them).
+    costly_endpoints = ("s6k", "vegf", "pd1_cd8")
 
     def with_endpoints(self, endpoints: Sequence[str]) -> TemsirolimusModel:
         """The same model predicting only ``endpoints`` (e.g. those present in the data)."""
