@@ -842,7 +842,10 @@ def fit(
         population-level sites (typical values, between-subject and residual SDs, covariate
         and study effects; subject effects stay diagonal), which helps when population values
         are correlated a posteriori; or dense over everything (only for small models: it is
-        estimated from the warmup draws).
+        estimated from the warmup draws). Adaptation starts from the Laplace covariance at the
+        chain start (:func:`_laplace_covariance`; its population block for the dense block),
+        not NumPyro's identity: on the full temsirolimus data the first warmup iterations
+        took about 110 leapfrog steps instead of 550.
 
     Returns
     -------
@@ -901,22 +904,38 @@ def fit(
         if method == "nuts":
             chain_objective = _Objective(nm, obs, u0)
     extra = {}
+    inverse_mass = None
     laplace_flat_dirs = 0
     if method == "nuts":
         from numpyro.infer import MCMC, NUTS
 
         jit = _jittered_starts(chain_objective, u0, k_jit, chains)
         lap("starts")
+        # initial mass matrix: the Laplace covariance at the start (NUTS adapts it from there)
+        population = tuple(sorted(_population_sites(nm, obs)))
+        laplace = _laplace_covariance(
+            chain_objective, jax.flatten_util.ravel_pytree(u0)[0], population, spec.n_subjects
+        )
+        if laplace is not None:
+            var, pop_idx, sigma_pp = laplace
+            inverse_mass = jnp.asarray(var)
+        lap("mass_matrix")
         dense = False
         if mass_matrix == "dense":
             dense = True
         elif mass_matrix == "dense-population":
-            dense = [tuple(_population_sites(nm, obs))]
+            dense = [population]
+            if laplace is not None:
+                rest = np.setdiff1d(np.arange(var.size), pop_idx)
+                inverse_mass = {population: jnp.asarray(sigma_pp)}
+                if rest.size:
+                    inverse_mass[tuple(sorted(set(u0) - set(population)))] = jnp.asarray(var[rest])
         kernel = NUTS(
             nm,
             target_accept_prob=target_accept,
             max_tree_depth=max_tree_depth,
             dense_mass=dense,
+            inverse_mass_matrix=inverse_mass,
         )
         method_chain = (
             "parallel" if jax.local_device_count() >= chains and chains > 1 else "vectorized"
@@ -987,6 +1006,11 @@ def fit(
                 if spec.priors.parameters[p].bsv is not None
             },
             mass_matrix=mass_matrix if method == "nuts" else "",
+            # NUTS's initial mass matrix: "laplace" (see _laplace_covariance) or "identity"
+            # (NumPyro's default, where the gradient is not finite near the start)
+            initial_mass_matrix=(
+                ("laplace" if inverse_mass is not None else "identity") if method == "nuts" else ""
+            ),
             laplace_flat_directions=laplace_flat_dirs,
         ),
     )
@@ -1133,6 +1157,90 @@ def _choose_centered(spec, objective: _Objective, flat_map):
         if not rich.all():
             subjects[p] = rich
     return tuple(chosen), subjects
+
+
+def _laplace_covariance(objective: _Objective, flat, population: Sequence[str], n_subjects: int):
+    r"""The Laplace approximation's covariance at ``flat``: marginal variances of every
+    unconstrained coordinate, and the population block, for NUTS's initial mass matrix.
+
+    The Hessian of a hierarchical potential is an arrow: subjects are independent given the
+    population-level values, so it has one small block :math:`B_i` per subject (its effects on
+    every parameter), population columns :math:`C_i` coupling them to the population values,
+    and the population block :math:`H_{PP}`. One Hessian-vector product (a central difference
+    of the compiled gradient) per population coordinate gives :math:`H_{PP}` and every
+    :math:`C_i`; one per column of the subject sites (along that column for all subjects at
+    once) gives every :math:`B_i`. Then, by the Schur complement,
+    :math:`\Sigma_{PP} = (H_{PP} - \sum_i C_i^T B_i^{-1} C_i)^{-1}` and each subject
+    coordinate's variance is :math:`\mathrm{diag}(B_i^{-1}) +
+    \mathrm{diag}(B_i^{-1} C_i \Sigma_{PP} C_i^T B_i^{-1})`: about 80 gradients on the
+    365-subject temsirolimus fit instead of 3,346 for the full Hessian.
+
+    The point need not be a mode (the centred chain start is the non-centred MAP): curvatures
+    are symmetrised and their eigenvalues floored at 0.01 (an SD of at most 10 on the
+    unconstrained scale). NUTS's default (the identity) spent about 550 leapfrog steps per
+    iteration in the first 100 warmup iterations of the full temsirolimus fit, against 200
+    from the conditional variances :math:`1/H_{jj}`.
+
+    Returns ``(variances [N], population_index [m], population_covariance [m, m])`` in the
+    order of the flat vector, or ``None`` where the gradient is not finite near the point.
+    """
+    x = np.asarray(flat, dtype=float)
+    u = objective.unravel(jnp.asarray(x))
+    h = 1e-4
+
+    def hvp(v):
+        out = (objective(x + h * v)[1] - objective(x - h * v)[1]) / (2 * h)
+        if not np.all(np.isfinite(out)):
+            raise FloatingPointError
+        return out
+
+    def floor_inv(a):
+        w, q = np.linalg.eigh(0.5 * (a + np.swapaxes(a, -1, -2)))
+        w = np.maximum(w, 1e-2)
+        return (q / w[..., None, :]) @ np.swapaxes(q, -1, -2)
+
+    # flat offsets of each site (ravel_pytree orders a dict's keys)
+    pop_idx, subj_cols = [], []  # subj_cols: [S] flat indices of one column of a subject site
+    offset = 0
+    for name in sorted(u):
+        shape = np.shape(u[name])
+        n = int(np.prod(shape))
+        idx = offset + np.arange(n).reshape(shape)
+        if name in population:
+            pop_idx.extend(idx.ravel().tolist())
+        else:
+            cols = idx.reshape(n_subjects, -1)
+            subj_cols.extend(cols[:, c] for c in range(cols.shape[1]))
+        offset += n
+    pop_idx = np.asarray(pop_idx, dtype=int)
+    S, k, m = n_subjects, len(subj_cols), len(pop_idx)
+    cols = np.stack(subj_cols, axis=-1) if k else np.zeros((S, 0), dtype=int)  # [S, k]
+    H_pp = np.zeros((m, m))
+    C = np.zeros((S, k, m))
+    B = np.zeros((S, k, k))
+    try:
+        for j, g in enumerate(pop_idx):
+            v = np.zeros_like(x)
+            v[g] = 1.0
+            col = hvp(v)
+            H_pp[:, j] = col[pop_idx]
+            C[:, :, j] = col[cols]
+        for c in range(k):
+            v = np.zeros_like(x)
+            v[cols[:, c]] = 1.0
+            B[:, :, c] = hvp(v)[cols]
+    except FloatingPointError:
+        return None
+    B_inv = floor_inv(B) if k else B
+    BC = B_inv @ C  # [S, k, m]
+    schur = H_pp - np.einsum("skm,skn->mn", C, BC)
+    sigma_pp = floor_inv(schur)
+    var = np.ones_like(x)
+    var[pop_idx] = np.diag(sigma_pp)
+    if k:
+        extra = np.einsum("skm,mn,skn->sk", BC, sigma_pp, BC)
+        var[cols] = np.diagonal(B_inv, axis1=1, axis2=2) + extra
+    return var, pop_idx, sigma_pp
 
 
 def _site_names(nm, obs, keep) -> list[str]:
