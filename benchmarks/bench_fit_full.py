@@ -65,6 +65,7 @@ def main() -> None:
           f"max R-hat {summ['r_hat'].max():.3f} ({summ['r_hat'].idxmax()})")  # fmt: skip
     print(f"mass matrix {args.mass_matrix}, parameterization {args.parameterization}")
     print(f"centred subject effects (subjects): {idata.attrs.get('centered_subjects')}")
+    print(f"sampled through their Hill level: {idata.attrs.get('sampled_levels')}")
     print(f"seconds per phase: {idata.attrs.get('timing_s')}")
     full = 4 * 1000
     print(f"extrapolated to 4 x (500 + 500): {wall / iters * full / 60:.1f} min "

@@ -101,6 +101,9 @@ class FitSpec:
     #: For parameters centred for only some subjects: which (bool array [subjects]); a
     #: parameter in ``centered`` and not here is centred for every subject.
     centered_subjects: dict[str, np.ndarray] = field(default_factory=dict)
+    #: Parameters NUTS samples through their Hill-scaled level (:func:`_choose_levels`):
+    #: ``{ic50: (hill, scale or None, log_reference)}``; set by :func:`fit`.
+    levels: dict[str, tuple[str, str | None, float]] = field(default_factory=dict)
 
     def centered_mask(self, p: str) -> np.ndarray:
         """Which subjects' effects on ``p`` are sampled centred (bool array [subjects])."""
@@ -558,15 +561,31 @@ def build_model(spec: FitSpec):
     )
     predict = observation_predictor(spec)
 
+    levels = spec.levels
+
+    def level_frame(p, pop):
+        """``(hill, log reference + log scale)`` of a levelled parameter."""
+        hill, scale, log_ref = levels[p]
+        return pop[hill], log_ref + (jnp.log(pop[scale]) if scale else 0.0)
+
     def numpyro_model(obs=None):
         pop, eta_study, beta, eta = {}, {}, {}, {}
-        for p in spec.estimated:
+        # levelled parameters last: their level is defined through the others' values
+        for p in sorted(spec.estimated, key=lambda q: q in levels):
             pp = pri.parameters[p]
-            site = f"pop_{p}" if pp.multiplier == 1.0 else f"pop_{p}_fraction"
-            theta = _sample(site, pp.prior)
-            pop[p] = theta * pp.multiplier
-            if pp.multiplier != 1.0:
-                numpyro.deterministic(f"pop_{p}", pop[p])
+            if p in levels:
+                # log θ ~ N(μ, s) sampled as ℓ = h (k − log θ) ~ N(h (k − μ), h s): the same
+                # prior, by the change of variables (|dℓ/dlog θ| = h)
+                h, k = level_frame(p, pop)
+                mu, sd = np.log(pp.prior.params["median"]), pp.prior.params["sd_log"]
+                lvl = numpyro.sample(f"pop_{p}_level", nd.Normal(h * (k - mu), h * sd))
+                pop[p] = numpyro.deterministic(f"pop_{p}", jnp.exp(k - lvl / h))
+            else:
+                site = f"pop_{p}" if pp.multiplier == 1.0 else f"pop_{p}_fraction"
+                theta = _sample(site, pp.prior)
+                pop[p] = theta * pp.multiplier
+                if pp.multiplier != 1.0:
+                    numpyro.deterministic(f"pop_{p}", pop[p])
             if pp.bsv_study is not None and n_study > 1:
                 om = _sample(f"omega_study_{p}", pp.bsv_study)
                 with numpyro.plate("study", n_study):
@@ -609,11 +628,17 @@ def build_model(spec: FitSpec):
                 if p in centered_set:  # centred for the subjects whose data pin them
                     c = jnp.asarray(spec.centered_mask(p))
                     loc = _subject_mean(spec, p, pop, eta_study, beta, eff_vals, S)
+                    # a levelled parameter's centred subjects: ℓ_i = h (k − log θ_i), exactly
+                    # N(h (k − loc_i), h ω) when log θ_i ~ N(loc_i, ω)
+                    h, k = level_frame(p, pop) if p in levels else (1.0, None)
+                    mean = h * (k - loc) if p in levels else loc
                     with numpyro.plate("subject", S):
                         u = numpyro.sample(
-                            f"zc_{p}", nd.Normal(jnp.where(c, loc, 0.0), jnp.where(c, om, 1.0))
+                            f"zc_{p}",
+                            nd.Normal(jnp.where(c, mean, 0.0), jnp.where(c, h * om, 1.0)),
                         )
-                    eta[p] = numpyro.deterministic(f"eta_{p}", jnp.where(c, u - loc, om * u))
+                    t = k - u / h if p in levels else u
+                    eta[p] = numpyro.deterministic(f"eta_{p}", jnp.where(c, t - loc, om * u))
                 else:
                     with numpyro.plate("subject", S):
                         zi = numpyro.sample(f"z_{p}", nd.Normal(0.0, 1.0))
@@ -836,7 +861,10 @@ def fit(
         choice is stored in the fit (``attrs["centered_parameters"]``, and the number of
         subjects centred per parameter in ``attrs["centered_subjects"]``). Study effects are
         always non-centred (few studies). The MAP start is computed non-centred (the centred joint
-        density has no mode at finite ω).
+        density has no mode at finite ω). IC50s the model pairs with a Hill exponent
+        (``hill_levels``; temsirolimus: S6K) are sampled through their level at a reference
+        concentration chosen at the MAP (:func:`_choose_levels`): an exact change of variables
+        that straightens the curved IC50–Hill ridge; recorded in ``attrs["sampled_levels"]``.
     map_steps : int
         Iteration limit of the MAP optimisation (L-BFGS on the unconstrained scale, from the
         prior medians) that gives NUTS its start and ``method="map"`` its mode.
@@ -902,8 +930,13 @@ def fit(
     elif spec.parameterization == "auto" and bsv:
         spec.centered, spec.centered_subjects = _choose_centered(spec, objective, flat_map)
         lap("parameterization")
+    if method == "nuts":
+        spec.levels = _choose_levels(
+            spec, objective, flat_map, tuple(sorted(_population_sites(nm_start, obs)))
+        )
+        lap("levels")
     nm, chain_objective = nm_start, objective
-    if spec.centered:
+    if spec.centered or spec.levels:
         nm = build_model(spec)
         u0 = _centered_start(spec, nm, nm_start, obs, u0)
         if method == "nuts":
@@ -1010,6 +1043,17 @@ def fit(
                 for p in spec.estimated
                 if spec.priors.parameters[p].bsv is not None
             },
+            # IC50s sampled through their Hill-scaled level (_choose_levels): hill, scale and
+            # reference concentration (in the IC50's unit) of each
+            sampled_levels={
+                p: {
+                    "hill": h,
+                    "scale": sc,
+                    "reference": float(np.exp(r)),
+                    "unit": spec.priors.parameters[p].unit,
+                }
+                for p, (h, sc, r) in spec.levels.items()
+            },
             mass_matrix=mass_matrix if method == "nuts" else "",
             # NUTS's initial mass matrix: "laplace" (see _laplace_covariance) or "identity"
             # (NumPyro's default, where the gradient is not finite near the start)
@@ -1058,8 +1102,9 @@ def _jittered_starts(objective: _Objective, u0, key, chains, scale=0.05):
 
 
 def _centered_start(spec, nm, nm_start, obs, u_start):
-    """The unconstrained start of the (partly) centred model at the non-centred MAP point
-    (compiled: run eagerly, the two model passes took seconds)."""
+    """The unconstrained start of the chain model (partly centred, levelled: ``spec.centered``,
+    ``spec.levels``) at the non-centred MAP point (compiled: run eagerly, the two model passes
+    took seconds)."""
     from numpyro.infer.util import constrain_fn, unconstrain_fn
 
     pri = spec.priors
@@ -1075,6 +1120,12 @@ def _centered_start(spec, nm, nm_start, obs, u_start):
             )
             for p in centered
         }
+        for p, (hill, scale, log_ref) in spec.levels.items():
+            h = vals[f"pop_{hill}"]
+            k = log_ref + (jnp.log(vals[f"pop_{scale}"]) if scale else 0.0)
+            init[f"pop_{p}_level"] = h * (k - jnp.log(init.pop(f"pop_{p}")))
+            if p in zc:
+                zc[p] = h * (k - zc[p])
         if corr_centered:
             init.pop("z_corr")
             init["zc_corr"] = jnp.stack([zc[p] for p in spec.correlated], -1)
@@ -1161,6 +1212,76 @@ def _choose_centered(spec, objective: _Objective, flat_map):
         if not rich.all():
             subjects[p] = rich
     return tuple(chosen), subjects
+
+
+def _choose_levels(
+    spec, objective: _Objective, flat_map, population: Sequence[str], pairs: dict | None = None
+):
+    r"""The IC50s to sample through their Hill-scaled level, and each one's reference.
+
+    A Hill response depends on :math:`(C/\mathrm{IC50})^h`. Where the data sit mostly on one
+    side of the IC50 (S6K inhibition near Imax on the bundled temsirolimus data) they pin the
+    level :math:`\ell = h\,(\log C^* - \log \mathrm{IC50})` at the observed concentrations
+    :math:`C^*`, not IC50 and :math:`h` apart: the posterior is a curved ridge
+    :math:`\log \mathrm{IC50} = \log C^* - \ell/h`, which no linear metric straightens. NUTS
+    then samples :math:`\ell = h\,(\log C_{ref} + \log s - \log \mathrm{IC50})` instead of
+    :math:`\log \mathrm{IC50}` (population value and centred subject values; :math:`s` the
+    model's scale of the concentration, e.g. temsirolimus's sirolimus ``potency``), an exact
+    change of variables: the lognormal prior becomes a normal prior on :math:`\ell`
+    (:func:`build_model`), the posterior is the same. The reference
+    :math:`C_{ref}` makes :math:`\ell` uncorrelated with :math:`\log h` under the Laplace
+    approximation at the (non-centred) MAP: with :math:`a = \log h`, :math:`\phi = \log
+    \mathrm{IC50}`, :math:`\psi = \log s`,
+    :math:`\log C_{ref} = \phi - \psi + (\Sigma_{\phi a} - \Sigma_{\psi a})/\Sigma_{aa}`.
+
+    Pairs come from the model (``hill_levels = {ic50: (hill, scale)}``) unless ``pairs`` are
+    given; a pair is used when
+    the IC50 has a lognormal prior on the log scale (no multiplier, no correlation block) and
+    the Hill exponent (and scale) are estimated on the log scale. Returns
+    ``{ic50: (hill, scale or None, log C_ref)}``; empty when no pair qualifies or the
+    curvature at the MAP is not usable.
+    """
+    pri = spec.priors
+    est = set(spec.estimated)
+
+    def log_scaled(q):
+        pq = pri.parameters.get(q)
+        return q in est and pq.transform == "log" and pq.multiplier == 1.0
+
+    if pairs is None:
+        pairs = getattr(spec.model, "hill_levels", None) or {}
+    usable = {}
+    for p, (hill, scale) in pairs.items():
+        if (
+            log_scaled(p)
+            and log_scaled(hill)
+            and pri.parameters[p].prior.family == "lognormal"
+            and p not in spec.correlated
+        ):
+            usable[p] = (hill, scale if scale is not None and log_scaled(scale) else None)
+    if not usable:
+        return {}
+    laplace = _laplace_covariance(objective, flat_map, population, spec.n_subjects)
+    if laplace is None:
+        return {}
+    _, pop_idx, sigma = laplace
+    u = objective.unravel(jnp.asarray(flat_map))
+    x = np.asarray(flat_map, dtype=float)
+    offset, where = 0, {}
+    for name in sorted(u):  # ravel_pytree's order
+        where[name] = offset
+        offset += int(np.size(u[name]))
+    row = {int(g): j for j, g in enumerate(pop_idx)}
+    out = {}
+    for p, (hill, scale) in usable.items():
+        a, f = row[where[f"pop_{hill}"]], row[where[f"pop_{p}"]]
+        log_ref = x[where[f"pop_{p}"]] + sigma[f, a] / sigma[a, a]
+        if scale is not None:
+            s = row[where[f"pop_{scale}"]]
+            log_ref -= x[where[f"pop_{scale}"]] + sigma[s, a] / sigma[a, a]
+        if np.isfinite(log_ref):
+            out[p] = (hill, scale, float(log_ref))
+    return out
 
 
 def _laplace_covariance(objective: _Objective, flat, population: Sequence[str], n_subjects: int):
@@ -1311,8 +1432,8 @@ def _to_inference_data(spec: FitSpec, flat, ll, n_chains, extra, attrs):
     for name, v in flat.items():
         if name.startswith(("z_", "zc_")):
             continue  # standard-normal latents: the eta_* deterministics carry them
-        if name.endswith("_fraction") and name.startswith("pop_"):
-            continue
+        if name.endswith(("_fraction", "_level")) and name.startswith("pop_"):
+            continue  # sampled forms of pop_<param>, which is kept
         arr = np.asarray(v)
         arr = arr.reshape((n_chains, -1) + arr.shape[1:])
         post[name] = arr

@@ -300,6 +300,14 @@ class TemsirolimusModel:
     #: integration, S6K an effect-compartment response per dose (fits group subjects by them).
     costly_endpoints = ("s6k", "vegf", "pd1_cd8")
 
+    #: IC50s that NUTS samples through their Hill-scaled level (``pkpd.inference.fit``,
+    #: ``FitSpec.levels``): ``{ic50: (hill, scale)}``. The S6K response depends on
+    #: ``(Ce/IC50)^hill`` with ``Ce`` proportional to ``potency`` where sirolimus dominates the
+    #: driver; with its data mostly near Imax the posterior of (hill, IC50, potency) is a
+    #: curved ridge (on the bundled data: corr(hill, log IC50) 0.78, and the largest local
+    #: curvature of the whole posterior, benchmarks/RESULTS.md 2026-12-02b).
+    hill_levels = {"s6k_ic50": ("s6k_hill", "potency")}
+
     def with_endpoints(self, endpoints: Sequence[str]) -> TemsirolimusModel:
         """The same model predicting only ``endpoints`` (e.g. those present in the data)."""
         return dataclasses.replace(self, endpoints=tuple(endpoints))
