@@ -1214,6 +1214,18 @@ def _choose_centered(spec, objective: _Objective, flat_map):
     return tuple(chosen), subjects
 
 
+def _flat_index(u) -> dict[str, np.ndarray]:
+    """Each site's positions in the flat vector of ``u`` (a dict of arrays, flattened by
+    ``ravel_pytree`` in the order of its sorted keys), shaped like the site."""
+    out, offset = {}, 0
+    for name in sorted(u):
+        shape = np.shape(u[name])
+        n = int(np.prod(shape))
+        out[name] = offset + np.arange(n).reshape(shape)
+        offset += n
+    return out
+
+
 def _choose_levels(
     spec, objective: _Objective, flat_map, population: Sequence[str], pairs: dict | None = None
 ):
@@ -1265,12 +1277,8 @@ def _choose_levels(
     if laplace is None:
         return {}
     _, pop_idx, sigma = laplace
-    u = objective.unravel(jnp.asarray(flat_map))
     x = np.asarray(flat_map, dtype=float)
-    offset, where = 0, {}
-    for name in sorted(u):  # ravel_pytree's order
-        where[name] = offset
-        offset += int(np.size(u[name]))
+    where = {name: int(idx.flat[0]) for name, idx in _flat_index(objective.unravel(x)).items()}
     row = {int(g): j for j, g in enumerate(pop_idx)}
     out = {}
     for p, (hill, scale) in usable.items():
@@ -1323,19 +1331,13 @@ def _laplace_covariance(objective: _Objective, flat, population: Sequence[str], 
         w = np.maximum(w, 1e-2)
         return (q / w[..., None, :]) @ np.swapaxes(q, -1, -2)
 
-    # flat offsets of each site (ravel_pytree orders a dict's keys)
     pop_idx, subj_cols = [], []  # subj_cols: [S] flat indices of one column of a subject site
-    offset = 0
-    for name in sorted(u):
-        shape = np.shape(u[name])
-        n = int(np.prod(shape))
-        idx = offset + np.arange(n).reshape(shape)
+    for name, idx in _flat_index(u).items():
         if name in population:
             pop_idx.extend(idx.ravel().tolist())
         else:
             cols = idx.reshape(n_subjects, -1)
             subj_cols.extend(cols[:, c] for c in range(cols.shape[1]))
-        offset += n
     pop_idx = np.asarray(pop_idx, dtype=int)
     S, k, m = n_subjects, len(subj_cols), len(pop_idx)
     cols = np.stack(subj_cols, axis=-1) if k else np.zeros((S, 0), dtype=int)  # [S, k]
