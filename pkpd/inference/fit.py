@@ -564,9 +564,7 @@ def build_model(spec: FitSpec):
     levels = spec.levels
 
     def level_frame(p, pop):
-        """``(hill, log reference + log scale)`` of a levelled parameter."""
-        hill, scale, log_ref = levels[p]
-        return pop[hill], log_ref + (jnp.log(pop[scale]) if scale else 0.0)
+        return _level_frame(levels[p], pop.__getitem__)
 
     def numpyro_model(obs=None):
         pop, eta_study, beta, eta = {}, {}, {}, {}
@@ -1120,9 +1118,8 @@ def _centered_start(spec, nm, nm_start, obs, u_start):
             )
             for p in centered
         }
-        for p, (hill, scale, log_ref) in spec.levels.items():
-            h = vals[f"pop_{hill}"]
-            k = log_ref + (jnp.log(vals[f"pop_{scale}"]) if scale else 0.0)
+        for p, level in spec.levels.items():
+            h, k = _level_frame(level, lambda q: vals[f"pop_{q}"])
             init[f"pop_{p}_level"] = h * (k - jnp.log(init.pop(f"pop_{p}")))
             if p in zc:
                 zc[p] = h * (k - zc[p])
@@ -1212,6 +1209,14 @@ def _choose_centered(spec, objective: _Objective, flat_map):
         if not rich.all():
             subjects[p] = rich
     return tuple(chosen), subjects
+
+
+def _level_frame(level, value):
+    """``(h, k)`` of a levelled parameter (``ℓ = h·(k − log θ)``): its Hill exponent and
+    log reference + log scale, from ``level = (hill, scale, log_ref)`` and ``value(name)``,
+    a population value."""
+    hill, scale, log_ref = level
+    return value(hill), log_ref + (jnp.log(value(scale)) if scale else 0.0)
 
 
 def _flat_index(u) -> dict[str, np.ndarray]:
