@@ -421,11 +421,13 @@ def test_dense_population_mass_matrix_block(study):
     assert np.all(np.isfinite(idata.posterior["pop_cl"].values))
 
 
-def test_levelled_parameter_is_an_exact_change_of_variables(study):
+@pytest.mark.parametrize("centred", ["half", "none"])
+def test_levelled_parameter_is_an_exact_change_of_variables(study, centred):
     """Sampling log CL through its level ℓ = V·(k − log CL) (V standing in for a Hill exponent)
     changes the coordinates, not the model: at any point the chain model's potential differs
     from the plain one by the log-Jacobian, (1 + centred subjects)·log V, the individual
-    parameters agree, and the level coordinates are the hand-computed ones."""
+    parameters agree, and the level coordinates are the hand-computed ones. With no subject
+    centred (what ``auto`` does for a levelled IC50) only the population value is levelled."""
     import dataclasses
 
     from numpyro.infer.util import constrain_fn, potential_energy
@@ -439,8 +441,9 @@ def test_levelled_parameter_is_an_exact_change_of_variables(study):
     u = objective.unravel(jnp.asarray(x))
     u["z_cl"] = jnp.linspace(-1.2, 1.5, spec.n_subjects)
     u["pop_v"] = jnp.log(3.0)  # unconstrained: log V
-    mask = np.arange(spec.n_subjects) % 2 == 0
-    spec.centered, spec.centered_subjects = ("cl",), {"cl": mask}
+    mask = (np.arange(spec.n_subjects) % 2 == 0) & (centred == "half")
+    if mask.any():
+        spec.centered, spec.centered_subjects = ("cl",), {"cl": mask}
     plain = build_model(spec)
     up = _centered_start(spec, plain, nm0, obs, u)
     spec_l = dataclasses.replace(spec, levels={"cl": ("v", None, 1.3)})
@@ -448,8 +451,11 @@ def test_levelled_parameter_is_an_exact_change_of_variables(study):
     ul = _centered_start(spec_l, lev, nm0, obs, u)
     assert set(ul) == set(up) - {"pop_cl"} | {"pop_cl_level"}
     np.testing.assert_allclose(ul["pop_cl_level"], 3.0 * (1.3 - up["pop_cl"]), rtol=1e-12)
-    np.testing.assert_allclose(ul["zc_cl"][mask], 3.0 * (1.3 - up["zc_cl"][mask]), rtol=1e-12)
-    np.testing.assert_allclose(ul["zc_cl"][~mask], up["zc_cl"][~mask], rtol=1e-12)
+    if mask.any():
+        np.testing.assert_allclose(ul["zc_cl"][mask], 3.0 * (1.3 - up["zc_cl"][mask]), rtol=1e-12)
+        np.testing.assert_allclose(ul["zc_cl"][~mask], up["zc_cl"][~mask], rtol=1e-12)
+    else:
+        np.testing.assert_allclose(ul["z_cl"], up["z_cl"], rtol=1e-12)
     d = potential_energy(lev, (), {"obs": obs}, ul) - potential_energy(plain, (), {"obs": obs}, up)
     # potentials of ~1e3: round-off ~1e-8; a Jacobian missing one subject would be 1.1 off
     np.testing.assert_allclose(float(d), (1 + mask.sum()) * np.log(3.0), rtol=0, atol=1e-6)
@@ -457,6 +463,28 @@ def test_levelled_parameter_is_an_exact_change_of_variables(study):
     b = constrain_fn(lev, (), {"obs": obs}, ul, return_deterministic=True)
     np.testing.assert_allclose(b["theta_cl"], a["theta_cl"], rtol=1e-12)
     np.testing.assert_allclose(b["pop_cl"], a["pop_cl"], rtol=1e-12)
+
+
+def test_auto_parameterization_does_not_centre_a_levelled_parameter(study):
+    """Rich data centre CL for every subject (test above); declared as a levelled IC50 (V its
+    Hill exponent), CL is sampled through its level and its subject effects stay non-centred,
+    while V's centring is unchanged."""
+    import dataclasses
+
+    from pkpd.models.library import LinearPKModel, one_cmt_iv
+
+    @dataclasses.dataclass(frozen=True)
+    class Levelled(LinearPKModel):
+        hill_levels = {"cl": ("v", None)}
+
+    model = Levelled(
+        **{f.name: getattr(one_cmt_iv, f.name) for f in dataclasses.fields(one_cmt_iv)}
+    )
+    idata = fit(model, study, chains=1, warmup=20, draws=10, seed=1, progress_bar=False)
+    assert list(json.loads(idata.attrs["sampled_levels"])) == ["cl"]
+    assert json.loads(idata.attrs["centered_parameters"]) == ["v"]
+    assert json.loads(idata.attrs["centered_subjects"]) == {"cl": 0, "v": 20}
+    assert np.all(np.isfinite(idata.posterior["pop_cl"].values))
 
 
 def test_level_reference_decorrelates_the_level_from_the_hill_exponent(study):
