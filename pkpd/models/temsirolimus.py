@@ -595,18 +595,24 @@ class TemsirolimusModel:
                 )
                 return jnp.maximum(c, 0.0)
 
-            # a state not asked for is held constant (zero rates)
-            kv = kout_v if use_vegf else 0.0
-            kp = kout_p if use_pd1 else 0.0
+            # only the states asked for are integrated (a subject group with VEGF data only
+            # pays for one state, not two); one not asked for keeps its baseline
+            used = [j for j, u in enumerate((use_vegf, use_pd1)) if u]
 
             def coef(c):
-                i_v = imax_v * c / (ic50_v + c)
-                g = kp * p0 / (100.0 - p0) * (1.0 - imax_p * c / (ic50_p + c))
-                a = jnp.stack([kv * vegf_base * (1.0 - i_v), 100.0 * g], -1)
-                b = jnp.stack([jnp.full_like(c, kv), g + kp], -1)
-                return a, b
+                a, b = [], []
+                if use_vegf:
+                    a.append(kin_v * (1.0 - imax_v * c / (ic50_v + c)))
+                    b.append(jnp.full_like(c, kout_v))
+                if use_pd1:
+                    g = kin_p * (1.0 - imax_p * c / (ic50_p + c))
+                    a.append(100.0 * g)
+                    b.append(g + kout_p)
+                return jnp.stack(a, -1), jnp.stack(b, -1)
 
-            ys, ok = solve_forced(coef, conc_many, jnp.stack([vegf_base, p0]), nodes, index, conc)
+            y0 = jnp.stack([vegf_base, p0])
+            ys, ok = solve_forced(coef, conc_many, y0[jnp.asarray(used)], nodes, index, conc)
+            ys = jnp.broadcast_to(y0, (index.shape[0], 2)).at[:, jnp.asarray(used)].set(ys)
             return jnp.where(ok, ys, jnp.nan), ok & valid
         # The driver is continuous in time (infusions, no boluses into the PD states), with
         # kinks at infusion starts and ends that the adaptive step control resolves; one solve

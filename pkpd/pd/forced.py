@@ -235,30 +235,57 @@ def exponential_affine(a, b, h):
     h : array [...]
         Step lengths.
     """
+    return _exponential_step(
+        (a[..., 0, :], a[..., 1, :], a[..., 2, :]), (b[..., 0, :], b[..., 1, :], b[..., 2, :]), h
+    )
+
+
+def _exponential_step(a, b, h):
+    """:func:`exponential_affine` with ``a``, ``b`` as (start, middle, end) triples of arrays
+    ``[..., J]``: stacking them only to slice them apart cost a third of the step's gradient
+    (XLA's CPU loops vectorise over the tiny last axis)."""
     h = h[..., None]
-    a0, am, a1 = a[..., 0, :], a[..., 1, :], a[..., 2, :]
-    b_mean = (b[..., 0, :] + 4.0 * b[..., 1, :] + b[..., 2, :]) / 6.0
-    z = b_mean * h
+    a0, am, a1 = a
+    b0, bm, b1 = b
+    z = (b0 + 4.0 * bm + b1) / 6.0 * h
     j0, j1, j2 = _exp_moments(z)
     A = jnp.exp(-z)
-    rm = jnp.exp(jnp.clip(h * (b[..., 0, :] - b[..., 2, :]) / 8.0, -1.0, 1.0))
+    rm = jnp.exp(jnp.clip(h * (b0 - b1) / 8.0, -1.0, 1.0))
     B = h * ((2.0 * j2 - j1) * a0 + 4.0 * (j1 - j2) * am * rm + (j0 - 3.0 * j1 + 2.0 * j2) * a1)
     return A, B
 
 
-def solve_affine(y0, A, B):
-    """States at every node: ``y_0 = y0``, ``y_{k+1} = A_k·y_k + B_k`` (associative scan).
+def solve_affine(y0, A, B, method=None):
+    """States at every node: ``y_0 = y0``, ``y_{k+1} = A_k·y_k + B_k``.
+
+    ``method``: ``"sequential"`` (a ``lax.scan`` over the steps) or ``"associative"`` (a
+    parallel prefix, ``lax.associative_scan``, O(log N) depth); by default sequential on CPU,
+    where batched over subjects each step is one fused loop body and the prefix's log-depth
+    slicing costs more (gradient of the bundled VEGF group, 111 subjects × 129 steps × 2
+    states: 0.17 ms against 0.47; benchmarks/RESULTS.md 2026-12-02c), associative elsewhere.
 
     Returns an array ``[N, J]`` (N = number of steps + 1).
     """
+    if method is None:
+        method = "sequential" if jax.default_backend() == "cpu" else "associative"
+    if method == "sequential":
 
-    def compose(first, second):
-        a1, b1 = first
-        a2, b2 = second
-        return a2 * a1, a2 * b1 + b2
+        def step(y, ab):
+            y = ab[0] * y + ab[1]
+            return y, y
 
-    As, Bs = jax.lax.associative_scan(compose, (A, B), axis=0)
-    ys = As * y0[None, :] + Bs
+        _, ys = jax.lax.scan(step, y0, (A, B))
+    elif method == "associative":
+
+        def compose(first, second):
+            a1, b1 = first
+            a2, b2 = second
+            return a2 * a1, a2 * b1 + b2
+
+        As, Bs = jax.lax.associative_scan(compose, (A, B), axis=0)
+        ys = As * y0[None, :] + Bs
+    else:
+        raise ValueError(f"method={method!r}; expected 'sequential' or 'associative'")
     return jnp.concatenate([y0[None, :], ys], axis=0)
 
 
@@ -297,9 +324,7 @@ def solve_forced(coef_fn, conc_fn, y0, nodes, index, conc=None):
         cn, cm = conc
     a_n, b_n = coef_fn(cn)
     a_m, b_m = coef_fn(cm)
-    a = jnp.stack([a_n[:-1], a_m, a_n[1:]], axis=1)
-    b = jnp.stack([b_n[:-1], b_m, b_n[1:]], axis=1)
-    A, B = exponential_affine(a, b, h)
+    A, B = _exponential_step((a_n[:-1], a_m, a_n[1:]), (b_n[:-1], b_m, b_n[1:]), h)
     ys = solve_affine(jnp.asarray(y0, dtype=float), A, B)[index]
-    ok = jnp.all(b >= 0.0) & jnp.all(jnp.isfinite(ys))
+    ok = (jnp.all(b_n >= 0.0) & jnp.all(b_m >= 0.0)) & jnp.all(jnp.isfinite(ys))
     return ys, ok
