@@ -53,7 +53,16 @@ def main() -> None:
     )
     wall = time.perf_counter() - t0
     pops = [v for v in idata.posterior.data_vars if v.startswith("pop_")]
-    summ = az.summary(idata, var_names=pops, kind="diagnostics")
+    summ = az.summary(idata, var_names=pops, kind="diagnostics", round_to="none")
+    # every population-level quantity (typical values, variabilities, residual SDs, effects)
+    levels = [
+        v
+        for v in idata.posterior.data_vars
+        if v.startswith(("pop_", "omega_", "sigma_", "beta_"))
+        and idata.posterior[v].ndim == 2
+        and float(idata.posterior[v].std()) > 0
+    ]
+    summ_all = az.summary(idata, var_names=levels, kind="diagnostics", round_to="none")
     ss = idata.sample_stats
     iters = args.chains * (args.warmup + args.draws)
     print(f"data {args.data}: {ds.n_subjects} subjects, endpoints {idata.attrs['endpoints']}")
@@ -61,8 +70,12 @@ def main() -> None:
           f"({wall / iters * args.chains:.2f} s per iteration per chain, chains in parallel)")  # fmt: skip
     print(f"leapfrog steps per draw: mean {float(ss['n_steps'].mean()):.1f}, "
           f"max tree depth {int(ss['tree_depth'].max())}, divergences {int(ss['diverging'].sum())}")  # fmt: skip
-    print(f"min bulk ESS {summ['ess_bulk'].min():.0f} ({summ['ess_bulk'].idxmin()}), "
-          f"max R-hat {summ['r_hat'].max():.3f} ({summ['r_hat'].idxmax()})")  # fmt: skip
+    for name, sm in (("pop_*", summ), ("population-level", summ_all)):
+        print(f"{name}: min bulk ESS {sm['ess_bulk'].min():.0f} ({sm['ess_bulk'].idxmin()}), "
+              f"min tail ESS {sm['ess_tail'].min():.0f} ({sm['ess_tail'].idxmin()}), "
+              f"max R-hat {sm['r_hat'].max():.4f} ({sm['r_hat'].idxmax()})")  # fmt: skip
+    print(f"leapfrog steps per draw by chain: {np.round(ss['n_steps'].mean('draw').values, 1)}, "
+          f"divergences by chain: {ss['diverging'].sum('draw').values}")  # fmt: skip
     print(f"mass matrix {args.mass_matrix}, parameterization {args.parameterization}")
     print(f"centred subject effects (subjects): {idata.attrs.get('centered_subjects')}")
     print(f"sampled through their Hill level: {idata.attrs.get('sampled_levels')}")
