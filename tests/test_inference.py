@@ -126,6 +126,9 @@ def test_inference_data_schema(nuts_fit):
     assert list(post["eta_cl"].dims) == ["chain", "draw", "subject"]
     assert list(post.subject.values[:3]) == ["1", "2", "3"]
     assert idata.log_likelihood["y"].shape == (2, 250, 140)
+    # the adapted step size: fixed after warmup, one per chain
+    eps = idata.sample_stats["step_size"].values
+    assert eps.shape == (2, 250) and np.all(eps > 0) and np.all(eps == eps[:, :1])
     assert idata.attrs["model"] == "one_cmt_iv" and len(idata.attrs["data_sha256"]) == 64
     # the individual parameters are the typical value times exp(eta)
     np.testing.assert_allclose(

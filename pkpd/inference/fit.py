@@ -998,7 +998,14 @@ def fit(
             k_run,
             obs=obs,
             init_params=jit if chains > 1 else jax.tree.map(lambda x: x[0], jit),
-            extra_fields=("diverging", "energy", "num_steps", "accept_prob", "potential_energy"),
+            extra_fields=(
+                "diverging",
+                "energy",
+                "num_steps",
+                "accept_prob",
+                "potential_energy",
+                "adapt_state.step_size",
+            ),
         )
         samples = jax.block_until_ready(mcmc.get_samples(group_by_chain=True))
         lap("nuts")
@@ -1009,6 +1016,7 @@ def fit(
             "n_steps": np.asarray(fields["num_steps"]),
             "acceptance_rate": np.asarray(fields["accept_prob"]),
             "lp": -np.asarray(fields["potential_energy"]),
+            "step_size": np.asarray(fields["adapt_state.step_size"]),
             "tree_depth": np.floor(np.log2(np.asarray(fields["num_steps"]) + 1)).astype(int),
         }
         n_chains = chains

@@ -155,14 +155,16 @@ def linear_state_on_grid(response, doses, nodes, start_index):
         .at[start_index]
         .add(jnp.where(bolus, doses.amount, 0.0)[:, None] * onehot)
     )  # [N, C]
-    E = jnp.exp(-lam[None] * h[:, None, None])  # [N-1, C, M]
-    gain = -jnp.expm1(-lam[None] * h[:, None, None]) / lam[None]
+    # half-step decay and gain; the full step's follow without another exp or expm1:
+    # e^{-λh} = (e^{-λh/2})², (1 − e^{-λh})/λ = (1 − e^{-λh/2})(1 + e^{-λh/2})/λ
+    Eh = jnp.exp(-lam[None] * 0.5 * h[:, None, None])  # [N-1, C, M]
+    gain_h = -jnp.expm1(-lam[None] * 0.5 * h[:, None, None]) / lam[None]
+    E = Eh * Eh
+    gain = gain_h * (1.0 + Eh)
     A = E.reshape(E.shape[0], -1)
     Bk = (E * B[:-1, :, None] + rate[:, :, None] * gain).reshape(E.shape[0], -1)
     xs = solve_affine(x0.reshape(-1), A, Bk).reshape(nodes.shape[0], C, -1)  # before boluses
     post = xs + B[:, :, None]
-    Eh = jnp.exp(-lam[None] * 0.5 * h[:, None, None])
-    gain_h = -jnp.expm1(-lam[None] * 0.5 * h[:, None, None]) / lam[None]
     xm = Eh * post[:-1] + rate[:, :, None] * gain_h
     coef = response.coef[None]
     return jnp.sum(coef * post, axis=(1, 2)), jnp.sum(coef * xm, axis=(1, 2))
