@@ -25,6 +25,7 @@ import dataclasses
 import datetime as _dt
 import hashlib
 import json
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -104,6 +105,10 @@ class FitSpec:
     #: Parameters NUTS samples through their Hill-scaled level (:func:`_choose_levels`):
     #: ``{ic50: (hill, scale or None, log_reference)}``; set by :func:`fit`.
     levels: dict[str, tuple[str, str | None, float]] = field(default_factory=dict)
+    #: Parameters with between-study effects that only one study's data inform, and that
+    #: study's index: NUTS samples that study's value, not the population's
+    #: (:func:`_choose_anchors`); set by :func:`fit`.
+    anchors: dict[str, int] = field(default_factory=dict)
 
     def centered_mask(self, p: str) -> np.ndarray:
         """Which subjects' effects on ``p`` are sampled centred (bool array [subjects])."""
@@ -571,6 +576,23 @@ def build_model(spec: FitSpec):
         # levelled parameters last: their level is defined through the others' values
         for p in sorted(spec.estimated, key=lambda q: q in levels):
             pp = pri.parameters[p]
+            if p in spec.anchors:
+                # T(θ/mult) ~ N(μ, s) sampled through the one informed study's value
+                # a = T + ω z_s: a shift given ω and z (Jacobian 1), so the prior on T stays
+                om = _sample(f"omega_study_{p}", pp.bsv_study)
+                with numpyro.plate("study", n_study):
+                    zs = numpyro.sample(f"z_study_{p}", nd.Normal(0.0, 1.0))
+                # the site's own distribution (the prior's, so that tracing and initial draws
+                # work) is cancelled by the factor, which leaves the prior on T
+                prior_t = nd.Normal(*_normal_on_transform(pp))
+                anchor = numpyro.sample(f"pop_{p}_anchor", prior_t)
+                t = anchor - om * zs[spec.anchors[p]]
+                numpyro.factor(f"pop_{p}_prior", prior_t.log_prob(t) - prior_t.log_prob(anchor))
+                pop[p] = numpyro.deterministic(
+                    f"pop_{p}", _from_unconstrained(t, pp.transform) * pp.multiplier
+                )
+                eta_study[p] = numpyro.deterministic(f"eta_study_{p}", om * zs)[study]
+                continue
             if p in levels:
                 # log θ ~ N(μ, s) sampled as ℓ = h (k − log θ) ~ N(h (k − μ), h s): the same
                 # prior, by the change of variables (|dℓ/dlog θ| = h)
@@ -864,6 +886,9 @@ def fit(
         concentration chosen at the MAP (:func:`_choose_levels`): an exact change of variables
         that straightens the curved IC50–Hill ridge; recorded in ``attrs["sampled_levels"]``.
         With ``"auto"`` their subject effects are then non-centred (they follow the level).
+        A parameter with between-study effects that only one study's data inform (PD-1's
+        baseline on the bundled data) is sampled through that study's value
+        (:func:`_choose_anchors`; ``attrs["anchored_parameters"]``), the same posterior.
     map_steps : int
         Iteration limit of the MAP optimisation (L-BFGS on the unconstrained scale, from the
         prior medians) that gives NUTS its start and ``method="map"`` its mode.
@@ -933,6 +958,7 @@ def fit(
         spec.levels = _choose_levels(
             spec, objective, flat_map, tuple(sorted(_population_sites(nm_start, obs)))
         )
+        spec.anchors = _choose_anchors(spec)
         if spec.parameterization == "auto" and spec.levels:
             # A levelled IC50's subject values, non-centred, ride the population's level
             # (log IC50_i = k − ℓ/h + ω z_i), so the ridge is gone without centring; centred,
@@ -944,7 +970,7 @@ def fit(
             }
         lap("levels")
     nm, chain_objective = nm_start, objective
-    if spec.centered or spec.levels:
+    if spec.centered or spec.levels or spec.anchors:
         nm = build_model(spec)
         u0 = _centered_start(spec, nm, nm_start, obs, u0)
         if method == "nuts":
@@ -1070,6 +1096,9 @@ def fit(
                 }
                 for p, (h, sc, r) in spec.levels.items()
             },
+            # parameters sampled through the value of the one study with data on them
+            # (_choose_anchors): {parameter: study}
+            anchored_parameters={p: str(spec.padded.studies[s]) for p, s in spec.anchors.items()},
             mass_matrix=mass_matrix if method == "nuts" else "",
             # NUTS's initial mass matrix: "laplace" (see _laplace_covariance) or "identity"
             # (NumPyro's default, where the gradient is not finite near the start)
@@ -1136,6 +1165,13 @@ def _centered_start(spec, nm, nm_start, obs, u_start):
             )
             for p in centered
         }
+        for p, s_star in spec.anchors.items():
+            pp = pri.parameters[p]
+            t = _to_unconstrained(
+                init.pop(f"pop_{p}", vals[f"pop_{p}"]) / pp.multiplier, pp.transform
+            )
+            init.pop(f"pop_{p}_fraction", None)
+            init[f"pop_{p}_anchor"] = t + vals[f"eta_study_{p}"][s_star]
         for p, level in spec.levels.items():
             h, k = _level_frame(level, lambda q: vals[f"pop_{q}"])
             init[f"pop_{p}_level"] = h * (k - jnp.log(init.pop(f"pop_{p}")))
@@ -1227,6 +1263,67 @@ def _choose_centered(spec, objective: _Objective, flat_map):
         if not rich.all():
             subjects[p] = rich
     return tuple(chosen), subjects
+
+
+#: Prior families that are a normal distribution on the scale of a parameter's transform.
+_NORMAL_ON = {"log": ("lognormal", "sd_log"), "logit": ("logitnormal", "sd_logit")}
+
+
+def _normal_on_transform(pp) -> tuple[float, float] | None:
+    """``(mean, sd)`` of the parameter's population prior on its transformed scale
+    (``T(θ / multiplier)``) where that prior is normal there, else ``None``."""
+    fam, p = pp.prior.family, pp.prior.params
+    if pp.transform == "identity" and fam == "normal":
+        return p["mean"], p["sd"]
+    if pp.transform in _NORMAL_ON and fam == _NORMAL_ON[pp.transform][0]:
+        m = p["median"]
+        centre = math.log(m) if pp.transform == "log" else math.log(m / (1.0 - m))
+        return centre, p[_NORMAL_ON[pp.transform][1]]
+    return None
+
+
+def _choose_anchors(spec) -> dict[str, int]:
+    r"""Parameters with between-study effects whose data come from one study only.
+
+    Where only study :math:`s^*` has data on the endpoints a parameter acts on (on the bundled
+    temsirolimus data: PD-1's baseline, measured in IMMUNO alone), the data pin that study's
+    value :math:`a = T(\theta_{pop}) + \omega^{study} z_{s^*}` and nothing else: the population
+    value is :math:`a - \omega^{study} z_{s^*}`, as uncertain as the prior makes the study
+    effect, a curved ridge in :math:`(T(\theta_{pop}), \log\omega^{study}, z_{s^*})` whose
+    heavy tail NUTS diverged in (a 4 × 500 fit: the one divergent draw at pop_pd1_base, −6 SD).
+    NUTS then samples :math:`a` in place of :math:`T(\theta_{pop})` (:func:`build_model`): a
+    shift given the others, so the same posterior. Used where the population prior is normal
+    on the transformed scale (:func:`_normal_on_transform`) and the parameter is not
+    levelled. Returns ``{parameter: study index}``.
+    """
+    if spec.n_studies < 2:
+        return {}
+    model, pri = spec.model, spec.priors
+    study_of = np.asarray(spec.padded.data.study)[np.asarray(spec.obs_subject)]
+    informs: dict[str, set] = {}
+    for e_i, e in enumerate(spec.endpoints):
+        studies = set(study_of[np.asarray(spec.obs_endpoint) == e_i].tolist())
+        if not studies:
+            continue
+        acts = (
+            set(model.with_endpoints((e,)).parameters)
+            if hasattr(model, "with_endpoints")
+            else set(spec.estimated)
+        )
+        for p in acts:
+            informs.setdefault(p, set()).update(studies)
+    out = {}
+    for p in spec.estimated:
+        pp = pri.parameters[p]
+        where = informs.get(p, set())
+        if (
+            pp.bsv_study is not None
+            and len(where) == 1
+            and p not in spec.levels
+            and _normal_on_transform(pp) is not None
+        ):
+            out[p] = int(next(iter(where)))
+    return out
 
 
 def _level_frame(level, value):
@@ -1457,7 +1554,7 @@ def _to_inference_data(spec: FitSpec, flat, ll, n_chains, extra, attrs):
     for name, v in flat.items():
         if name.startswith(("z_", "zc_")):
             continue  # standard-normal latents: the eta_* deterministics carry them
-        if name.endswith(("_fraction", "_level")) and name.startswith("pop_"):
+        if name.endswith(("_fraction", "_level", "_anchor")) and name.startswith("pop_"):
             continue  # sampled forms of pop_<param>, which is kept
         arr = np.asarray(v)
         arr = arr.reshape((n_chains, -1) + arr.shape[1:])
