@@ -573,15 +573,22 @@ def build_model(spec: FitSpec):
 
     def numpyro_model(obs=None):
         pop, eta_study, beta, eta = {}, {}, {}, {}
+
+        def study_effects(p):
+            """Sample ``p``'s between-study SD and standardised effects; record η_study."""
+            om = _sample(f"omega_study_{p}", pri.parameters[p].bsv_study)
+            with numpyro.plate("study", n_study):
+                zs = numpyro.sample(f"z_study_{p}", nd.Normal(0.0, 1.0))
+            eta_study[p] = numpyro.deterministic(f"eta_study_{p}", om * zs)[study]
+            return om, zs
+
         # levelled parameters last: their level is defined through the others' values
         for p in sorted(spec.estimated, key=lambda q: q in levels):
             pp = pri.parameters[p]
             if p in spec.anchors:
                 # T(θ/mult) ~ N(μ, s) sampled through the one informed study's value
                 # a = T + ω z_s: a shift given ω and z (Jacobian 1), so the prior on T stays
-                om = _sample(f"omega_study_{p}", pp.bsv_study)
-                with numpyro.plate("study", n_study):
-                    zs = numpyro.sample(f"z_study_{p}", nd.Normal(0.0, 1.0))
+                om, zs = study_effects(p)
                 # the site's own distribution (the prior's, so that tracing and initial draws
                 # work) is cancelled by the factor, which leaves the prior on T
                 prior_t = nd.Normal(*_normal_on_transform(pp))
@@ -591,7 +598,6 @@ def build_model(spec: FitSpec):
                 pop[p] = numpyro.deterministic(
                     f"pop_{p}", _from_unconstrained(t, pp.transform) * pp.multiplier
                 )
-                eta_study[p] = numpyro.deterministic(f"eta_study_{p}", om * zs)[study]
                 continue
             if p in levels:
                 # log θ ~ N(μ, s) sampled as ℓ = h (k − log θ) ~ N(h (k − μ), h s): the same
@@ -607,10 +613,7 @@ def build_model(spec: FitSpec):
                 if pp.multiplier != 1.0:
                     numpyro.deterministic(f"pop_{p}", pop[p])
             if pp.bsv_study is not None and n_study > 1:
-                om = _sample(f"omega_study_{p}", pp.bsv_study)
-                with numpyro.plate("study", n_study):
-                    zs = numpyro.sample(f"z_study_{p}", nd.Normal(0.0, 1.0))
-                eta_study[p] = numpyro.deterministic(f"eta_study_{p}", om * zs)[study]
+                study_effects(p)
         for eff in spec.effects:
             if eff.prior.is_fixed:
                 beta[eff.name] = eff.prior.params["value"]

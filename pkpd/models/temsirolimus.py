@@ -597,7 +597,7 @@ class TemsirolimusModel:
 
             # only the states asked for are integrated (a subject group with VEGF data only
             # pays for one state, not two); one not asked for keeps its baseline
-            used = [j for j, u in enumerate((use_vegf, use_pd1)) if u]
+            used = jnp.asarray([j for j, u in enumerate((use_vegf, use_pd1)) if u])
 
             def coef(c):
                 a, b = [], []
@@ -611,8 +611,8 @@ class TemsirolimusModel:
                 return jnp.stack(a, -1), jnp.stack(b, -1)
 
             y0 = jnp.stack([vegf_base, p0])
-            ys, ok = solve_forced(coef, conc_many, y0[jnp.asarray(used)], nodes, index, conc)
-            ys = jnp.broadcast_to(y0, (index.shape[0], 2)).at[:, jnp.asarray(used)].set(ys)
+            ys, ok = solve_forced(coef, conc_many, y0[used], nodes, index, conc)
+            ys = jnp.broadcast_to(y0, (index.shape[0], 2)).at[:, used].set(ys)
             return jnp.where(ok, ys, jnp.nan), ok & valid
         # The driver is continuous in time (infusions, no boluses into the PD states), with
         # kinks at infusion starts and ends that the adaptive step control resolves; one solve

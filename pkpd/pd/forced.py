@@ -232,20 +232,13 @@ def exponential_affine(a, b, h):
 
     Parameters
     ----------
-    a, b : arrays [..., 3, J]
-        Values at the step's start, middle and end (``b >= 0``).
+    a, b : triples of arrays [..., J]
+        Values at the step's start, middle and end (``b >= 0``); three arrays, not one
+        stacked ``[..., 3, J]`` (stacking them only to slice them apart cost a third of the
+        step's gradient: XLA's CPU loops vectorise over the tiny last axis).
     h : array [...]
         Step lengths.
     """
-    return _exponential_step(
-        (a[..., 0, :], a[..., 1, :], a[..., 2, :]), (b[..., 0, :], b[..., 1, :], b[..., 2, :]), h
-    )
-
-
-def _exponential_step(a, b, h):
-    """:func:`exponential_affine` with ``a``, ``b`` as (start, middle, end) triples of arrays
-    ``[..., J]``: stacking them only to slice them apart cost a third of the step's gradient
-    (XLA's CPU loops vectorise over the tiny last axis)."""
     h = h[..., None]
     a0, am, a1 = a
     b0, bm, b1 = b
@@ -326,7 +319,7 @@ def solve_forced(coef_fn, conc_fn, y0, nodes, index, conc=None):
         cn, cm = conc
     a_n, b_n = coef_fn(cn)
     a_m, b_m = coef_fn(cm)
-    A, B = _exponential_step((a_n[:-1], a_m, a_n[1:]), (b_n[:-1], b_m, b_n[1:]), h)
+    A, B = exponential_affine((a_n[:-1], a_m, a_n[1:]), (b_n[:-1], b_m, b_n[1:]), h)
     ys = solve_affine(jnp.asarray(y0, dtype=float), A, B)[index]
     ok = (jnp.all(b_n >= 0.0) & jnp.all(b_m >= 0.0)) & jnp.all(jnp.isfinite(ys))
     return ys, ok
