@@ -37,6 +37,18 @@ def _exercise(ds):
     ds.to_arrays(prediction_rows="all")
 
 
+def test_missing_id_with_a_covariate_column_is_reported_not_raised():
+    """Found by the fuzz test below (a KeyError): a record whose ID is missing, in a table
+    with a covariate column, is reported as a dataset problem."""
+    text = "EVID,AMT,RATE,DUR,CMT,II,0,TIME,ID\n0,0,0,0,0,0,.,0,.\n"
+    try:
+        pkpd.read_dataset(io.StringIO(text))
+    except DatasetError as err:
+        assert "ID" in str(err)
+    else:  # pragma: no cover - the record has no ID
+        raise AssertionError("a record without an ID was accepted")
+
+
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(header=header, data=st.data())
 def test_reader_raises_only_dataset_error_on_arbitrary_tables(header, data):

@@ -715,6 +715,8 @@ class _Builder:
         for c in cov_names:
             given: dict[str, bool] = {}
             for i, s in enumerate(ids):
+                if _is_missing(s):
+                    continue  # a record without an ID is reported already
                 given[s] = given.get(s, False) or not math.isnan(num[c][i])
             for s, ok in given.items():
                 if not ok:
