@@ -49,13 +49,14 @@ def test_pk_population_values_are_recovered(pk_fit):
     assert int(ss["tree_depth"].max()) <= 8  # no saturated trees (the limit is 10)
 
 
-def test_a_parameter_one_study_informs_is_sampled_through_that_study():
-    """PD-1 is measured in one study of the bundled small data and VEGF in two (read from the
-    CSV: DVID 5 and 4, datasets/temsirolimus/generate.py): PD-1's baseline, which has
-    between-study variability, is sampled through that study's value and VEGF's is not.
-    Sampling the study's value a = logit(pop) + ω z_s instead of logit(pop) is a shift
-    (Jacobian 1): the chain potential equals the plain model's at the same point, and the
-    population, study and individual values agree."""
+def test_a_parameter_with_study_effects_is_sampled_through_the_informed_studies_mean():
+    """Each parameter with between-study effects (the bundled priors: cl, cl_sir, vegf_base,
+    pd1_base) is sampled through the mean value of the studies with data on the endpoints it
+    acts on, read here from the CSV (DVID 1-5: temsirolimus, sirolimus, S6K, VEGF, PD-1;
+    datasets/temsirolimus/generate.py): PK parameters every study, VEGF's baseline the VEGF
+    studies, PD-1's the one PD-1 study. Sampling ā = T(pop) + ω mean(z_s) instead of T(pop)
+    is a shift (Jacobian 1): the chain potential equals the plain model's at the same point,
+    and the population, study and individual values agree."""
     import dataclasses
     from pathlib import Path
 
@@ -68,30 +69,44 @@ def test_a_parameter_one_study_informs_is_sampled_through_that_study():
 
     path = Path(__file__).resolve().parents[1] / "datasets/temsirolimus/temsirolimus_small.csv"
     csv = pd.read_csv(path, comment="#", na_values=".")
-    pd1_studies = set(csv.loc[csv.DVID == 5, "STUDY"])
-    assert len(pd1_studies) == 1 and len(set(csv.loc[csv.DVID == 4, "STUDY"])) == 2
     spec = F.prepare("temsirolimus", path)
+    studies = list(spec.padded.studies)
+
+    def where(dvids):
+        return tuple(sorted(studies.index(s) for s in set(csv.loc[csv.DVID.isin(dvids), "STUDY"])))
+
+    expected = {
+        "cl": where([1, 2, 3, 4, 5]),
+        "cl_sir": where([1, 2, 3, 4, 5]),
+        "vegf_base": where([4]),
+        "pd1_base": where([5]),
+    }
+    assert len(expected["pd1_base"]) == 1 and len(expected["vegf_base"]) == 2
     anchors = F._choose_anchors(spec)
-    assert anchors == {"pd1_base": list(spec.padded.studies).index(pd1_studies.pop())}
+    assert anchors == expected
     obs = jnp.asarray(np.where(spec.obs_blq, np.nan_to_num(spec.obs_lloq, nan=1.0), spec.obs_y))
     nm0 = F.build_model(dataclasses.replace(spec, parameterization="noncentered"))
     x, objective = F._valid_start(nm0, obs, jax.random.PRNGKey(0))
     u = objective.unravel(jnp.asarray(x))
-    u["z_study_pd1_base"] = jnp.asarray([0.3, -1.2, 0.5, 1.7])
-    u["omega_study_pd1_base"] = jnp.log(0.4)  # unconstrained: log ω
+    z = np.array([0.3, -1.2, 0.5, 1.7])
+    for p in anchors:
+        u[f"z_study_{p}"] = jnp.asarray(z)
+        u[f"omega_study_{p}"] = jnp.log(0.4)  # unconstrained: log ω
     spec.anchors = anchors
     nm = F.build_model(spec)
     ua = F._centered_start(spec, nm, nm0, obs, u)
-    assert set(ua) ^ set(u) == {"pop_pd1_base_fraction", "pop_pd1_base_anchor"}
-    s = anchors["pd1_base"]
-    logit = float(u["pop_pd1_base_fraction"])  # NumPyro's unconstrained logit of the fraction
+    sampled = {f"pop_{p}" for p in ("cl", "cl_sir", "vegf_base")} | {"pop_pd1_base_fraction"}
+    assert set(ua) ^ set(u) == sampled | {f"pop_{p}_anchor" for p in anchors}
+    # NumPyro's unconstrained value of pd1_base's fraction is its logit
+    logit = float(u["pop_pd1_base_fraction"])
     np.testing.assert_allclose(
-        float(ua["pop_pd1_base_anchor"]), logit + 0.4 * [0.3, -1.2, 0.5, 1.7][s]
+        float(ua["pop_pd1_base_anchor"]), logit + 0.4 * z[list(anchors["pd1_base"])].mean()
     )
     pe0 = potential_energy(nm0, (), {"obs": obs}, u)
     pe1 = potential_energy(nm, (), {"obs": obs}, ua)
     np.testing.assert_allclose(float(pe1), float(pe0), rtol=0, atol=1e-8)
     a = constrain_fn(nm0, (), {"obs": obs}, u, return_deterministic=True)
     b = constrain_fn(nm, (), {"obs": obs}, ua, return_deterministic=True)
-    for k in ("pop_pd1_base", "eta_study_pd1_base", "theta_pd1_base", "theta_cl"):
-        np.testing.assert_allclose(np.asarray(b[k]), np.asarray(a[k]), rtol=1e-12, err_msg=k)
+    for p in anchors:
+        for k in (f"pop_{p}", f"eta_study_{p}", f"theta_{p}"):
+            np.testing.assert_allclose(np.asarray(b[k]), np.asarray(a[k]), rtol=1e-12, err_msg=k)

@@ -105,10 +105,10 @@ class FitSpec:
     #: Parameters NUTS samples through their Hill-scaled level (:func:`_choose_levels`):
     #: ``{ic50: (hill, scale or None, log_reference)}``; set by :func:`fit`.
     levels: dict[str, tuple[str, str | None, float]] = field(default_factory=dict)
-    #: Parameters with between-study effects that only one study's data inform, and that
-    #: study's index: NUTS samples that study's value, not the population's
-    #: (:func:`_choose_anchors`); set by :func:`fit`.
-    anchors: dict[str, int] = field(default_factory=dict)
+    #: Parameters with between-study effects, and the studies whose data inform them: NUTS
+    #: samples those studies' mean value, not the population's (:func:`_choose_anchors`);
+    #: set by :func:`fit`.
+    anchors: dict[str, tuple[int, ...]] = field(default_factory=dict)
 
     def centered_mask(self, p: str) -> np.ndarray:
         """Which subjects' effects on ``p`` are sampled centred (bool array [subjects])."""
@@ -586,14 +586,14 @@ def build_model(spec: FitSpec):
         for p in sorted(spec.estimated, key=lambda q: q in levels):
             pp = pri.parameters[p]
             if p in spec.anchors:
-                # T(θ/mult) ~ N(μ, s) sampled through the one informed study's value
-                # a = T + ω z_s: a shift given ω and z (Jacobian 1), so the prior on T stays
+                # T(θ/mult) ~ N(μ, s) sampled through the informed studies' mean value
+                # a = T + ω mean(z_s): a shift given ω and z (Jacobian 1), so the prior on T stays
                 om, zs = study_effects(p)
                 # the site's own distribution (the prior's, so that tracing and initial draws
                 # work) is cancelled by the factor, which leaves the prior on T
                 prior_t = nd.Normal(*_normal_on_transform(pp))
                 anchor = numpyro.sample(f"pop_{p}_anchor", prior_t)
-                t = anchor - om * zs[spec.anchors[p]]
+                t = anchor - om * jnp.mean(zs[jnp.asarray(spec.anchors[p])])
                 numpyro.factor(f"pop_{p}_prior", prior_t.log_prob(t) - prior_t.log_prob(anchor))
                 pop[p] = numpyro.deterministic(
                     f"pop_{p}", _from_unconstrained(t, pp.transform) * pp.multiplier
@@ -889,9 +889,10 @@ def fit(
         concentration chosen at the MAP (:func:`_choose_levels`): an exact change of variables
         that straightens the curved IC50–Hill ridge; recorded in ``attrs["sampled_levels"]``.
         With ``"auto"`` their subject effects are then non-centred (they follow the level).
-        A parameter with between-study effects that only one study's data inform (PD-1's
-        baseline on the bundled data) is sampled through that study's value
-        (:func:`_choose_anchors`; ``attrs["anchored_parameters"]``), the same posterior.
+        A parameter with between-study effects is sampled through the mean value of the
+        studies with data on it (:func:`_choose_anchors`; ``attrs["anchored_parameters"]``),
+        not its population value, which the data pin only through the study effects' prior:
+        the same posterior.
     map_steps : int
         Iteration limit of the MAP optimisation (L-BFGS on the unconstrained scale, from the
         prior medians) that gives NUTS its start and ``method="map"`` its mode.
@@ -1099,9 +1100,11 @@ def fit(
                 }
                 for p, (h, sc, r) in spec.levels.items()
             },
-            # parameters sampled through the value of the one study with data on them
-            # (_choose_anchors): {parameter: study}
-            anchored_parameters={p: str(spec.padded.studies[s]) for p, s in spec.anchors.items()},
+            # parameters sampled through the mean value of the studies with data on them
+            # (_choose_anchors): {parameter: [study, ...]}
+            anchored_parameters={
+                p: [str(spec.padded.studies[i]) for i in idx] for p, idx in spec.anchors.items()
+            },
             mass_matrix=mass_matrix if method == "nuts" else "",
             # NUTS's initial mass matrix: "laplace" (see _laplace_covariance) or "identity"
             # (NumPyro's default, where the gradient is not finite near the start)
@@ -1168,13 +1171,13 @@ def _centered_start(spec, nm, nm_start, obs, u_start):
             )
             for p in centered
         }
-        for p, s_star in spec.anchors.items():
+        for p, idx in spec.anchors.items():
             pp = pri.parameters[p]
             t = _to_unconstrained(
                 init.pop(f"pop_{p}", vals[f"pop_{p}"]) / pp.multiplier, pp.transform
             )
             init.pop(f"pop_{p}_fraction", None)
-            init[f"pop_{p}_anchor"] = t + vals[f"eta_study_{p}"][s_star]
+            init[f"pop_{p}_anchor"] = t + jnp.mean(vals[f"eta_study_{p}"][jnp.asarray(idx)])
         for p, level in spec.levels.items():
             h, k = _level_frame(level, lambda q: vals[f"pop_{q}"])
             init[f"pop_{p}_level"] = h * (k - jnp.log(init.pop(f"pop_{p}")))
@@ -1285,19 +1288,21 @@ def _normal_on_transform(pp) -> tuple[float, float] | None:
     return None
 
 
-def _choose_anchors(spec) -> dict[str, int]:
-    r"""Parameters with between-study effects whose data come from one study only.
+def _choose_anchors(spec) -> dict[str, tuple[int, ...]]:
+    r"""Parameters with between-study effects, and the studies whose data inform each.
 
-    Where only study :math:`s^*` has data on the endpoints a parameter acts on (on the bundled
-    temsirolimus data: PD-1's baseline, measured in IMMUNO alone), the data pin that study's
-    value :math:`a = T(\theta_{pop}) + \omega^{study} z_{s^*}` and nothing else: the population
-    value is :math:`a - \omega^{study} z_{s^*}`, as uncertain as the prior makes the study
-    effect, a curved ridge in :math:`(T(\theta_{pop}), \log\omega^{study}, z_{s^*})` whose
-    heavy tail NUTS diverged in (a 4 × 500 fit: the one divergent draw at pop_pd1_base, −6 SD).
-    NUTS then samples :math:`a` in place of :math:`T(\theta_{pop})` (:func:`build_model`): a
-    shift given the others, so the same posterior. Used where the population prior is normal
-    on the transformed scale (:func:`_normal_on_transform`) and the parameter is not
-    levelled. Returns ``{parameter: study index}``.
+    The data pin the value of each study :math:`s` with data on the endpoints a parameter acts
+    on, :math:`a_s = T(\theta_{pop}) + \omega^{study} z_s`, and the population value only
+    through the prior on the :math:`z_s`: :math:`T(\theta_{pop}) = \bar a - \omega^{study}
+    \bar z`, as uncertain as few studies make it, a curved ridge in
+    :math:`(T(\theta_{pop}), \log\omega^{study}, z)` whose tails NUTS diverged in (4 × 500
+    fits of the bundled temsirolimus data: at pop_pd1_base −6 posterior SDs, PD-1 measured in
+    one study; at pop_cl_sir +5 SD, 4 studies; at pop_vegf_base +6 SD, 2 studies). NUTS then
+    samples :math:`\bar a = T(\theta_{pop}) + \omega^{study} \bar z` (means over those
+    studies) in place of :math:`T(\theta_{pop})` (:func:`build_model`): a shift given the
+    others, so the same posterior. Used where the population prior is normal on the
+    transformed scale (:func:`_normal_on_transform`) and the parameter is not levelled.
+    Returns ``{parameter: (study index, ...)}``.
     """
     if spec.n_studies < 2:
         return {}
@@ -1321,11 +1326,11 @@ def _choose_anchors(spec) -> dict[str, int]:
         where = informs.get(p, set())
         if (
             pp.bsv_study is not None
-            and len(where) == 1
+            and where
             and p not in spec.levels
             and _normal_on_transform(pp) is not None
         ):
-            out[p] = int(next(iter(where)))
+            out[p] = tuple(sorted(int(i) for i in where))
     return out
 
 
