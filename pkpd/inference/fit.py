@@ -603,7 +603,7 @@ def build_model(spec: FitSpec):
                 # log θ ~ N(μ, s) sampled as ℓ = h (k − log θ) ~ N(h (k − μ), h s): the same
                 # prior, by the change of variables (|dℓ/dlog θ| = h)
                 h, k = level_frame(p, pop)
-                mu, sd = np.log(pp.prior.params["median"]), pp.prior.params["sd_log"]
+                mu, sd = _normal_on_transform(pp)  # levelled: lognormal on the log scale
                 lvl = numpyro.sample(f"pop_{p}_level", nd.Normal(h * (k - mu), h * sd))
                 pop[p] = numpyro.deterministic(f"pop_{p}", jnp.exp(k - lvl / h))
             else:
