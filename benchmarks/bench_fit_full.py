@@ -8,6 +8,7 @@ divergences. Prints wall time, time per iteration, leapfrog steps, min bulk ESS 
     .venv/bin/python benchmarks/bench_fit_full.py [--chains 4 --warmup 500 --draws 500]
         [--data temsirolimus|temsirolimus_small] [--endpoint E ...]
         [--mass-matrix diagonal|dense-population|dense] [--parameterization auto|...]
+        [--target-accept P] [--out FIT.nc]
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ def main() -> None:
     ap.add_argument("--endpoint", action="append", default=None)
     ap.add_argument("--mass-matrix", default="diagonal")
     ap.add_argument("--parameterization", default="auto")
+    ap.add_argument("--target-accept", type=float, default=None, help="default: pkpd.fit's")
     ap.add_argument("--out", default=None, help="also save the fit (netCDF) here")
     args = ap.parse_args()
     os.environ.setdefault(
@@ -50,6 +52,7 @@ def main() -> None:
         progress_bar=False,
         mass_matrix=args.mass_matrix,
         parameterization=args.parameterization,
+        **({} if args.target_accept is None else {"target_accept": args.target_accept}),
     )
     wall = time.perf_counter() - t0
     pops = [v for v in idata.posterior.data_vars if v.startswith("pop_")]
@@ -76,7 +79,8 @@ def main() -> None:
               f"max R-hat {sm['r_hat'].max():.4f} ({sm['r_hat'].idxmax()})")  # fmt: skip
     print(f"leapfrog steps per draw by chain: {np.round(ss['n_steps'].mean('draw').values, 1)}, "
           f"divergences by chain: {ss['diverging'].sum('draw').values}")  # fmt: skip
-    print(f"mass matrix {args.mass_matrix}, parameterization {args.parameterization}")
+    print(f"mass matrix {args.mass_matrix}, parameterization {args.parameterization}, "
+          f"target_accept {args.target_accept or 'default'}")  # fmt: skip
     print(f"centred subject effects (subjects): {idata.attrs.get('centered_subjects')}")
     print(f"sampled through their Hill level: {idata.attrs.get('sampled_levels')}")
     print(f"seconds per phase: {idata.attrs.get('timing_s')}")
