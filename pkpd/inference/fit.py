@@ -1283,6 +1283,7 @@ def _normal_on_transform(pp) -> tuple[float, float] | None:
         return p["mean"], p["sd"]
     if pp.transform in _NORMAL_ON and fam == _NORMAL_ON[pp.transform][0]:
         m = p["median"]
+        # host floats, not _to_unconstrained (jnp): build_model calls this while jit traces
         centre = math.log(m) if pp.transform == "log" else math.log(m / (1.0 - m))
         return centre, p[_NORMAL_ON[pp.transform][1]]
     return None
