@@ -1,6 +1,12 @@
 """Command line: ``pkpd validate | predict | ...``.
 
-Exit codes: 0 success, 2 bad input (every problem printed, never a traceback), 1 other errors.
+Exit codes: 0 success, 2 bad input (every problem printed, never a traceback), 130
+interrupted (Ctrl-C), 1 other errors.
+
+Outputs: every command checks before it starts working that its ``--out`` (and side outputs) can
+be written and is none of its inputs (the same file after resolving links), and writes each
+file atomically (a temporary file in the same folder, renamed into place), so an interrupted or
+failed run leaves the previous file, or none, never half of one.
 """
 
 from __future__ import annotations
@@ -8,8 +14,34 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
+
+from pkpd._files import OutputError, atomic_write, check_output_folder, check_outputs
 
 EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130
+
+
+def _positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not allowed; expected an integer >= 1")
+    return value
+
+
+def _nonnegative_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is not allowed; expected an integer >= 0")
+    return value
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -31,12 +63,13 @@ def _predict(args: argparse.Namespace) -> int:
     from pkpd.models.predict import parse_params, predict_dataset
 
     try:
+        check_outputs({"--out": args.out}, {"data": args.data})
         model = load_model(args.model)
         params = parse_params(args.params)
         ds = read_dataset(
             args.data, dose_unit=args.dose_unit, compartments=list(model.compartments)
         )
-        pred = predict_dataset(ds, model, params)
+        pred = predict_dataset(ds, model, params, allow_f_above_1=args.allow_f_above_1)
         table = _input_rows(args.data, ds)
     except DatasetError as e:
         print(str(e), file=sys.stderr)
@@ -46,7 +79,7 @@ def _predict(args: argparse.Namespace) -> int:
         return EXIT_BAD_INPUT
     table["PRED"] = pred
     try:
-        table.to_csv(args.out, index=False)
+        atomic_write(args.out, lambda tmp: table.to_csv(tmp, index=False))
     except OSError as e:
         print(f"pkpd predict: cannot write {args.out}: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -70,6 +103,7 @@ def _fit(args: argparse.Namespace) -> int:
     from pkpd.inference.summary import convergence_warnings, format_table, parameter_table
 
     try:
+        check_outputs({"--out": args.out}, {"data": args.data, "--priors": args.priors})
         idata = fit(
             args.model,
             args.data,
@@ -144,6 +178,12 @@ def _simulate(args: argparse.Namespace) -> int:
     )
 
     try:
+        out = Path(args.out)
+        check_outputs(
+            {"--out": out, "summary CSV": out.with_suffix(".csv"),
+             "attainment CSV": out.with_name(out.stem + "_attainment.csv")},
+            {"fit": args.fit, "--population": args.population},
+        )  # fmt: skip
         if args.population and args.covariate:
             raise SimulationError("give either --population (a CSV table) or --covariate, not both")
         population = args.population
@@ -166,7 +206,7 @@ def _simulate(args: argparse.Namespace) -> int:
             population=population,
             n_subjects=args.subjects,
             n_draws=args.draws,
-            times=_parse_times(args.times),
+            times=_parse_times(args.times, args.max_times),
             seed=args.seed,
             study=args.study,
             endpoints=args.endpoint or None,
@@ -212,25 +252,58 @@ def _simulate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _parse_times(text):
-    """``None``, ``"0:2016:24"`` (start:stop:step, h, stop included) or ``"0,24,168"``."""
+#: Most profile times ``pkpd simulate --times`` accepts unless ``--max-times`` raises it.
+MAX_TIMES = 100_000
+
+
+def _parse_times(text, max_times=MAX_TIMES):
+    """``None``, ``"0:2016:24"`` (start:stop:step, h, stop included) or ``"0,24,168"``.
+
+    Times must be finite and not negative; more than ``max_times`` of them is an error (a
+    typo such as ``0:2016:0.0001`` would otherwise fill the memory).
+    """
     if text is None:
         return None
+    import math
+
     import numpy as np
 
     from pkpd.simulate import SimulationError
 
+    def bad(why):
+        return SimulationError(
+            f"--times {text!r}: {why}; expected START:STOP:STEP (h), e.g. 0:2016:24, or a list "
+            "0,24,168"
+        )
+
     try:
         if ":" in text:
             start, stop, step = (float(x) for x in text.split(":"))
-            if step <= 0:
-                raise ValueError
-            return np.arange(start, stop + step / 2, step)
-        return [float(x) for x in text.split(",") if x.strip()]
+            values = [start, stop, step]
+        else:
+            values = [float(x) for x in text.split(",") if x.strip()]
     except ValueError:
-        raise SimulationError(
-            f"--times {text!r}: expected START:STOP:STEP (h), e.g. 0:2016:24, or a list 0,24,168"
-        ) from None
+        raise bad("not numbers") from None
+    if not values:
+        raise bad("no time given")
+    if not all(math.isfinite(v) for v in values):
+        raise bad("times must be finite numbers")
+    if ":" in text:
+        if step <= 0 or stop < start:
+            raise bad("STEP must be > 0 and STOP >= START")
+        n = math.floor((stop - start) / step + 0.5) + 1
+        if n > max_times:
+            raise bad(f"{n:,} time points, more than the limit of {max_times:,} (raise it with "
+                      "--max-times)")  # fmt: skip
+        times = start + step * np.arange(n)
+    else:
+        if len(values) > max_times:
+            raise bad(f"{len(values):,} time points, more than the limit of {max_times:,} "
+                      "(raise it with --max-times)")  # fmt: skip
+        times = values
+    if min(times) < 0:
+        raise bad("times must be >= 0 h (time after the first dose)")
+    return times
 
 
 def _add_simulate_parser(sub) -> None:
@@ -247,9 +320,13 @@ def _add_simulate_parser(sub) -> None:
         help='dosing regimen (repeat to compare), e.g. "25 mg q1w x12 over 30 min", '
         '"175 mg q1w x3 then 75 mg q1w x9 over 30 min", "15 mg/m2 q1w x12, hold week 5"',
     )
-    s.add_argument("--subjects", type=int, default=None, help="virtual subjects (default 100)")
-    s.add_argument("--draws", type=int, default=100, help="posterior draws used (default 100)")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument(
+        "--subjects", type=_positive_int, default=None, help="virtual subjects (default 100)"
+    )
+    s.add_argument(
+        "--draws", type=_positive_int, default=100, help="posterior draws used (default 100)"
+    )
+    s.add_argument("--seed", type=_nonnegative_int, default=0)
     s.add_argument(
         "--study",
         default=None,
@@ -272,10 +349,20 @@ def _add_simulate_parser(sub) -> None:
         "'auc_tau_sirolimus_ss <= 3000'; default for temsirolimus: S6K inhibition >= 80%%",
     )
     s.add_argument("--times", default=None, help="profile times (h): START:STOP:STEP or a list")
+    s.add_argument(
+        "--max-times",
+        type=_positive_int,
+        default=MAX_TIMES,
+        help=f"most profile times accepted (default {MAX_TIMES:,})",
+    )
     s.add_argument("--horizon-h", type=float, default=None, help="simulated time (h)")
-    s.add_argument("--chunk-size", type=int, default=2048, help="(draw, subject) pairs per call")
+    s.add_argument(
+        "--chunk-size", type=_positive_int, default=2048, help="(draw, subject) pairs per call"
+    )
     s.add_argument("--engine", choices=["auto", "modal", "predict"], default="auto")
-    s.add_argument("--devices", type=int, default=1, help="CPU host devices to spread over")
+    s.add_argument(
+        "--devices", type=_positive_int, default=1, help="CPU host devices to spread over"
+    )
     s.add_argument(
         "--out",
         required=True,
@@ -290,6 +377,7 @@ def _report(args: argparse.Namespace) -> int:
     from pkpd.report import report
 
     try:
+        check_outputs({"--out": args.out}, {"fit": args.fit, "--sim": args.sim})
         fit = load_fit(args.fit)
         sim = None
         if args.sim:
@@ -327,6 +415,7 @@ def _report(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from pkpd.report.demo import run_demo
 
+    check_output_folder(args.out)
     files = run_demo(args.out, quick=args.quick)
     print(f"pkpd demo done. Report: {files['report'].resolve()}")
     return 0
@@ -347,9 +436,12 @@ def _add_report_parsers(sub) -> None:
         help="target-attainment criterion (repeat), e.g. 's6k_inhibition_trough_ss >= 80'",
     )
     r.add_argument(
-        "--replicates", type=int, default=200, help="replicates of the trial for VPCs and NPDE"
+        "--replicates",
+        type=_positive_int,
+        default=200,
+        help="replicates of the trial for VPCs and NPDE",
     )
-    r.add_argument("--seed", type=int, default=0, help="seed of the replicates")
+    r.add_argument("--seed", type=_nonnegative_int, default=0, help="seed of the replicates")
     r.add_argument(
         "--x",
         choices=["auto", "time", "tad"],
@@ -425,6 +517,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pr.add_argument("--out", required=True, help="output CSV: the input rows plus PRED (ng/mL)")
     pr.add_argument(
+        "--allow-f-above-1",
+        action="store_true",
+        help="accept bioavailability parameters f_<cmt> > 1 (a relative F); by default F must be "
+        "in [0, 1]",
+    )
+    pr.add_argument(
         "--dose-unit",
         default="mg",
         choices=["mg", "mg/m2"],
@@ -435,10 +533,10 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("data", help="CSV file (NONMEM-style)")
     f.add_argument("--model", required=True, help="model name: temsirolimus, one_cmt_oral, ...")
     f.add_argument("--priors", default=None, help="priors TOML (default: priors/<model>.toml)")
-    f.add_argument("--chains", type=int, default=4)
-    f.add_argument("--warmup", type=int, default=500)
-    f.add_argument("--draws", type=int, default=500)
-    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--chains", type=_positive_int, default=4)
+    f.add_argument("--warmup", type=_nonnegative_int, default=500)
+    f.add_argument("--draws", type=_positive_int, default=500)
+    f.add_argument("--seed", type=_nonnegative_int, default=0)
     f.add_argument("--method", choices=["nuts", "map"], default="nuts")
     f.add_argument(
         "--covariate",
@@ -506,6 +604,14 @@ def main(argv: list[str] | None = None) -> int:
         _enable_compilation_cache()
     try:
         return args.func(args)
+    except OutputError as e:
+        print(f"pkpd {args.command}: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        # Outputs are written atomically: an interrupted command leaves no partial file.
+        print(f"pkpd {args.command}: interrupted; no partial output was written",
+              file=sys.stderr)  # fmt: skip
+        return EXIT_INTERRUPTED
     except BrokenPipeError:  # output piped into `head` and closed early
         sys.stderr.close()
         return 0

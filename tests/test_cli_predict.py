@@ -24,9 +24,9 @@ PARAMS = "cl=1.1,v=20,ka=1.5,lag_central=LAGT,f_central=BIOAV,dur_central=DUR2"
 @needs_ref
 def test_predict_primary_nmtests_matches_nonmem(tmp_path, capsys):
     out = tmp_path / "pred.csv"
-    rc = main(
-        ["predict", str(PRIMARY), "--model", "one_cmt_oral", "--params", PARAMS, "--out", str(out)]
-    )
+    # the nmtests scenarios give F up to 2.23 (NONMEM's F is a relative bioavailability)
+    rc = main(["predict", str(PRIMARY), "--model", "one_cmt_oral", "--params", PARAMS,
+               "--allow-f-above-1", "--out", str(out)])  # fmt: skip
     assert rc == 0, capsys.readouterr().err
     pred = pd.read_csv(out)
     ref = pd.read_csv(REF / "mrgsolve_nmtests" / "1001_reference.csv")

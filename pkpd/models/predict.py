@@ -54,7 +54,9 @@ def parse_params(spec: str) -> dict[str, float | str]:
     return out
 
 
-def predict_dataset(ds, model, params: Mapping[str, float | str]) -> np.ndarray:
+def predict_dataset(
+    ds, model, params: Mapping[str, float | str], *, allow_f_above_1: bool = False
+) -> np.ndarray:
     """The model's prediction on every record of ``ds``, in record order.
 
     Each observation record gets its own endpoint's prediction (``conc`` for the generic
@@ -66,6 +68,10 @@ def predict_dataset(ds, model, params: Mapping[str, float | str]) -> np.ndarray:
     model : pkpd.models.LinearPKModel
     params : mapping of str to float or str
         Numbers, or names of data columns (case-insensitive), see the module docstring.
+    allow_f_above_1 : bool
+        Accept bioavailabilities ``f_<cmt>`` above 1 (a relative F). Always refused: volumes,
+        clearances and rate constants <= 0, ``f_<cmt>`` < 0, ``lag_<cmt>`` < 0, ``dur_<cmt>``
+        or ``rate_<cmt>`` <= 0, and non-finite values (see :func:`parameter_domain_problems`).
 
     Returns
     -------
@@ -77,7 +83,8 @@ def predict_dataset(ds, model, params: Mapping[str, float | str]) -> np.ndarray:
     ValueError
         Unknown or missing parameters, unknown columns, a structural parameter whose column
         varies within a subject, doses into a compartment the model cannot dose, or RATE=-1/-2
-        doses without the ``rate_<cmt>``/``dur_<cmt>`` parameter.
+        doses without the ``rate_<cmt>``/``dur_<cmt>`` parameter, or a parameter value outside
+        its domain (named with the subject and value).
     """
     from pkpd.models import endpoint_units
 
@@ -121,6 +128,10 @@ def predict_dataset(ds, model, params: Mapping[str, float | str]) -> np.ndarray:
             batched[name] = jnp.asarray(d.dose_cov[:, :, k])  # [S, D]: each dose's record
     problems += model.check_subject(d)
     problems += _modelled_rate_problems(model, d, params)
+    if not problems:
+        problems += parameter_domain_problems(
+            model, batched, params, d, padded.subject_ids, allow_f_above_1=allow_f_above_1
+        )
     if problems:
         raise ValueError("; ".join(problems))
 
@@ -140,6 +151,76 @@ def predict_dataset(ds, model, params: Mapping[str, float | str]) -> np.ndarray:
     chosen = np.take_along_axis(pred, np.maximum(sel, 0)[:, None, :], axis=1)[:, 0, :]
     chosen = np.where(sel >= 0, chosen, np.nan)
     return unpad_points(padded, chosen, len(ds.records))
+
+
+#: Units of parameters that must be > 0 (volumes, clearances, rate constants, rates).
+_POSITIVE_UNITS = {"L", "L/h", "1/h", "mg/h"}
+
+
+def _domain(name: str, unit: str | None, allow_f_above_1: bool):
+    """``(lower, lower_inclusive, upper, text)`` of a parameter's allowed values, or None."""
+    prefix = name.split("_", 1)[0]
+    if prefix == "f" and "_" in name:
+        return (0.0, True, None if allow_f_above_1 else 1.0,
+                ">= 0" if allow_f_above_1 else "in [0, 1] (--allow-f-above-1 for a relative F)")  # fmt: skip
+    if prefix == "lag" and "_" in name:
+        return 0.0, True, None, ">= 0 h"
+    if prefix in ("dur", "rate") and "_" in name:
+        return 0.0, False, None, f"> 0 {unit or ''}".rstrip()
+    if unit in _POSITIVE_UNITS:
+        return 0.0, False, None, f"> 0 {unit}"
+    return None
+
+
+def parameter_domain_problems(
+    model, batched, params, d, subject_ids, *, allow_f_above_1: bool = False
+) -> list[str]:
+    """Parameter values outside their domain, each named with its subjects and values.
+
+    Volumes, clearances, rate constants (units L, L/h, 1/h) and modelled rates/durations must
+    be > 0, lag times >= 0, bioavailabilities in [0, 1] (>= 0 with ``allow_f_above_1``), and
+    every value finite. Dose modifiers are checked on the dose records that use them.
+    """
+    units = dict(model.parameters)
+    ids = np.asarray(subject_ids)
+    out = []
+    for name, value in batched.items():
+        dom = _domain(name, units.get(name), allow_f_above_1)
+        v = np.asarray(value, dtype=float)
+        if v.ndim == 2:
+            # a dose modifier acts on the doses into its compartment (dur_/rate_: only those
+            # whose RATE says the duration or rate is modelled)
+            prefix, _, compartment = name.partition("_")
+            cmt = np.asarray(d.dose_cmt)
+            cmt = np.where(cmt == 0, model.default_dose_compartment, cmt)
+            number = {n: c for c, n in model.compartments.items()}.get(compartment)
+            rate = np.asarray(d.dose_rate)
+            mask = np.asarray(analytic.host_active_doses(d)) & (cmt == number)
+            if prefix == "dur":
+                mask &= rate == -2
+            elif prefix == "rate":
+                mask &= rate == -1
+        else:
+            mask = np.ones(v.shape, bool)
+        ok = np.isfinite(v)
+        if dom is not None:
+            lo, inclusive, hi, text = dom
+            ok &= (v >= lo) if inclusive else (v > lo)
+            if hi is not None:
+                ok &= v <= hi
+        else:
+            text = "finite"
+        bad = mask & ~ok
+        if not bad.any():
+            continue
+        subj = np.nonzero(bad.any(axis=1) if bad.ndim == 2 else bad)[0]
+        values = v[bad]
+        source = params.get(name)
+        where = "" if isinstance(source, float | int) else f" (column {source!r})"
+        shown = ", ".join(f"{x:g}" for x in np.unique(values)[:5])
+        who = ", ".join(str(ids[i]) for i in subj[:10]) + (" ..." if len(subj) > 10 else "")
+        out.append(f"parameter {name}{where} = {shown} for subject(s) {who}; expected {text}")
+    return out
 
 
 def _modelled_rate_problems(model, d, params) -> list[str]:
