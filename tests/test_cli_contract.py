@@ -218,3 +218,14 @@ def test_no_write_probe_is_left_behind(data, tmp_path):
                  "--out", str(out)]) == 0  # fmt: skip
     assert _files(out.parent) == ["pred.csv"]
     assert not any(n.startswith(".pkpd-write-check") for n in os.listdir(tmp_path))
+
+
+def test_fit_names_the_missing_modelled_duration(tmp_path, capsys):
+    data = tmp_path / "rate2.csv"
+    data.write_text("ID,TIME,EVID,AMT,RATE,DV\n1,0,1,100,-2,.\n1,1,0,0,0,10\n1,4,0,0,0,5\n")
+    out = tmp_path / "fit.nc"
+    rc = main(["fit", str(data), "--model", "one_cmt_iv", "--method", "map", "--out", str(out)])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "RATE=-2 into compartment 1 (central) need the parameter dur_central" in err
+    assert "no starting point" not in err and not out.exists()

@@ -194,6 +194,12 @@ def prepare(
     }
     padded = ds.to_arrays()
     problems = model.check_subject(padded.data) if hasattr(model, "check_subject") else []
+    from pkpd.models.predict import modelled_rate_problems
+
+    problems += [
+        f"{p} (add a prior for it to the priors file)"
+        for p in modelled_rate_problems(model, padded.data, priors.parameters)
+    ]
     if problems:
         raise FitError("; ".join(problems))
 

@@ -127,7 +127,7 @@ def predict_dataset(
         else:
             batched[name] = jnp.asarray(d.dose_cov[:, :, k])  # [S, D]: each dose's record
     problems += model.check_subject(d)
-    problems += _modelled_rate_problems(model, d, params)
+    problems += modelled_rate_problems(model, d, params)
     if not problems:
         problems += parameter_domain_problems(
             model, batched, params, d, padded.subject_ids, allow_f_above_1=allow_f_above_1
@@ -223,7 +223,7 @@ def parameter_domain_problems(
     return out
 
 
-def _modelled_rate_problems(model, d, params) -> list[str]:
+def modelled_rate_problems(model, d, params) -> list[str]:
     """RATE=-1 needs ``rate_<cmt>`` and RATE=-2 ``dur_<cmt>`` for the dose's compartment."""
     if not hasattr(model, "dose_compartment_names"):
         return []
