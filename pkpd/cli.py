@@ -233,6 +233,9 @@ def _simulate(args: argparse.Namespace) -> int:
         f"{sim.attrs['horizon_h']:g} h, study: {sim.attrs['study']}; written to "
         + ", ".join(str(p) for p in written.values())
     )
+    print("regimens as read (check the dose table is the one you meant):")
+    for label, text in zip(sim["regimen"].values, sim["regimen_description"].values, strict=True):
+        print(f"  {label}: {text}")
     summ = summarize(sim)
     key = [
         m

@@ -48,7 +48,9 @@ Covariates and parameters
     regimens); ``param_<p>`` dims ``(draw, subject)``: their individual parameter values
     (canonical units, attribute ``units``), the same for every regimen.
 Bookkeeping
-    ``regimen_text`` (regimen, the parsed regimen written out), ``interval_c1_start_h``,
+    ``regimen_text`` (regimen, the regimen as read, written out with every phase's route and
+    infusion time), ``regimen_description`` (regimen, its dose table in words:
+    :meth:`pkpd.Regimen.describe`), ``interval_c1_start_h``,
     ``interval_c1_end_h``, ``interval_ss_start_h``, ``interval_ss_end_h`` (regimen, h),
     ``posterior_index`` (draw: the draw's index in the fit's flattened posterior),
     ``solve_ok`` (regimen, draw, subject: 0 where a solve failed and the values are NaN).

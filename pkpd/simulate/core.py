@@ -48,8 +48,17 @@ def _load(fit):
     return fit
 
 
+#: Most default output times (daily over the horizon); past it, ``times`` must be given.
+MAX_DEFAULT_TIMES = 100_000
+
+
 def _default_times(horizon: float) -> np.ndarray:
     step = 24.0 if horizon > 168.0 else 1.0
+    if horizon / step > MAX_DEFAULT_TIMES:
+        raise SimulationError(
+            f"a horizon of {horizon:g} h gives {horizon / step:,.0f} daily output times, more "
+            f"than {MAX_DEFAULT_TIMES:,}; give a shorter horizon or the output times yourself"
+        )
     t = np.arange(0.0, horizon + 1e-9, step)
     return t if abs(t[-1] - horizon) < 1e-9 else np.append(t, horizon)
 
@@ -202,8 +211,14 @@ def simulate(
 
     # regimens, horizon, output times
     if horizon_h is not None:
-        if not (isinstance(horizon_h, (int, float, np.number)) and horizon_h > 0):
-            raise SimulationError(f"horizon_h={horizon_h!r}; expected a positive number of hours")
+        if not (
+            isinstance(horizon_h, (int, float, np.number))
+            and np.isfinite(horizon_h)
+            and horizon_h > 0
+        ):
+            raise SimulationError(
+                f"horizon_h={horizon_h!r}; expected a positive, finite number of hours"
+            )
         horizon = float(horizon_h)
     else:
         horizon = default_horizon([r for _, r in regs])
@@ -436,6 +451,16 @@ def simulate(
         "draw's index in the fit's posterior (chains flattened)"
     )
     ds["regimen_text"] = ("regimen", np.array([p.text for p in plans], dtype=object))
+    ds["regimen_text"].attrs["long_name"] = (
+        "the regimen as read, written out with every phase's route and infusion time"
+    )
+    ds["regimen_description"] = (
+        "regimen",
+        np.array([p.description for p in plans], dtype=object),
+    )
+    ds["regimen_description"].attrs["long_name"] = (
+        "the regimen's dose table in words (pkpd.Regimen.describe)"
+    )
     for name in ("c1", "ss"):
         for i, v in ((1, "start"), (2, "end")):
             var = f"interval_{name}_{v}_h"

@@ -113,11 +113,15 @@ class RegimenPlan:
     """One regimen's doses within the horizon and its metric intervals (times in h).
 
     ``unit`` per dose is ``mg``, ``mg/m2`` or ``mg/kg``; :meth:`amounts_mg` converts with each
-    subject's BSA (m²) or WT (kg).
+    subject's BSA (m²) or WT (kg). ``text`` is the parsed regimen written out with every phase's
+    route and infusion time (``str(regimen)``); ``description`` is its dose table in words
+    (:meth:`pkpd.Regimen.describe`), e.g. ``"weeks 1-3: 175 mg IV over 30 min weekly (3 doses);
+    ..."``.
     """
 
     label: str
     text: str
+    description: str
     time: np.ndarray
     amount: np.ndarray
     unit: np.ndarray
@@ -167,6 +171,7 @@ def plan_regimen(label: str, reg: Regimen, horizon: float) -> RegimenPlan:
     return RegimenPlan(
         label=label,
         text=str(reg),
+        description=reg.describe(),
         time=t,
         amount=table["AMOUNT"].to_numpy(dtype=float),
         unit=table["UNIT"].to_numpy(dtype=str),
