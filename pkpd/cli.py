@@ -70,7 +70,7 @@ def _predict(args: argparse.Namespace) -> int:
             args.data, dose_unit=args.dose_unit, compartments=list(model.compartments)
         )
         pred = predict_dataset(ds, model, params, allow_f_above_1=args.allow_f_above_1)
-        table = _input_rows(args.data, ds)
+        table = ds.input_table().reset_index(drop=True)  # the reader's own split
     except DatasetError as e:
         print(str(e), file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -462,33 +462,6 @@ def _add_report_parsers(sub) -> None:
         "--quick", action="store_true", help="much smaller settings: a smoke test (MAP fit)"
     )
     d.set_defaults(func=_demo)
-
-
-def _input_rows(path, ds):
-    """The input file's data records (comment lines dropped), as text, in file order."""
-    import pandas as pd
-
-    lines = set(ds.records["LINE"].tolist())
-    comments = set(ds.comment_lines)
-    with open(path, encoding="utf-8-sig") as fh:
-        text = fh.read().splitlines()
-    header = next(i + 1 for i, line in enumerate(text) if line.strip() and i + 1 not in comments)
-    first = text[header - 1]
-    sep = "," if "," in first else ("\t" if "\t" in first else r"\s+")
-    keep = lines | {header}
-    table = pd.read_csv(
-        path,
-        sep=sep,
-        dtype=str,
-        keep_default_na=False,
-        skiprows=lambda i: i + 1 not in keep,
-        skip_blank_lines=False,
-        engine="python",
-        encoding="utf-8-sig",
-    )
-    if len(table) != len(ds.records):  # pragma: no cover - defensive
-        raise ValueError(f"could not re-read the records of {path} to write them out")
-    return table
 
 
 def build_parser() -> argparse.ArgumentParser:

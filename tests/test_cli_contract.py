@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -229,3 +230,18 @@ def test_fit_names_the_missing_modelled_duration(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "RATE=-2 into compartment 1 (central) need the parameter dur_central" in err
     assert "no starting point" not in err and not out.exists()
+
+
+def test_predict_rows_stay_aligned_with_a_form_feed_in_a_comment(tmp_path):
+    # pandas splits lines at \f; the reader does not: every PRED was shifted by one row
+    data = tmp_path / "ff.csv"
+    data.write_text("ID,TIME,EVID,AMT,DV\nC note\x0cwith a form feed\n1,0,1,100,.\n1,1,0,0,3\n"
+                    "1,10,0,0,1\n")  # fmt: skip
+    out = tmp_path / "pred.csv"
+    assert main(["predict", str(data), "--model", "one_cmt_iv", "--params", "cl=2,v=20",
+                 "--out", str(out)]) == 0  # fmt: skip
+    pred = pd.read_csv(out)
+    assert pred["TIME"].tolist() == [0, 1, 10]
+    # 100 mg / 20 L = 5 mg/L = 5000 ng/mL, k = 0.1/h
+    expected = [5000.0, 5000.0 * np.exp(-0.1), 5000.0 * np.exp(-1.0)]
+    np.testing.assert_allclose(pred["PRED"], expected, rtol=1e-9)

@@ -2,12 +2,20 @@
 
 from pkpd.data.arrays import PaddedData, SubjectData, pad_dataset
 from pkpd.data.dataset import EVENT_FIELDS, Dataset
-from pkpd.data.errors import DatasetError, Problem
-from pkpd.data.reader import DEFAULT_ENDPOINTS, read_dataset
+from pkpd.data.errors import MAX_PROBLEMS_SHOWN_PER_KIND, DatasetError, Problem
+from pkpd.data.reader import (
+    DEFAULT_ENDPOINTS,
+    MAX_IMPLIED_DOSES_PER_RECORD,
+    MAX_IMPLIED_DOSES_PER_SUBJECT,
+    read_dataset,
+)
 
 __all__ = [
     "DEFAULT_ENDPOINTS",
     "EVENT_FIELDS",
+    "MAX_IMPLIED_DOSES_PER_RECORD",
+    "MAX_IMPLIED_DOSES_PER_SUBJECT",
+    "MAX_PROBLEMS_SHOWN_PER_KIND",
     "Dataset",
     "DatasetError",
     "PaddedData",

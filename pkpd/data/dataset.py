@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+
+from pkpd.data.errors import escape_text
 
 #: Columns of :meth:`Dataset.events` and :meth:`pkpd.Regimen.to_events`, with their units.
 EVENT_FIELDS = {
@@ -41,6 +43,13 @@ class Dataset:
         (missing cells filled from the same subject's nearest earlier, else later, record).
     covariates : tuple of str
         Covariate column names.
+    comment_lines : tuple of int
+        Lines (rows of a DataFrame) skipped as comments, in order.
+    input_header : tuple of str or None
+        The header as written (for :meth:`input_table`); ``None`` for a Dataset not built by
+        :func:`pkpd.read_dataset`.
+    input_cells : tuple of tuple of str or None
+        Each record's cells as the reader split them, in :attr:`records` order.
     """
 
     records: pd.DataFrame
@@ -49,6 +58,8 @@ class Dataset:
     where: str = "line"
     comment_lines: tuple[int, ...] = ()
     filled_covariate_cells: int = 0
+    input_header: tuple[str, ...] | None = field(default=None, repr=False)
+    input_cells: tuple[tuple[str, ...], ...] | None = field(default=None, repr=False)
 
     # -- basic facts ---------------------------------------------------------------------------
     @property
@@ -77,6 +88,41 @@ class Dataset:
     def _obs_mask(self) -> np.ndarray:
         r = self.records
         return ((r["EVID"] == 0) & (r["MDV"] == 0)).to_numpy()
+
+    def input_table(self) -> pd.DataFrame:
+        """The data records as the reader split them: one row per record of :attr:`records`.
+
+        Columns are the header's names as written, in order; every cell is the text the reader
+        read (stripped of surrounding blanks; for a DataFrame source, its values as text, ``.``
+        for missing). Comment lines are not included, so row ``k`` is ``records.iloc[k]``. The
+        index, named ``LINE``, is each record's line of the file (row of a DataFrame), the same as
+        ``records["LINE"]``.
+
+        Raises
+        ------
+        ValueError
+            When the Dataset was not built by :func:`pkpd.read_dataset` (for instance restored
+            from a fit), so the input text is not known.
+
+        Examples
+        --------
+        >>> import io, pkpd
+        >>> text = "ID,Time,AMT,DV\\n# note\\n1,0,10,.\\n1,1.50,.,3\\n"
+        >>> ds = pkpd.read_dataset(io.StringIO(text))
+        >>> table = ds.input_table()
+        >>> list(table.columns), table.index.tolist(), table["Time"].tolist()
+        (['ID', 'Time', 'AMT', 'DV'], [3, 4], ['0', '1.50'])
+        """
+        if self.input_header is None or self.input_cells is None:
+            raise ValueError(
+                "this Dataset was not built by pkpd.read_dataset, so its input table is not known"
+            )
+        return pd.DataFrame(
+            list(self.input_cells),
+            columns=list(self.input_header),
+            index=pd.Index(self.records["LINE"].to_numpy(dtype=np.int64), name="LINE"),
+            dtype=object,
+        )
 
     # -- events -----------------------------------------------------------------------------------
     def events(self) -> pd.DataFrame:
@@ -254,11 +300,11 @@ class Dataset:
             f"{s['evid2_records']} EVID=2 records; {s['reset_records']} reset records (EVID 3/4)"
         )
         if s["comment_lines"]:
-            shown = ", ".join(str(x) for x in s["comment_lines"][:20])
-            more = "" if len(s["comment_lines"]) <= 20 else ", ..."
-            plural = "s" if len(s["comment_lines"]) > 1 else ""
+            n_c = len(s["comment_lines"])
+            plural = "s" if n_c > 1 else ""
             lines.append(
-                f"  comment lines skipped: {len(s['comment_lines'])} ({self.where}{plural} {shown}{more})"
+                f"  comment lines skipped: {n_c} ({self.where}{plural} "
+                f"{line_ranges(s['comment_lines'])})"
             )
         if s["filled_covariate_cells"]:
             lines.append(
@@ -269,4 +315,18 @@ class Dataset:
             lines.append("  covariates (per-subject first value: min / median / max):")
             for c, v in s["covariates"].items():
                 lines.append(f"    {c}: {v['min']:g} / {v['median']:g} / {v['max']:g}")
-        return "\n".join(lines)
+        return "\n".join(escape_text(x) for x in lines)
+
+
+def line_ranges(numbers) -> str:
+    """Numbers as compact ranges: ``[2, 3, 4, 7, 9, 10]`` -> ``"2-4, 7, 9-10"``."""
+    nums = sorted(set(int(x) for x in numbers))
+    parts = []
+    i = 0
+    while i < len(nums):
+        j = i
+        while j + 1 < len(nums) and nums[j + 1] == nums[j] + 1:
+            j += 1
+        parts.append(str(nums[i]) if i == j else f"{nums[i]}-{nums[j]}")
+        i = j + 1
+    return ", ".join(parts)

@@ -5,23 +5,31 @@ The reader accepts the NM-TRAN event vocabulary every pharmacometrician knows
 observations, ``DVID`` or ``ENDPOINT`` for multi-endpoint data, ``STUDY`` for multi-study data
 and any other column as a covariate. Every problem found is collected and raised at once as a
 :class:`~pkpd.data.errors.DatasetError`, each with its line, column, value and what was expected.
+
+Numbers follow one strict ASCII grammar (:data:`NUMBER_PATTERN`): an optional sign, digits with
+an optional fraction, and an optional exponent (``12``, ``-0.5``, ``.5``, ``1e3``). Underscores,
+non-ASCII digits, ``inf`` and ``infinity`` are not numbers; ``nan`` (like ``.``, ``NA`` and an
+empty cell) means missing.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import math
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from pkpd.data.dataset import Dataset
-from pkpd.data.errors import DatasetError, Problem
+from pkpd.data.errors import MAX_PROBLEMS_SHOWN_PER_KIND, DatasetError, Problem
 
 #: Endpoint codes used by pkpd's flagship temsirolimus model when ``DVID`` is numeric and no
 #: mapping is given. Users with their own models pass ``endpoints={code: name}``.
@@ -42,6 +50,25 @@ ENDPOINT_COLUMNS = ("DVID", "ENDPOINT")
 UNIT_COLUMNS = ("AMTU", "AMT_UNIT", "DOSE_UNIT")
 STUDY_COLUMNS = ("STUDY", "STUDYID")
 COMMENT_COLUMN = "C"
+#: Columns that may hold text; a line starting with ``C`` can be data only when its first column
+#: is one of these (a number column cannot hold a value starting with ``C``).
+TEXT_COLUMNS = ("ID",) + STUDY_COLUMNS + ENDPOINT_COLUMNS + UNIT_COLUMNS
+#: Columns that apply to dose records only; on any other record they would be ignored.
+DOSE_ONLY_COLUMNS = ("ADDL", "II", "SS", "RATE", "DUR")
+
+#: Most additional doses (``ADDL``) one record may imply; more is reported before any expansion.
+#: Raise it with ``read_dataset(max_implied_doses=...)``.
+MAX_IMPLIED_DOSES_PER_RECORD = 10_000
+#: Most additional doses (``ADDL`` summed over its records) one subject may imply. Raise it with
+#: ``read_dataset(max_implied_doses_per_subject=...)``.
+MAX_IMPLIED_DOSES_PER_SUBJECT = 100_000
+
+#: The number grammar (ASCII only): optional sign, digits with optional fraction (or a fraction
+#: alone), optional exponent.
+NUMBER_PATTERN = r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?"
+_NUMBER = re.compile(NUMBER_PATTERN + r"\Z")
+_INFINITY = re.compile(r"[+-]?inf(?:inity)?\Z", re.IGNORECASE)
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
 
 _MISSING = {"", ".", "na", "nan", "null", "none"}
 _DOSE_UNITS = {
@@ -51,6 +78,7 @@ _DOSE_UNITS = {
     "mg/m²": "mg/m2",
     "mg/m**2": "mg/m2",
 }
+_DELIMITER_NAMES = {",": "commas", "\t": "tabs", ";": "semicolons", "whitespace": "blanks"}
 
 
 @dataclass
@@ -64,25 +92,88 @@ class _RawTable:
     name: str | None
     comment_lines: list[int] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
+    n_data_lines: int = 0
 
 
 def _is_missing(s: str) -> bool:
     return s.strip().lower() in _MISSING
 
 
-def _load_text(text: str, name: str | None, delimiter: str | None) -> _RawTable:
-    lines = text.splitlines()
+def _split_lines(text: str) -> list[str]:
+    """Lines split at ``\\n``, ``\\r\\n`` or ``\\r`` only, as editors and CSV readers count them.
+
+    (``str.splitlines`` also splits at form feeds, vertical tabs and Unicode separators, which
+    would shift every later line number.)
+    """
+    lines = _LINE_BREAK.split(text)
+    if lines and lines[-1] == "":
+        lines.pop()
+    return lines
+
+
+def _check_ignore(ignore: str | None) -> str | None:
+    if ignore is None:
+        return None
+    if not isinstance(ignore, str) or len(ignore) != 1 or ignore.isspace():
+        raise DatasetError(
+            [
+                Problem(
+                    f"argument ignore={ignore!r} is not a comment character; expected one "
+                    "non-blank character such as 'C', '#' or '@', or None to guess"
+                )
+            ]
+        )
+    return ignore
+
+
+def _load_text(
+    text: str, name: str | None, delimiter: str | None, ignore: str | None = None
+) -> _RawTable:
     problems: list[Problem] = []
+    if "\x00" in text and text.count("\x00") > len(text) // 4:
+        problems.append(
+            Problem(
+                "the file looks like UTF-16 text (NUL bytes between the characters); "
+                "save it as UTF-8 CSV"
+            )
+        )
+        return _RawTable([], [], [], "line", name, [], problems)
+    lines = _split_lines(text)
     comment_lines: list[int] = []
     header: list[str] | None = None
+    header_upper: list[str] = []
     header_line = 0
     cells: list[list[str]] = []
     locs: list[int] = []
+    n_data_lines = 0
+    other_delimiter: dict[str, list[int]] = {}
 
-    def split(line: str) -> list[str]:
-        if delim == "whitespace":
+    def split(line: str, d: str | None = None) -> list[str]:
+        d = d or delim
+        if d == "whitespace":
             return line.split()
-        return [c.strip() for c in next(csv.reader([line], delimiter=delim))]
+        return [c.strip() for c in next(csv.reader([line], delimiter=d))]
+
+    def names_columns(cells_: list[str]) -> bool:
+        return bool({"ID", "TIME"} & {c.strip().upper() for c in cells_})
+
+    def is_comment(stripped: str) -> bool:
+        """A data line that cannot be a record of this file (see ``read_dataset``'s ``ignore``)."""
+        if ignore is not None:
+            return stripped[0] == ignore
+        if stripped[0] == "#":
+            return True
+        if stripped[0] != "C":
+            return False
+        try:
+            row = split(stripped)
+        except csv.Error:  # pragma: no cover - csv is lenient
+            return True
+        if not row or row[0] == "C" or row[0][1:2].isspace() or header_upper[0] == COMMENT_COLUMN:
+            return True  # NONMEM's comment mark ("C" or "C text"), or a C in the comment column
+        if len(row) != len(header_upper):
+            return True  # not a record of this table: a comment such as "C this is a note"
+        return header_upper[0] not in TEXT_COLUMNS  # a number column cannot start with C
 
     delim = delimiter
     for lineno, raw in enumerate(lines, start=1):
@@ -90,50 +181,82 @@ def _load_text(text: str, name: str | None, delimiter: str | None) -> _RawTable:
         if not stripped:
             continue
         if header is None:
-            if stripped.startswith("#"):
-                comment_lines.append(lineno)
-                continue
-            if delim is None:
-                delim = "," if "," in stripped else ("\t" if "\t" in stripped else "whitespace")
-            candidate = split(stripped)
-            upper = {c.strip().upper() for c in candidate}
+            first = stripped[0]
+            if ignore is None and first == "#" or ignore is not None and first == ignore:
+                if ignore is None or not names_columns(_split_any(stripped, delim)):
+                    comment_lines.append(lineno)
+                    continue
+            guess = delim or (
+                "," if "," in stripped else ("\t" if "\t" in stripped else "whitespace")
+            )
+            candidate = split(stripped, guess)
             # A first line starting with C is a header when it names columns (as in many NONMEM
             # files, whose header begins with a column called C); otherwise it is a comment.
-            if stripped[0] == "C" and not {"ID", "TIME"} & upper:
+            if ignore is None and first == "C" and not names_columns(candidate):
                 comment_lines.append(lineno)
                 continue
+            delim = guess
             header = [c.strip() for c in candidate]
+            header_upper = [c.upper() for c in header]
             header_line = lineno
             continue
-        if stripped[0] in ("C", "#"):
+        if is_comment(stripped):
             comment_lines.append(lineno)
             continue
+        n_data_lines += 1
         try:
             row = split(stripped)
         except csv.Error as e:  # pragma: no cover - csv is lenient, kept for safety
             problems.append(Problem(f"cannot split the line into fields ({e})", line=lineno))
             continue
         if len(row) != len(header):
+            hint = ""
+            if len(row) == len(header) + 1 and row[-1] == "" and delim != "whitespace":
+                hint = f" (the line ends with {delim!r}: remove the trailing delimiter)"
             problems.append(
                 Problem(
-                    f"has {len(row)} fields but the header (line {header_line}) has "
-                    f"{len(header)}; expected one value per column (use '.' for missing)",
+                    f"has {len(row)} field{'' if len(row) == 1 else 's'} but the header "
+                    f"(line {header_line}) has "
+                    f"{len(header)}{hint}; expected one value per column (use '.' for missing)",
                     line=lineno,
                 )
             )
+            for alt in (",", "\t", ";", "whitespace"):
+                if alt != delim and len(header) > 1 and len(split(stripped, alt)) == len(header):
+                    other_delimiter.setdefault(alt, []).append(lineno)
+                    break
             continue
         cells.append(row)
         locs.append(lineno)
+    for alt, at in other_delimiter.items():
+        n = len(at)
+        problems.append(
+            Problem(
+                f"{n} data line{'s' if n > 1 else ''} (first: line {at[0]}) split into the "
+                f"header's {len(header)} fields at {_DELIMITER_NAMES[alt]}, but the header "
+                f"(line {header_line}) is separated by {_DELIMITER_NAMES.get(delim, repr(delim))}: "
+                "the file probably mixes delimiters; save it with one delimiter throughout"
+            )
+        )
     if header is None:
         problems.append(Problem("no header line found; expected a header such as 'ID,TIME,...'"))
         header = []
-    return _RawTable(header, cells, locs, "line", name, comment_lines, problems)
+    return _RawTable(header, cells, locs, "line", name, comment_lines, problems, n_data_lines)
 
 
-def _load_frame(df: pd.DataFrame) -> _RawTable:
+def _split_any(line: str, delim: str | None) -> list[str]:
+    """Fields of a line for a header check, guessing the delimiter when not known yet."""
+    d = delim or ("," if "," in line else ("\t" if "\t" in line else "whitespace"))
+    if d == "whitespace":
+        return line.split()
+    return next(csv.reader([line], delimiter=d))
+
+
+def _load_frame(df: pd.DataFrame, ignore: str | None = None) -> _RawTable:
     header = [str(c) for c in df.columns]
     cells: list[list[str]] = []
     locs: list[int] = []
+    comment_lines: list[int] = []
 
     def text(v: object) -> str:
         if v is None:
@@ -147,57 +270,127 @@ def _load_frame(df: pd.DataFrame) -> _RawTable:
         return str(v).strip()
 
     for i, row in enumerate(df.itertuples(index=False, name=None), start=1):
-        cells.append([text(v) for v in row])
+        r = [text(v) for v in row]
+        if ignore is not None and r and r[0].startswith(ignore):
+            comment_lines.append(i)
+            continue
+        cells.append(r)
         locs.append(i)
-    return _RawTable(header, cells, locs, "row", None)
+    return _RawTable(header, cells, locs, "row", None, comment_lines, [], len(cells))
+
+
+def _decode(data: bytes, name: str) -> tuple[str | None, list[Problem]]:
+    """Text of a file's bytes: UTF-8 (with or without BOM), or UTF-16 with a BOM."""
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        try:
+            return data.decode("utf-16"), []
+        except UnicodeDecodeError as e:
+            return None, [Problem(f"file starts as UTF-16 text but is not ({e.reason})")]
+    if data.startswith(codecs.BOM_UTF8):
+        data = data[len(codecs.BOM_UTF8) :]
+    if data.count(b"\x00") > len(data) // 4 and b"\x00" in data:
+        return None, [
+            Problem(
+                "the file looks like UTF-16 text (NUL bytes between the characters); "
+                "save it as UTF-8 CSV"
+            )
+        ]
+    try:
+        return data.decode("utf-8"), []
+    except UnicodeDecodeError:
+        pass
+    problems = []
+    header: list[str] | None = None
+    delim = "whitespace"
+    for lineno, line in enumerate(re.split(rb"\r\n|\r|\n", data), start=1):
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError as e:
+            text = None
+            prefix = line[: e.start].decode("utf-8", errors="replace")
+            column = None
+            if header is not None:  # the column the bad byte is in, when the line is a record
+                if delim == "whitespace":
+                    j = len(prefix.split()) - (0 if prefix[-1:].isspace() or not prefix else 1)
+                else:
+                    j = prefix.count(delim)
+                column = header[j] if 0 <= j < len(header) else None
+            problems.append(
+                Problem(
+                    f"not UTF-8 text: the byte(s) {line[e.start : e.end].hex(' ')} at character "
+                    f"{len(prefix) + 1} of the line cannot be read as UTF-8 (the file is "
+                    "probably Latin-1 or Windows-1252); save it as UTF-8 CSV",
+                    line=lineno,
+                    column=column,
+                )
+            )
+        stripped = text.strip() if text is not None else ""
+        if header is None and stripped[:1] not in ("", "#"):
+            names = {c.strip().upper() for c in _split_any(stripped, None)}
+            if stripped[0] == "C" and not {"ID", "TIME"} & names:
+                continue  # a comment before the header
+            delim = "," if "," in stripped else ("\t" if "\t" in stripped else "whitespace")
+            header = [c.strip().upper() for c in _split_any(stripped, delim)]
+    return None, problems
 
 
 def _load(
-    source: str | os.PathLike | pd.DataFrame | io.TextIOBase, delimiter: str | None
+    source: str | os.PathLike | pd.DataFrame | io.TextIOBase,
+    delimiter: str | None,
+    ignore: str | None,
+    max_shown: int | None,
 ) -> _RawTable:
     if isinstance(source, pd.DataFrame):
-        return _load_frame(source)
+        return _load_frame(source, ignore)
     if isinstance(source, io.TextIOBase):
-        return _load_text(source.read(), getattr(source, "name", None), delimiter)
+        return _load_text(source.read(), getattr(source, "name", None), delimiter, ignore)
     path = Path(source)
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        data = path.read_bytes()
     except FileNotFoundError:
         raise DatasetError([Problem(f"file not found: {path}")], source=str(path)) from None
-    except UnicodeDecodeError as e:
-        raise DatasetError(
-            [
-                Problem(
-                    f"file is not UTF-8 text ({e.reason} at byte {e.start}); save it as UTF-8 CSV"
-                )
-            ],
-            source=str(path),
-        ) from None
     except OSError as e:
         raise DatasetError([Problem(f"cannot read the file: {e}")], source=str(path)) from None
-    return _load_text(text, str(path), delimiter)
+    text, problems = _decode(data, str(path))
+    if text is None:
+        raise DatasetError(problems, source=str(path), max_shown_per_kind=max_shown)
+    return _load_text(text, str(path), delimiter, ignore)
 
 
 def _parse_float(s: str) -> float | None:
-    """Float value of a cell, nan for missing, None when it is not a number."""
-    if _is_missing(s):
+    """Float value of a cell, nan for missing, ±inf for infinite, None when not a number.
+
+    A number is :data:`NUMBER_PATTERN` (ASCII, no underscores); ``inf``/``infinity`` and numbers
+    too large for a float give ±inf, which callers report as not finite.
+    """
+    s = s.strip()
+    if s.lower() in _MISSING:
         return math.nan
-    try:
+    if _NUMBER.match(s):
         return float(s)
-    except ValueError:
-        return None
+    if _INFINITY.match(s):
+        return -math.inf if s.startswith("-") else math.inf
+    return None
 
 
 def _id_text(s: str) -> str:
-    """Canonical text of an ID or study cell: '1.0' and '1' are the same subject."""
+    """Canonical text of an ID or study cell; numeric IDs compare as numbers.
+
+    ``1``, ``01``, ``1.0`` and ``+1`` are subject ``1``; ``1.50`` and ``1.5`` are ``1.5``. Other
+    text (``CHN-001``) is kept as written, without surrounding blanks.
+    """
     s = s.strip()
-    try:
-        f = float(s)
-    except ValueError:
+    if not _NUMBER.match(s):
         return s
-    if math.isfinite(f) and f == int(f):
-        return str(int(f))
-    return s
+    try:
+        d = Decimal(s)
+        if abs(d.adjusted()) > 30:
+            return str(d.normalize())
+        if d == d.to_integral_value():
+            return str(int(d))
+        return format(d.normalize(), "f")
+    except (InvalidOperation, ArithmeticError):  # pragma: no cover - extreme exponents
+        return s
 
 
 def read_dataset(
@@ -207,13 +400,19 @@ def read_dataset(
     dose_unit: str = "mg",
     compartments: Mapping[int, str] | Sequence[int] | None = None,
     delimiter: str | None = None,
+    ignore: str | None = None,
+    max_implied_doses: int = MAX_IMPLIED_DOSES_PER_RECORD,
+    max_implied_doses_per_subject: int = MAX_IMPLIED_DOSES_PER_SUBJECT,
+    max_problems_shown: int | None = MAX_PROBLEMS_SHOWN_PER_KIND,
 ) -> Dataset:
     """Read a NONMEM-style dataset and check every record.
 
     Parameters
     ----------
     source : path or DataFrame
-        A CSV (comma, tab or whitespace separated) or a :class:`pandas.DataFrame`.
+        A CSV (comma, tab or whitespace separated; UTF-8, or UTF-16 with a byte-order mark) or a
+        :class:`pandas.DataFrame`. Lines end at ``\\n``, ``\\r\\n`` or ``\\r``; line numbers in
+        problems and in ``records["LINE"]`` count those, as an editor does.
     endpoints : mapping or sequence, optional
         Numeric ``DVID`` codes to endpoint names (``{1: "temsirolimus", ...}``), or the allowed
         names when the endpoint column holds names. Default: :data:`DEFAULT_ENDPOINTS`; without
@@ -227,6 +426,30 @@ def read_dataset(
         any positive integer is accepted; 0 or missing means the model's default compartment.
     delimiter : str, optional
         Field separator; detected from the header line when not given.
+    ignore : str, optional
+        The comment character, as NONMEM's ``IGNORE=C``/``IGNORE=#``/``IGNORE=@``: a line whose
+        first non-blank character is ``ignore`` is a comment, and no other line is (unlike
+        NONMEM's ``@``, which also skips lines starting with a letter, ``'@'`` means only ``@``
+        here, since IDs may be text). Before the header, a line starting with it that names an
+        ``ID`` or ``TIME`` column is the header. Default ``None`` guesses, so that text IDs
+        such as ``CHN-001`` are data: a line is a comment when it starts with ``#``, or when it
+        starts with ``C`` and its first field is ``C`` or ``C`` and a blank (``C some note``), or
+        the first column is NONMEM's comment column ``C``, or the line does not split into the
+        header's number of fields, or the first column holds numbers; rows whose ``C`` column
+        holds ``C`` (or starts with ``#``) are comments too. For a DataFrame, ``ignore`` marks
+        rows whose first cell starts with it. Every comment line is listed in
+        :meth:`Dataset.summary_text` and in :attr:`Dataset.comment_lines`.
+    max_implied_doses : int
+        Most additional doses one record's ``ADDL`` may imply (default
+        :data:`MAX_IMPLIED_DOSES_PER_RECORD`, 10,000); a larger ``ADDL`` is reported as a problem
+        before any expansion (each implied dose takes memory in every later step).
+    max_implied_doses_per_subject : int
+        Most additional doses a subject's ``ADDL`` values may imply together (default
+        :data:`MAX_IMPLIED_DOSES_PER_SUBJECT`, 100,000).
+    max_problems_shown : int or None
+        How many problems of each kind the :class:`DatasetError` message shows (default
+        :data:`~pkpd.data.errors.MAX_PROBLEMS_SHOWN_PER_KIND`, 20; ``None``: all). The error's
+        ``problems`` always holds every problem.
 
     Returns
     -------
@@ -246,15 +469,27 @@ def read_dataset(
     >>> ds.n_subjects, ds.n_observations
     (1, 1)
     """
-    table = _load(source, delimiter)
-    return _Builder(table, endpoints, dose_unit, compartments).build()
+    ignore = _check_ignore(ignore)
+    table = _load(source, delimiter, ignore, max_problems_shown)
+    limits = (int(max_implied_doses), int(max_implied_doses_per_subject))
+    return _Builder(
+        table, endpoints, dose_unit, compartments, ignore, limits, max_problems_shown
+    ).build()
 
 
 class _Builder:
     """Turns a text table into a validated :class:`Dataset`, collecting every problem."""
 
-    def __init__(self, table, endpoints, dose_unit, compartments):
+    def __init__(
+        self, table, endpoints, dose_unit, compartments, ignore=None, limits=None, max_shown=None
+    ):
         self.t = table
+        self.ignore = ignore
+        self.max_per_record, self.max_per_subject = limits or (
+            MAX_IMPLIED_DOSES_PER_RECORD,
+            MAX_IMPLIED_DOSES_PER_SUBJECT,
+        )
+        self.max_shown = max_shown
         self.problems: list[Problem] = list(table.problems)
         unit = _DOSE_UNITS.get(str(dose_unit).strip().lower())
         if unit is None:
@@ -280,6 +515,10 @@ class _Builder:
         self.bad_cells: set[tuple[int, str]] = set()
 
     # -- helpers -----------------------------------------------------------------------------
+    def fail(self, problems):
+        problems = sorted(problems, key=lambda p: (p.line is not None, p.line or 0))
+        raise DatasetError(problems, source=self.t.name, max_shown_per_kind=self.max_shown)
+
     def add(self, message, i=None, column=None, value=None):
         if (i, column) in self.bad_cells:
             return  # the cell is already reported as unreadable
@@ -328,16 +567,27 @@ class _Builder:
         if len(self.problems) > n_table_problems or not t.header:
             # With columns of unknown meaning, row checks would only add noise: fix the header
             # (and any malformed lines found while splitting) first.
-            raise DatasetError(self.problems, source=t.name)
+            self.fail(self.problems)
         if not t.cells:
-            raise DatasetError([Problem("the table has a header but no data rows")], source=t.name)
+            if t.n_data_lines:
+                k = t.n_data_lines
+                what = "the data line" if k == 1 else f"all {k:,} data lines"
+                self.problems.append(
+                    Problem(
+                        f"the table has no data rows: {what} could not be read (see the "
+                        "problems listed)"
+                    )
+                )
+            else:
+                self.problems.append(Problem("the table has a header but no data rows"))
+            self.fail(self.problems)
 
         n = len(t.cells)
         col = {h: [row[j] for row in t.cells] for h, j in seen.items()}
 
         # Comment rows flagged in a C column (NONMEM's comment column).
         keep = np.ones(n, dtype=bool)
-        if COMMENT_COLUMN in col:
+        if COMMENT_COLUMN in col and self.ignore is None:
             for i, v in enumerate(col[COMMENT_COLUMN]):
                 if v.strip().upper() == "C" or v.strip().startswith("#"):
                     keep[i] = False
@@ -349,7 +599,7 @@ class _Builder:
             col = {h: [v[i] for i in idx] for h, v in col.items()}
             n = len(idx)
             if n == 0:
-                raise DatasetError([Problem("every data row is a comment")], source=t.name)
+                self.fail(self.problems + [Problem("every data row is a comment")])
 
         ep_col = ep_cols[0] if ep_cols else None
         study_col = study_cols[0] if study_cols else None
@@ -365,7 +615,7 @@ class _Builder:
                     self.add("not a number; expected a numeric value or '.' for missing", i, h, s)
                     self.bad_cells.add((i, h))
                 elif math.isinf(v):
-                    self.add("not finite; expected a finite number", i, h, s)
+                    self.add("not finite; expected a finite number ('.' for missing)", i, h, s)
                     self.bad_cells.add((i, h))
                 else:
                     out[i] = v
@@ -397,7 +647,7 @@ class _Builder:
         if "EVID" in num:
             evid = num["EVID"].copy()
             for i in np.flatnonzero(np.isnan(evid)):
-                evid[i] = 1.0 if amt[i] > 0 else 0.0
+                evid[i] = 1.0 if amt[i] > 0 or (ss[i] == 1 and rate[i] > 0) else 0.0
         else:
             evid = np.where((amt > 0) | ((ss == 1) & (rate > 0)), 1.0, 0.0)
         for i, e in enumerate(evid):
@@ -486,6 +736,7 @@ class _Builder:
         ]
         self._check_subjects(ids, time, evid, study, col, num, cov_names)
         self._check_duplicates()
+        self._check_implied_doses(ids, evid, addl, col)
 
         bsa = num.get("BSA")
         amt_mg = amt.copy()
@@ -518,8 +769,7 @@ class _Builder:
                 amt_m2[i] = amt[i] / b
 
         if self.problems:
-            self.problems.sort(key=lambda p: (p.line is not None, p.line or 0))
-            raise DatasetError(self.problems, source=t.name)
+            self.fail(self.problems)
 
         # BLQ: flagged, or DV below a given LLOQ.
         blq = (blq_in == 1) | (is_obs & ~np.isnan(lloq) & ~np.isnan(dv) & (dv < lloq))
@@ -559,6 +809,8 @@ class _Builder:
             where=t.where,
             comment_lines=tuple(t.comment_lines),
             filled_covariate_cells=self.filled_cells,
+            input_header=tuple(t.header),
+            input_cells=tuple(tuple(row) for row in t.cells),
         )
 
     def _endpoint_name(self, s: str) -> str | None:
@@ -566,7 +818,7 @@ class _Builder:
             return None
         v = _parse_float(s)
         if v is not None and not math.isnan(v):
-            if v == int(v) and int(v) in self.endpoint_codes:
+            if math.isfinite(v) and v == int(v) and int(v) in self.endpoint_codes:
                 return self.endpoint_codes[int(v)]
             return None
         name = s.strip().lower()
@@ -597,7 +849,7 @@ class _Builder:
             self.add("ADDL must be a whole number >= 0", i, "ADDL", raw("ADDL"))
         if ss not in (0, 1, 2):
             self.add("SS must be 0, 1 or 2", i, "SS", raw("SS"))
-        if cmt != int(cmt) or cmt < 0:
+        if cmt != int(cmt) or cmt < 0 or cmt >= 2**31:
             self.add(
                 "CMT must be a whole number >= 1 (0 or '.' = the model's default compartment)",
                 i,
@@ -613,6 +865,21 @@ class _Builder:
             )
         if blq not in (0, 1):
             self.add("BLQ must be 0 or 1", i, "BLQ", raw("BLQ"))
+        kinds = {
+            0: "an observation record",
+            1: "a dose record",
+            2: "an other-type record",
+            3: "a reset record",
+            4: "a reset-and-dose record",
+        }
+        if blq == 1 and evid in kinds and evid != 0:
+            self.add(
+                f"BLQ=1 on {kinds[int(evid)]} (EVID {int(evid)}); only observations (EVID 0) "
+                "are censored; expected BLQ 0 or '.'",
+                i,
+                "BLQ",
+                raw("BLQ"),
+            )
         is_dose = evid in (1, 4)
         if is_dose:
             const_inf = ss == 1 and rate > 0 and amt == 0
@@ -640,7 +907,18 @@ class _Builder:
                     "II",
                     raw("II") or ".",
                 )
-        elif evid == 0:
+        elif evid in kinds:
+            for name, v in (("ADDL", addl), ("II", ii), ("SS", ss), ("RATE", rate), ("DUR", dur)):
+                if v != 0:
+                    self.add(
+                        f"{name} on {kinds[int(evid)]} (EVID {int(evid)}) would be ignored: "
+                        f"{name} applies to doses only; expected 0 or '.' (or EVID 1 if this is "
+                        "a dose)",
+                        i,
+                        name,
+                        raw(name),
+                    )
+        if evid == 0:
             if amt != 0:
                 self.add(
                     "observation record (EVID 0) with a non-zero AMT; expected AMT 0 or '.', or "
@@ -660,8 +938,47 @@ class _Builder:
                 self.add(
                     "BLQ=1 but neither LLOQ nor DV gives the quantification limit", i, "LLOQ", "."
                 )
+            if blq == 1 and dv > lloq:
+                self.add(
+                    f"BLQ=1 but DV is above LLOQ ({raw('LLOQ')}); a censored observation has DV "
+                    "<= LLOQ or '.': fix DV or LLOQ, or set BLQ=0 if DV was measured",
+                    i,
+                    "DV",
+                    raw("DV"),
+                )
         elif evid == 3 and amt != 0:
             self.add("reset record (EVID 3) with AMT; expected AMT 0", i, "AMT", raw("AMT"))
+
+    def _check_implied_doses(self, ids, evid, addl, col):
+        """ADDL within the bounds per record and per subject (before anything is expanded)."""
+        per_subject: dict[str, float] = {}
+        reported: set[str] = set()
+        for i, s in enumerate(ids):
+            if evid[i] not in (1, 4) or not addl[i] > 0 or addl[i] != int(addl[i]):
+                continue
+            if addl[i] > self.max_per_record:
+                self.add(
+                    f"ADDL implies more than {self.max_per_record:,} additional doses, the "
+                    "limit per record; check the value, or raise the limit with "
+                    "read_dataset(max_implied_doses=...)",
+                    i,
+                    "ADDL",
+                    col["ADDL"][i],
+                )
+                continue
+            total = per_subject.get(s, 0.0) + addl[i]
+            per_subject[s] = total
+            if total > self.max_per_subject and s not in reported:
+                reported.add(s)
+                self.add(
+                    f"subject {s}'s ADDL values imply more than {self.max_per_subject:,} "
+                    "additional doses together by this record, the limit per subject; check "
+                    "the values, or raise the limit with "
+                    "read_dataset(max_implied_doses_per_subject=...)",
+                    i,
+                    "ADDL",
+                    col["ADDL"][i],
+                )
 
     def _check_subjects(self, ids, time, evid, study, col, num, cov_names):
         n = len(ids)
