@@ -127,7 +127,7 @@ def _fit(args: argparse.Namespace) -> int:
         return EXIT_BAD_INPUT
     try:
         save_fit(idata, args.out)
-    except OSError as e:
+    except (OSError, ValueError) as e:
         print(f"pkpd fit: cannot write {args.out}: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
     table = parameter_table(idata)

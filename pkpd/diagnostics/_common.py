@@ -36,6 +36,14 @@ def as_fit(fit):
     return fit
 
 
+def plain_text(text) -> str:
+    """Text from the data (study names, subject IDs, regimen labels) as matplotlib shows it
+    literally: ``$`` escaped (else ``$...$`` is parsed as mathtext, and bad TeX fails the
+    figure) and a leading ``_`` kept visible (legends hide labels starting with ``_``)."""
+    out = str(text).replace("$", r"\$")
+    return " " + out if out.startswith("_") else out
+
+
 def new_figure(width: float, height: float, *, nrows: int = 1, ncols: int = 1, **kw):
     """A matplotlib Figure and its axes, outside pyplot (no global state, never shown).
 

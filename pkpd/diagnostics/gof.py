@@ -19,6 +19,7 @@ from pkpd.diagnostics._common import (
     endpoint_units,
     new_figure,
     panel_grid,
+    plain_text,
     positive_log_scale,
 )
 
@@ -85,7 +86,7 @@ def gof(fit, endpoint: str, *, x: str = "time", ppc=None, **ppc_options):
     for ax, p, name in ((axs[0, 0], pred, "PRED"), (axs[0, 1], ipred, "IPRED")):
         for s, c in colours.items():
             k = (study == s) & ~blq
-            ax.plot(p[k], dv[k], "o", ms=2.5, alpha=0.55, color=c, label=s)
+            ax.plot(p[k], dv[k], "o", ms=2.5, alpha=0.55, color=c, label=plain_text(s))
         ok = ~blq & np.isfinite(p) & np.isfinite(dv)
         if ok.any():
             lo = float(np.nanmin(np.concatenate([p[ok], dv[ok]])))
@@ -241,7 +242,7 @@ def individual_fits(
             ax.set_yscale("log")
             ax.yaxis.set_minor_formatter(NullFormatter())
         st = study[m][0] if m.any() else ""
-        ax.set_title(f"subject {s} ({st})", fontsize=9)
+        ax.set_title(plain_text(f"subject {s} ({st})"), fontsize=9)
         ax.tick_params(labelsize=7)
     panels[0].legend(fontsize=6)
     fig.supxlabel("time (h)", fontsize=9)

@@ -14,7 +14,13 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from pkpd.diagnostics._common import colour_map, new_figure, panel_grid, positive_log_scale
+from pkpd.diagnostics._common import (
+    colour_map,
+    new_figure,
+    panel_grid,
+    plain_text,
+    positive_log_scale,
+)
 
 
 def as_simulation(sim):
@@ -128,7 +134,7 @@ def regimen_profiles(sim, *, endpoints=None, prob: float = 0.90, log_y: bool | N
             with np.errstate(invalid="ignore"):
                 q = np.nanquantile(x, [lo, 0.5, hi], axis=0)
             ax.fill_between(t, q[0], q[2], color=colours[r], alpha=0.18, lw=0)
-            ax.plot(t, q[1], "-", color=colours[r], lw=1.4, label=r)
+            ax.plot(t, q[1], "-", color=colours[r], lw=1.4, label=plain_text(r))
             allv.append(q[1])
         pos = np.concatenate(allv)
         ly = positive_log_scale(pos[pos > 0]) if log_y is None else log_y
@@ -166,7 +172,13 @@ def exposure_by_regimen(sim, *, metrics=None, prob: float = 0.90):
         for patch, r in zip(bp["boxes"], regs, strict=True):
             patch.set_facecolor(colours[r])
             patch.set_alpha(0.5)
-        ax.set_xticks(range(1, len(regs) + 1), regs, rotation=20, ha="right", fontsize=7)
+        ax.set_xticks(
+            range(1, len(regs) + 1),
+            [plain_text(r) for r in regs],
+            rotation=20,
+            ha="right",
+            fontsize=7,
+        )
         if positive_log_scale(np.concatenate([d for d in data if d.size] or [np.zeros(1)])):
             ax.set_yscale("log")
         ax.set_ylabel(sim[v].attrs.get("units", ""), fontsize=8)
@@ -203,7 +215,7 @@ def exposure_response(sim, *, exposure: str, response: str, max_points: int = 30
         xs_all.append(x)
         ys_all.append(y)
         k = rng.choice(x.size, min(max_points, x.size), replace=False) if x.size else []
-        ax.plot(x[k], y[k], "o", ms=2.2, alpha=0.35, color=colours[r], label=r)
+        ax.plot(x[k], y[k], "o", ms=2.2, alpha=0.35, color=colours[r], label=plain_text(r))
     x, y = np.concatenate(xs_all), np.concatenate(ys_all)
     log_x = positive_log_scale(x)
     if x.size > 20:
@@ -244,9 +256,9 @@ def target_attainment(sim, targets, *, prob: float = 0.90):
         err = np.vstack([p - tab["ci_low"].to_numpy(), tab["ci_high"].to_numpy() - p])
         ax.bar(pos, p, color=[colours[r] for r in regs], alpha=0.7)
         ax.errorbar(pos, p, yerr=err, fmt="none", ecolor="k", capsize=4, lw=1)
-        ax.set_xticks(pos, regs, rotation=20, ha="right", fontsize=7)
+        ax.set_xticks(pos, [plain_text(r) for r in regs], rotation=20, ha="right", fontsize=7)
         ax.set_ylim(0, 1.05)
         ax.set_ylabel("probability of target")
-        ax.set_title(target, fontsize=9)
+        ax.set_title(plain_text(target), fontsize=9)
     fig.suptitle(f"Target attainment: median and {100 * prob:g}% interval over posterior draws")
     return fig

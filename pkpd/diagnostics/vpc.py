@@ -29,6 +29,7 @@ from pkpd.diagnostics._common import (
     as_fit,
     endpoint_rows,
     endpoint_units,
+    plain_text,
     positive_log_scale,
 )
 
@@ -375,7 +376,7 @@ def vpc(
             if ref.size:
                 ax.set_ylim(bottom=max(ax.get_ylim()[0], 0.3 * float(ref.min())))
         title = f"{kind} {endpoint}" + (f", study {s}" if s is not None else "")
-        ax.set_title(title, fontsize=10)
+        ax.set_title(plain_text(title), fontsize=10)
         ax.set_ylabel(f"{endpoint} ({unit})" if unit else endpoint)
         if not has_lloq:
             ax.set_xlabel("time after dose (h)" if x == "tad" else "time (h)")

@@ -4,6 +4,10 @@ A *covariate expression* names the parameters, the data column, the form and its
 
     expr    := params "~" COLUMN [form] ["(" option ("," option)* ")"]
     params  := name ("," name)*                  e.g. "cl", "cl,v", "cl,v1,q,v2"
+    COLUMN  := NAME | "`" NAME "`" | '"' NAME '"' | "'" NAME "'"
+               the column's name as the data give it (any case). Bare, it is any characters
+               but spaces, parentheses, "~" and quotes: CRCL_mL/min, Poids_kg_é, 体重,
+               <b>WT</b>. A name with those needs quoting: `Poids kg`, "WT (kg)".
     form    := "power" | "linear" | "exponential" | "categorical"
     option  := "ref" "=" number                  reference value of the covariate
              | "fixed" "=" number                effect fixed (not estimated)
@@ -11,7 +15,12 @@ A *covariate expression* names the parameters, the data column, the form and its
              | "prior" "=" "lognormal" "(" median "," sd_log ")"   (categorical effects)
 
 Examples: ``"cl,v~WT"`` (power model on weight, exponents estimated), ``"cl~WT power(ref=70,
-fixed=0.75)"`` (fixed allometry), ``"cl~CRCL linear(ref=90)"``, ``"cl~CYP3A4_INH categorical"``.
+fixed=0.75)"`` (fixed allometry), ``"cl~CRCL linear(ref=90)"``, ``"cl~CYP3A4_INH categorical"``,
+``"cl~CRCL_mL/min power"``, ``"cl~`Body weight (kg)` power(ref=70)"``.
+
+Effect names are ``<parameter>_<column>`` in lower case, the column as its netCDF-safe name
+(:func:`pkpd.inference.names.safe_names`): ``cl_wt``, ``cl_crcl_ml_min`` for ``CRCL_mL/min``.
+Each effect keeps the column's own name (``covariate``), which printouts and reports show.
 
 Defaults, chosen so a user need not know them but can always read them back from the fit
 (attribute ``covariate_effects_detail``):
@@ -30,14 +39,17 @@ The multiplier of each form is that of :class:`pkpd.inference.priors.CovariateEf
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from pkpd.inference.names import safe_names
 from pkpd.inference.priors import COVARIATE_FORMS, CovariateEffect, Dist
 
 _EXPR = re.compile(
-    r"^\s*(?P<params>[A-Za-z_][\w]*(?:\s*,\s*[A-Za-z_][\w]*)*)\s*~\s*(?P<col>[A-Za-z_][\w]*)"
+    r"^\s*(?P<params>[A-Za-z_][\w]*(?:\s*,\s*[A-Za-z_][\w]*)*)\s*~\s*"
+    r"(?:`(?P<bq>[^`]+)`|\"(?P<dq>[^\"]+)\"|'(?P<sq>[^']+)'|(?P<col>[^\s()~`\"']+))"
     r"\s*(?P<form>[A-Za-z]+)?\s*(?:\((?P<opts>.*)\))?\s*$"
 )
 _PRIOR = re.compile(r"^(normal|lognormal)\s*\(\s*([^,()]+)\s*,\s*([^,()]+)\s*\)$", re.IGNORECASE)
@@ -45,6 +57,12 @@ _PRIOR = re.compile(r"^(normal|lognormal)\s*\(\s*([^,()]+)\s*,\s*([^,()]+)\s*\)$
 
 class CovariateSpecError(ValueError):
     """A covariate expression that cannot be understood; the message says where and why."""
+
+
+def _key(name: str) -> str:
+    """How a written column name is matched to the data's: stripped, NFC, upper case (as the
+    data reader stores names)."""
+    return unicodedata.normalize("NFC", str(name).strip()).upper()
 
 
 def is_expression(text: str) -> bool:
@@ -101,10 +119,13 @@ def parse_expression(
     if not m:
         raise CovariateSpecError(
             f"covariate {expr!r} is not an expression like 'cl,v~WT power(ref=70, fixed=0.75)' "
-            "(parameters ~ data column, then optionally the form and options in parentheses)"
+            "(parameters ~ data column, then optionally the form and options in parentheses; "
+            "quote a column name with spaces or parentheses: cl~`Body weight (kg)` power)"
         )
     params = [p.strip() for p in m["params"].split(",")]
-    col = m["col"].upper()
+    written = next(m[g] for g in ("bq", "dq", "sq", "col") if m[g] is not None)
+    by_key = {_key(c): c for c in columns}
+    col = by_key.get(_key(written), written.strip().upper())
     bad = [p for p in params if p not in parameters]
     if bad:
         raise CovariateSpecError(
@@ -112,9 +133,15 @@ def parse_expression(
             f"({', '.join(parameters)})"
         )
     if col not in columns:
+        hint = ""
+        if m["form"] and m["form"].lower() not in COVARIATE_FORMS:
+            hint = (
+                "; a column name with spaces or parentheses must be quoted, e.g. "
+                "cl~`Body weight (kg)` power"
+            )
         raise CovariateSpecError(
             f"covariate {expr!r}: the data have no column {col} "
-            f"(covariates: {', '.join(columns) or 'none'})"
+            f"(covariates: {', '.join(columns) or 'none'}){hint}"
         )
     values = np.asarray(columns[col], dtype=float)
     binary = bool(np.all(np.isin(values, (0.0, 1.0))))
@@ -188,9 +215,10 @@ def parse_expression(
             sd = float(np.std(values))
             default = Dist("normal", {"mean": 0.0, "sd": 0.5 / sd if sd > 0 else 1.0})
     dist = Dist("fixed", {"value": fixed}) if fixed is not None else (prior or default)
+    safe = safe_names(columns)[col]
     return [
         CovariateEffect(
-            name=f"{p}_{col.lower()}",
+            name=f"{p}_{safe.lower()}",
             parameter=p,
             covariate=col,
             form=form,

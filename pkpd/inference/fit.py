@@ -43,6 +43,7 @@ from pkpd.data.arrays import PaddedData
 from pkpd.data.dataset import Dataset
 from pkpd.inference.covariates import describe as describe_effect
 from pkpd.inference.likelihood import KIND_OF_MODEL, ResidualLikelihood
+from pkpd.inference.names import ORIGINAL_NAME
 from pkpd.inference.priors import CovariateEffect, Dist, Priors, load_priors
 
 FIT_MARKER = "pkpd_fit"
@@ -921,7 +922,13 @@ def fit(
         ``omega_<param>``, ``omega_study_<param>``, ``eta_<param>`` [subject],
         ``eta_study_<param>`` [study], ``theta_<param>`` [subject] individual values,
         ``beta_<effect>``, ``sigma_*``), ``sample_stats``, ``log_likelihood`` (``y`` [obs]),
-        ``observed_data``, ``constant_data``; provenance in ``attrs``.
+        ``observed_data``, ``constant_data``; provenance in ``attrs``. Every name is
+        netCDF-safe (:mod:`pkpd.inference.names`): data columns are ``record_<safe name>``
+        with the column's name in the ``original_name`` attribute
+        (:func:`pkpd.inference.posterior.data_columns`); an effect on a column such as
+        ``CRCL_mL/min`` is ``beta_cl_crcl_ml_min``, its ``covariate`` attribute the column's
+        name. What the file will hold apart from the draws is written once to a temporary
+        file before sampling (:func:`check_saveable`), so the fit cannot fail when saved.
     """
     if method not in ("nuts", "map"):
         raise FitError(f"method={method!r}; expected 'nuts' or 'map'")
@@ -946,6 +953,9 @@ def fit(
         clock = now
 
     spec = prepare(model, data, priors, covariates=covariates, endpoints=endpoints)
+    # everything but the draws written once to a temporary file: what netCDF refuses stops
+    # the fit now, not at save time after sampling
+    check_saveable(spec, dict(seed=seed, method=method, chains=chains, warmup=warmup, draws=draws))
     lap("prepare")
     spec.parameterization = parameterization if method == "nuts" else "noncentered"
     nm_start = build_model(dataclasses.replace(spec, parameterization="noncentered"))
@@ -1558,6 +1568,43 @@ def _laplace_draws(nm, obs, flat_map, unravel, pe, key, draws):
     return jax.tree.map(lambda x: x[None], cons), flat_dirs
 
 
+def record_variables(columns) -> dict[str, str]:
+    """``{column: constant_data variable}`` of a dataset's record columns: ``record_<safe
+    name>`` (:func:`pkpd.inference.names.safe_names`), e.g. ``record_CRCL_ML_MIN`` for
+    ``CRCL_ML/MIN``."""
+    from pkpd.inference.names import safe_names
+
+    return {c: f"record_{s}" for c, s in safe_names(str(c) for c in columns).items()}
+
+
+def check_saveable(spec: FitSpec, attrs: dict | None = None) -> None:
+    """Check, before sampling, that a fit of ``spec`` can be written to netCDF.
+
+    Writes what the fit's file will hold apart from the draws (the data records, the
+    attributes, a posterior with one draw of each covariate effect) to a temporary file the
+    way :func:`save_fit` does, so that names or values netCDF cannot store stop the fit now
+    instead of after sampling.
+
+    Raises
+    ------
+    FitError
+        Saying what could not be written.
+    """
+    import tempfile
+
+    flat = {f"pop_{p}": np.zeros(1) for p in spec.estimated}
+    flat.update({f"beta_{e.name}": np.zeros(1) for e in spec.effects if not e.prior.is_fixed})
+    ll = np.zeros((1, len(spec.obs_y)))
+    try:
+        idata = _to_inference_data(spec, flat, ll, 1, {}, dict(attrs or {}))
+        with tempfile.TemporaryDirectory(prefix="pkpd-save-check-") as tmp:
+            idata.to_netcdf(str(Path(tmp) / "fit.nc"))
+    except Exception as e:  # noqa: BLE001 - whatever netCDF refuses must stop the fit here
+        raise FitError(
+            f"the fit could not be saved to netCDF ({type(e).__name__}: {e}); nothing was sampled"
+        ) from e
+
+
 def _to_inference_data(spec: FitSpec, flat, ll, n_chains, extra, attrs):
     import arviz as az
 
@@ -1610,16 +1657,19 @@ def _to_inference_data(spec: FitSpec, flat, ll, n_chains, extra, attrs):
         "dose_mask": np.asarray(d.dose_mask).astype(np.int8),
     }
     cdims = {k: ["obs"] for k in constant if k.startswith("obs_")}
-    # the checked data records, so a fit file alone can be diagnosed and simulated from
+    # the checked data records, so a fit file alone can be diagnosed and simulated from; each
+    # column under its netCDF-safe name (pkpd.inference.names), the original in the
+    # variable's original_name attribute and in attrs["data_columns"]
     rec = spec.dataset.records
+    safe = record_variables(rec.columns)
     for col in rec.columns:
         v = rec[col].to_numpy()
         if v.dtype == bool:
             v = v.astype(np.int8)
         elif v.dtype.kind not in "fiu":
             v = v.astype(str).astype(object)
-        constant[f"record_{col}"] = v
-        cdims[f"record_{col}"] = ["record"]
+        constant[safe[col]] = v
+        cdims[safe[col]] = ["record"]
     coords["record"] = np.arange(len(rec))
     cdims.update(
         subject_study=["subject"],
@@ -1642,6 +1692,7 @@ def _to_inference_data(spec: FitSpec, flat, ll, n_chains, extra, attrs):
         ),
         "estimated": json.dumps(spec.estimated),
         "fixed": json.dumps(spec.fixed),
+        "data_columns": json.dumps([[str(c), safe[c]] for c in rec.columns], ensure_ascii=False),
         "covariate_effects": json.dumps([e.name for e in spec.effects]),
         "covariate_effects_detail": json.dumps([describe_effect(e) for e in spec.effects]),
         "covariates_requested": json.dumps(spec.requested_covariates),
@@ -1669,6 +1720,16 @@ def _to_inference_data(spec: FitSpec, flat, ll, n_chains, extra, attrs):
         for prefix in ("pop_", "theta_"):
             if name.startswith(prefix) and name[len(prefix) :] in units:
                 idata.posterior[name].attrs["units"] = units[name[len(prefix) :]]
+    for col in rec.columns:
+        idata.constant_data[safe[col]].attrs[ORIGINAL_NAME] = str(col)
+    for e in spec.effects:
+        if f"beta_{e.name}" in idata.posterior:
+            idata.posterior[f"beta_{e.name}"].attrs.update(
+                parameter=e.parameter,
+                covariate=str(e.covariate),
+                form=e.form,
+                long_name=f"{e.form} effect of covariate {e.covariate} on {e.parameter}",
+            )
     idata.observed_data["y"].attrs["units"] = json.dumps(
         {e: model_endpoints(spec.model).get(e, "") for e in spec.endpoints}
     )

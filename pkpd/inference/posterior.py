@@ -1,7 +1,8 @@
 """Everything a saved fit needs to be used again: its data, model, priors and posterior draws.
 
 A fit file (:func:`pkpd.save_fit`) carries the checked data records (``constant_data``
-``record_*``), the model name and options, the priors as parsed, and the covariate effects
+``record_*``, under netCDF-safe names with the column names in attributes: :func:`data_columns`),
+the model name and options, the priors as parsed, and the covariate effects
 chosen. :func:`restore_spec` rebuilds the :class:`~pkpd.inference.fit.FitSpec` of the fit from
 the file alone, so diagnostics and simulations need nothing but the file.
 """
@@ -16,6 +17,7 @@ import pandas as pd
 
 from pkpd.data.dataset import Dataset
 from pkpd.inference.fit import FitError, FitSpec, prepare
+from pkpd.inference.names import ORIGINAL_NAME
 from pkpd.inference.priors import Priors, load_priors
 
 
@@ -28,15 +30,31 @@ def _attr(idata, key, default=None):
     return v
 
 
-def restore_dataset(idata) -> Dataset:
-    """The checked dataset the fit was run on (from ``constant_data.record_*``)."""
+def data_columns(idata) -> dict[str, str]:
+    """``{constant_data variable: original column name}`` of the fit's data records.
+
+    Columns are stored under netCDF-safe names (``record_CRCL_ML_MIN`` for the column
+    ``CRCL_ML/MIN``; :mod:`pkpd.inference.names`), the original in each variable's
+    ``original_name`` attribute. Fits written before that have ``record_<column>``.
+    """
     cd = idata.constant_data
-    names = [k for k in cd.data_vars if k.startswith("record_")]
+    out = {}
+    for k in cd.data_vars:
+        if k.startswith("record_"):
+            out[k] = str(cd[k].attrs.get(ORIGINAL_NAME, k[len("record_") :]))
+    return out
+
+
+def restore_dataset(idata) -> Dataset:
+    """The checked dataset the fit was run on (from ``constant_data.record_*``), its columns
+    under their original names (:func:`data_columns`)."""
+    cd = idata.constant_data
+    names = data_columns(idata)
     if not names:
         raise FitError(
             "the fit carries no data records; it was written by an older pkpd (refit it)"
         )
-    rec = pd.DataFrame({k[len("record_") :]: cd[k].values for k in names})
+    rec = pd.DataFrame({col: cd[k].values for k, col in names.items()})
     for col in ("ID", "STUDY", "AMT_UNIT", "ENDPOINT"):
         if col in rec:
             rec[col] = rec[col].astype(str)

@@ -531,6 +531,17 @@ class _Checker:
 
     def _covariate(self, name, entry, params) -> CovariateEffect | None:
         where = f"covariates.{name}"
+        from pkpd.inference.names import is_safe
+
+        if not is_safe(name):
+            # the effect's posterior variable is beta_<name>, stored in netCDF: checked here,
+            # not when a fit is saved after sampling
+            self.add(
+                where,
+                "an effect's name must be ASCII letters, digits and _ (it names the posterior "
+                'variable beta_<name>); the data column\'s own name goes in covariate = "..."',
+            )
+            return None
         allowed = {
             "parameter",
             "covariate",

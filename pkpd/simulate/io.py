@@ -8,6 +8,7 @@ from pathlib import Path
 import xarray as xr
 
 from pkpd._files import atomic_write, read_marked
+from pkpd.inference.names import from_netcdf_names, to_netcdf_names
 from pkpd.simulate.errors import SimulationError
 
 
@@ -28,6 +29,13 @@ def save_simulation(sim: xr.Dataset, path, *, targets=None, summary=True) -> dic
         Write ``<stem>.csv``: every metric's median and 90% interval per regimen
         (:func:`pkpd.simulate.summarize`).
 
+    Notes
+    -----
+    Names netCDF cannot store (a covariate column ``CRCL_ML/MIN`` gives the variable
+    ``cov_CRCL_ML/MIN``) are written under safe names (``cov_CRCL_ML_MIN``, the column's name
+    in its ``original_name`` attribute, the renaming in the file's ``pkpd_renamed``
+    attribute); :func:`load_simulation` gives the original names back.
+
     Returns
     -------
     dict
@@ -40,9 +48,10 @@ def save_simulation(sim: xr.Dataset, path, *, targets=None, summary=True) -> dic
         raise SimulationError("save_simulation needs the xarray.Dataset from pkpd.simulate")
     path = Path(path)
     targets = [targets] if isinstance(targets, str) else list(targets or [])
-    to_write = sim
+    # shallow copy with netCDF-safe names: cov_<column> of a column named e.g. CRCL_ML/MIN is
+    # written as cov_CRCL_ML_MIN with original_name "CRCL_ML/MIN"; load_simulation renames back
+    to_write = to_netcdf_names(sim, prefixes=("cov_", "param_"))
     if targets:
-        to_write = sim.copy()  # shallow: only the attributes differ
         to_write.attrs["targets"] = json.dumps(targets)
     atomic_write(path, lambda tmp: to_write.to_netcdf(tmp))
     out = {"netcdf": path}
@@ -59,10 +68,14 @@ def save_simulation(sim: xr.Dataset, path, *, targets=None, summary=True) -> dic
 
 
 def load_simulation(path) -> xr.Dataset:
-    """Read a simulation written by :func:`save_simulation` (fully into memory)."""
+    """Read a simulation written by :func:`save_simulation` (fully into memory).
+
+    Variables stored under netCDF-safe names get their original names back (``cov_<column>``
+    as :func:`pkpd.simulate` names them; see :func:`save_simulation`).
+    """
     from pkpd.simulate.core import MARKER
 
-    return read_marked(
+    sim = read_marked(
         path,
         xr.load_dataset,
         marker=MARKER,
@@ -70,3 +83,4 @@ def load_simulation(path) -> xr.Dataset:
         writer="`pkpd simulate` or pkpd.save_simulation",
         error=SimulationError,
     )
+    return from_netcdf_names(sim)

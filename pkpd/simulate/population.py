@@ -19,13 +19,16 @@ Three sources, which can be mixed:
       "uniform(low, high)"
       "bernoulli(p)"                   0/1 flags, e.g. "CYP3A4_INH": "bernoulli(0.15)"
 
-Column names are upper case (as the data reader stores them). Units are those of the data:
+Column names are matched to the fitted data's ignoring case (the data reader stores them upper
+case; any name the data may carry, ``CRCL_mL/min`` or ``Poids kg_é``, is fine). Units are those
+of the data:
 BSA m², WT kg, HCT %, AGE years, 0/1 flags.
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -106,6 +109,17 @@ def _draw(name: str, values: tuple[float, ...], n: int, rng: np.random.Generator
     )
 
 
+def column_name(name, known=()) -> str:
+    """The covariate a population column or key names: one of ``known`` (the fitted data's
+    columns) when it is the same name up to case, surrounding spaces and Unicode
+    normalisation (``"Poids kg_é"`` for ``POIDS KG_É``), else the name in upper case."""
+    key = unicodedata.normalize("NFC", str(name).strip()).upper()
+    for k in known:
+        if unicodedata.normalize("NFC", str(k).strip()).upper() == key:
+            return str(k)
+    return str(name).upper()
+
+
 def fitted_covariates(spec) -> pd.DataFrame:
     """Per-subject covariates of the fitted data (first record of each subject)."""
     padded = spec.padded
@@ -142,6 +156,7 @@ def build_population(
     if n_subjects is not None and n_subjects < 1:
         raise SimulationError(f"n_subjects={n_subjects}; expected a whole number >= 1")
     base = fitted_covariates(spec)
+    known = [*base.columns, *(eff.covariate for eff in spec.effects)]
     overrides: Mapping = {}
     if isinstance(population, (str, Path)):
         try:
@@ -149,7 +164,7 @@ def build_population(
         except (OSError, ValueError) as e:
             raise SimulationError(f"population: cannot read table {population}: {e}") from None
     if isinstance(population, pd.DataFrame):
-        table = population.rename(columns=str.upper)
+        table = population.rename(columns=lambda c: column_name(c, known))
         bad = [c for c in table.columns if not pd.api.types.is_numeric_dtype(table[c])]
         if bad:
             raise SimulationError(
@@ -173,7 +188,7 @@ def build_population(
             f"or distribution; got {type(population).__name__}"
         )
     if population is not None:
-        overrides = {str(k).upper(): v for k, v in population.items()}
+        overrides = {column_name(k, known): v for k, v in population.items()}
     n = 100 if n_subjects is None else int(n_subjects)
     if base.shape[1]:
         idx = rng.integers(0, len(base), n)
