@@ -198,6 +198,40 @@ def test_distributions_match_scipy(dist, ref):
     x = np.asarray(ref.ppf([0.05, 0.3, 0.5, 0.9]))
     got = np.asarray(dist.numpyro().log_prob(jnp.asarray(x)))
     np.testing.assert_allclose(got, ref.logpdf(x), rtol=1e-10)
+    # quantiles (and so the median behind Priors.typical) agree with scipy's
+    q = [0.05, 0.3, 0.5, 0.9]
+    np.testing.assert_allclose([dist.quantile(v) for v in q], ref.ppf(q), rtol=1e-9)
+    assert dist.median() == pytest.approx(float(ref.median()), rel=1e-9)
+
+
+def test_logitnormal_quantiles():
+    d = Dist("logitnormal", {"median": 0.168, "sd_logit": 0.5})
+    z = st.norm.ppf(0.9)
+    want = 1 / (1 + math.exp(-(math.log(0.168 / 0.832) + 0.5 * z)))
+    assert d.quantile(0.9) == pytest.approx(want, rel=1e-12) and d.median() == pytest.approx(0.168)
+
+
+def test_priors_typical_values_and_the_models_agree_or_say_why():
+    from pkpd.models.temsirolimus import PRIOR_CENTRE_DIFFERENCES, TYPICAL
+
+    priors = load_priors(model="temsirolimus")
+    typical = priors.typical()
+    # by hand from priors/temsirolimus.toml: lognormal medians, Beta(4, 1.5)'s median, and the
+    # logit-normal PD-1 baseline's median 0.168 on the fraction scale, times 100 (%)
+    assert typical["cl"] == 16.0 and typical["v2"] == 135.0
+    assert typical["s6k_imax"] == pytest.approx(st.beta(4.0, 1.5).median(), rel=1e-12)
+    assert typical["pd1_base"] == pytest.approx(16.8, rel=1e-12)
+    assert priors.typical_effects()["cl_bsa"] == pytest.approx(0.75)
+    assert set(typical) == set(TYPICAL)
+    for name, value in TYPICAL.items():
+        p = priors.parameters[name]
+        gap = abs(math.log(value / typical[name]))
+        if name in PRIOR_CENTRE_DIFFERENCES:
+            assert gap > 0.05, f"{name}: listed as different but within 5% of the prior's median"
+        else:
+            assert gap <= 0.05, f"{name}: {value} vs prior median {typical[name]}, undocumented"
+        lo, hi = (p.prior.quantile(q) * p.multiplier for q in (0.05, 0.95))
+        assert lo <= value <= hi or p.prior.is_fixed, f"{name} outside its prior's central 90%"
 
 
 def test_logitnormal_matches_change_of_variables():

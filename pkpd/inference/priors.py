@@ -104,6 +104,46 @@ class Dist:
     def is_fixed(self) -> bool:
         return self.family == "fixed"
 
+    def quantile(self, q: float) -> float:
+        """The ``q`` quantile (0 < q < 1) of the distribution, in the entry's unit.
+
+        Examples
+        --------
+        >>> Dist("lognormal", {"median": 16.0, "sd_log": 0.25}).quantile(0.5)
+        16.0
+        """
+        from scipy import stats
+
+        if not 0.0 < q < 1.0:
+            raise ValueError(f"q={q!r}; expected 0 < q < 1")
+        p = self.params
+        f = self.family
+        z = float(stats.norm.ppf(q))
+        if f == "normal":
+            return p["mean"] + p["sd"] * z
+        if f == "lognormal":
+            return float(p["median"] * math.exp(p["sd_log"] * z))
+        if f == "logitnormal":
+            m = p["median"]
+            return float(1.0 / (1.0 + math.exp(-(math.log(m / (1 - m)) + p["sd_logit"] * z))))
+        if f == "halfnormal":
+            return float(p["scale"] * stats.norm.ppf(0.5 + q / 2))
+        if f == "halfcauchy":
+            return float(p["scale"] * math.tan(math.pi * q / 2))
+        if f == "exponential":
+            return float(-math.log1p(-q) / p["rate"])
+        if f == "beta":
+            return float(stats.beta.ppf(q, p["a"], p["b"]))
+        if f == "uniform":
+            return p["low"] + q * (p["high"] - p["low"])
+        if f == "fixed":
+            return p["value"]
+        raise ValueError(f"unknown family {f!r}")  # pragma: no cover - validated on load
+
+    def median(self) -> float:
+        """The distribution's median (its centre on any monotone scale), in the entry's unit."""
+        return self.quantile(0.5)
+
 
 @dataclass(frozen=True)
 class ParameterPrior:
@@ -175,6 +215,23 @@ class Priors:
     ignored: tuple[str, ...] = ()
     #: The parsed file (plain mapping), kept so a fit can store and reload the priors it used.
     raw: Mapping[str, Any] = field(default_factory=dict)
+
+    def typical(self) -> dict[str, float]:
+        """Each parameter's prior median in the model's unit: the priors' typical values.
+
+        Percentages kept on the fraction scale are multiplied back (``pd1_base`` 0.168 → 16.8 %).
+
+        Examples
+        --------
+        >>> import pkpd
+        >>> pkpd.load_priors(model="temsirolimus").typical()["cl"]   # L/h
+        16.0
+        """
+        return {n: p.prior.median() * p.multiplier for n, p in self.parameters.items()}
+
+    def typical_effects(self) -> dict[str, float]:
+        """Each covariate effect's prior median (exponent, slope or ratio)."""
+        return {n: e.prior.median() for n, e in self.covariates.items()}
 
     def with_overrides(self, other: Priors) -> Priors:
         """These priors with the entries of ``other`` replacing or adding to them."""

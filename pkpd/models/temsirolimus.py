@@ -103,7 +103,11 @@ _NEEDS = {
 }
 
 #: Typical values of a 1.85 m² adult with no CYP3A4 co-medication (sources: literature file
-#: sections in brackets; [D] derived, [P] assumption; see priors/temsirolimus.toml).
+#: sections in brackets; [D] derived, [P] assumption; see priors/temsirolimus.toml): the
+#: literature's point values, and the truth of the bundled synthetic data. The priors' centres
+#: (``pkpd.load_priors(model="temsirolimus").typical()``, prior medians) are these values
+#: rounded (cl 16 vs 16.2 L/h, q 9 vs 8.7 L/h, v2 135 vs 137 L, v_sir 140 vs 141.8 L: within
+#: 5%), except where :data:`PRIOR_CENTRE_DIFFERENCES` says why they differ on purpose.
 TYPICAL = {
     "cl": 16.2,  # L/h, Torisel label [§1]
     "v1": 35.0,  # L, 2-cmt solve reproducing label Cmax 585 ng/mL [§6, D]
@@ -127,6 +131,16 @@ TYPICAL = {
     "pd1_ic50": 1.46,  # nM [P]
 }
 
+
+#: Parameters whose value in :data:`TYPICAL` differs by more than 5% from the prior's median, and
+#: why. The Imax priors are Beta distributions set from the literature's range, not centred on
+#: one value; the synthetic truth takes a point inside each prior's central 90% so that a fit
+#: must move the posterior away from the prior's centre (tests/test_priors.py checks both).
+PRIOR_CENTRE_DIFFERENCES = {
+    "s6k_imax": "0.9 (>95% inhibition reported by Boulay 2004, 56% by Fukudo) vs the Beta(4, 1.5) "
+    "prior's median 0.756, which spans both reports",
+    "vegf_imax": "0.29, the Beta(2, 5) prior's mean, vs its median 0.264",
+}
 
 #: Covariate effects of the typical subject's parameters: (parameter, covariate, form,
 #: reference, value), the medians of priors/temsirolimus.toml [covariates.*] (sources there:
