@@ -44,15 +44,141 @@ def _nonnegative_int(text: str) -> int:
     return value
 
 
+def _pairs(items: list[str] | None, option: str, example: str) -> list[tuple[str, str]]:
+    """``["1=conc,2=pca", "3=x"]`` -> ``[("1", "conc"), ("2", "pca"), ("3", "x")]``."""
+    out = []
+    for item in items or []:
+        for part in item.split(","):
+            if not part.strip():
+                continue
+            key, eq, value = (x.strip() for x in part.partition("="))
+            if not eq or not key or not value:
+                raise ValueError(f"{option} {part.strip()!r}: expected {example}")
+            out.append((key, value))
+    return out
+
+
+def data_options(args: argparse.Namespace) -> dict:
+    """``read_dataset`` keywords from ``--dvid``, ``--dv-unit`` and ``--molar-mass``.
+
+    Raises
+    ------
+    ValueError
+        For a malformed item, naming the option and what was expected.
+    """
+    out: dict = {}
+    codes: dict[int, str] = {}
+    for key, name in _pairs(args.dvid, "--dvid", "CODE=ENDPOINT, e.g. --dvid 1=conc,2=pca"):
+        try:
+            code = int(key)
+        except ValueError:
+            raise ValueError(
+                f"--dvid {key}={name}: {key!r} is not a whole-number DVID code; expected "
+                "CODE=ENDPOINT, e.g. --dvid 1=conc,2=pca"
+            ) from None
+        if code in codes and codes[code] != name:
+            raise ValueError(f"--dvid maps code {code} twice ({codes[code]}, {name})")
+        codes[code] = name
+    if codes:
+        out["endpoints"] = codes
+    units = _pairs(args.dv_unit, "--dv-unit", "ENDPOINT=UNIT, e.g. --dv-unit conc=mg/L")
+    if units:
+        out["dv_units"] = dict(units)
+    masses = {}
+    for key, value in _pairs(
+        args.molar_mass, "--molar-mass", "ENDPOINT=G_PER_MOL, e.g. --molar-mass conc=232.2"
+    ):
+        try:
+            masses[key] = float(value)
+        except ValueError:
+            raise ValueError(
+                f"--molar-mass {key}={value}: {value!r} is not a number; expected "
+                "ENDPOINT=G_PER_MOL, e.g. --molar-mass conc=232.2"
+            ) from None
+    if masses:
+        out["molar_mass"] = masses
+    return out
+
+
+def _add_data_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--dvid",
+        action="append",
+        metavar="CODE=ENDPOINT",
+        help="map DVID codes to endpoints (repeat or comma-separate), e.g. --dvid 1=conc,2=pca; "
+        "default: the model's codes (temsirolimus: 1-5; a one-endpoint model takes the data's "
+        "one code)",
+    )
+    parser.add_argument(
+        "--dv-unit",
+        action="append",
+        metavar="ENDPOINT=UNIT",
+        help="unit of an endpoint's DV and LLOQ where the data have no DVU column or leave it "
+        "empty (repeat), e.g. --dv-unit conc=mg/L; converted to the model's unit (ng/mL for "
+        "concentrations)",
+    )
+    parser.add_argument(
+        "--molar-mass",
+        action="append",
+        metavar="ENDPOINT=G_PER_MOL",
+        help="molar mass (g/mol) of an endpoint's drug, to convert molar units such as nmol/L",
+    )
+
+
+class _PrintUnitWarnings:
+    """Within the block, :class:`pkpd.data.DataUnitWarning` is printed at once as one
+    ``WARNING: ...`` line on stderr (other warnings as usual)."""
+
+    def __enter__(self):
+        import warnings
+
+        from pkpd.data.reader import DataUnitWarning
+
+        self._cm = warnings.catch_warnings()
+        self._cm.__enter__()
+        previous = warnings.showwarning
+        warnings.simplefilter("always", DataUnitWarning)
+
+        def show(message, category, *rest, **kw):
+            if issubclass(category, DataUnitWarning):
+                print(f"WARNING: {message}", file=sys.stderr, flush=True)
+            else:
+                previous(message, category, *rest, **kw)
+
+        warnings.showwarning = show
+        return self
+
+    def __exit__(self, *exc):
+        return self._cm.__exit__(*exc)
+
+
 def _validate(args: argparse.Namespace) -> int:
     from pkpd.data import DatasetError, read_dataset
 
     try:
-        ds = read_dataset(args.data, dose_unit=args.dose_unit)
+        model = None
+        if args.model:
+            from pkpd.models import load_model
+
+            model = load_model(args.model)
+        ds = read_dataset(args.data, dose_unit=args.dose_unit, model=model, **data_options(args))
     except DatasetError as e:
         print(str(e), file=sys.stderr)
         return EXIT_BAD_INPUT
+    except ValueError as e:
+        print(f"pkpd validate: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     print(ds.summary_text())
+    if model is not None:
+        from pkpd.inference.priors import PriorsError, load_priors
+        from pkpd.models.predict import warn_concentration_scale
+
+        try:
+            typical = load_priors(model=model).typical()
+        except (PriorsError, OSError, ValueError):
+            typical = None  # no bundled priors: the check by body weight only
+        with _PrintUnitWarnings():
+            warn_concentration_scale(model, ds, typical)
     print("OK: no problems found")
     return 0
 
@@ -67,7 +193,11 @@ def _predict(args: argparse.Namespace) -> int:
         model = load_model(args.model)
         params = parse_params(args.params)
         ds = read_dataset(
-            args.data, dose_unit=args.dose_unit, compartments=list(model.compartments)
+            args.data,
+            dose_unit=args.dose_unit,
+            compartments=list(model.compartments),
+            model=model,
+            **data_options(args),
         )
         pred = predict_dataset(ds, model, params, allow_f_above_1=args.allow_f_above_1)
         table = ds.input_table().reset_index(drop=True)  # the reader's own split
@@ -97,28 +227,32 @@ def _fit(args: argparse.Namespace) -> int:
     # Parallel chains need that many JAX devices; on CPU they are host devices, which must be
     # set before JAX starts its backend (nothing has touched a device yet at this point).
     numpyro.set_host_device_count(max(args.chains, 1))
-    from pkpd.data import DatasetError
+    from pkpd.data import DatasetError, read_dataset
     from pkpd.inference.fit import FitError, fit, save_fit
     from pkpd.inference.priors import PriorsError
     from pkpd.inference.summary import convergence_warnings, format_table, parameter_table
+    from pkpd.models import load_model
 
     try:
         check_outputs({"--out": args.out}, {"data": args.data, "--priors": args.priors})
-        idata = fit(
-            args.model,
-            args.data,
-            args.priors,
-            chains=args.chains,
-            warmup=args.warmup,
-            draws=args.draws,
-            seed=args.seed,
-            method=args.method,
-            covariates=args.covariate or None,
-            endpoints=args.endpoint or None,
-            progress_bar=not args.quiet,
-            parameterization=args.parameterization,
-            mass_matrix=args.mass_matrix,
-        )
+        # read with the model's DVID codes and units (and --dvid, --dv-unit, --molar-mass)
+        ds = read_dataset(args.data, model=load_model(args.model), **data_options(args))
+        with _PrintUnitWarnings():
+            idata = fit(
+                args.model,
+                ds,
+                args.priors,
+                chains=args.chains,
+                warmup=args.warmup,
+                draws=args.draws,
+                seed=args.seed,
+                method=args.method,
+                covariates=args.covariate or None,
+                endpoints=args.endpoint or None,
+                progress_bar=not args.quiet,
+                parameterization=args.parameterization,
+                mass_matrix=args.mass_matrix,
+            )
     except (DatasetError, PriorsError, FitError) as e:
         print(str(e), file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -472,11 +606,19 @@ def build_parser() -> argparse.ArgumentParser:
     v = sub.add_parser("validate", help="check a NONMEM-style dataset and summarise it")
     v.add_argument("data", help="CSV file (NONMEM-style)")
     v.add_argument(
+        "--model",
+        default=None,
+        help="the model the data are for: its DVID codes and endpoint units are used, and the "
+        "data's concentration scale is checked against its priors; default: pkpd's "
+        "temsirolimus codes (DVID 1-5), which the summary names",
+    )
+    v.add_argument(
         "--dose-unit",
         default="mg",
         choices=["mg", "mg/m2"],
         help="unit of AMT where the data have no AMTU column (default mg)",
     )
+    _add_data_options(v)
     v.set_defaults(func=_validate)
     pr = sub.add_parser(
         "predict",
@@ -504,6 +646,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["mg", "mg/m2"],
         help="unit of AMT where the data have no AMTU column (default mg)",
     )
+    _add_data_options(pr)
     pr.set_defaults(func=_predict)
     f = sub.add_parser("fit", help="fit a population model (NumPyro NUTS) and save it as netCDF")
     f.add_argument("data", help="CSV file (NONMEM-style)")
@@ -543,6 +686,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="endpoint to fit (repeat), e.g. --endpoint temsirolimus --endpoint sirolimus; "
         "default: every endpoint in the data",
     )
+    _add_data_options(f)
     f.add_argument("--out", required=True, help="output netCDF (ArviZ InferenceData)")
     f.add_argument("--quiet", action="store_true", help="no progress bar")
     f.set_defaults(func=_fit)

@@ -39,8 +39,11 @@ class Dataset:
         ``LINE`` (source line), ``ID``, ``STUDY``, ``TIME`` (h), ``EVID``, ``AMT`` (mg),
         ``AMT_MG_M2``, ``AMT_UNIT`` (as given), ``RATE`` (mg/h; -1/-2 NONMEM codes kept),
         ``DUR`` (h), ``CMT`` (0 = model default), ``II`` (h), ``ADDL``, ``SS``, ``DV``, ``MDV``,
-        ``LLOQ``, ``BLQ`` (bool), ``ENDPOINT`` (name, "" on dose rows), then the covariates
-        (missing cells filled from the same subject's nearest earlier, else later, record).
+        ``LLOQ``, ``BLQ`` (bool), ``DVU`` (the unit ``DV`` and ``LLOQ`` are in: the endpoint's;
+        "" where not known), ``DV_ORIG``, ``LLOQ_ORIG`` (as given), ``DVU_ORIG`` (their unit as
+        given by ``DVU`` or ``dv_units``; "" where none was given), ``ENDPOINT`` (name, "" on
+        dose rows), then the covariates (missing cells filled from the same subject's nearest
+        earlier, else later, record).
     covariates : tuple of str
         Covariate column names.
     comment_lines : tuple of int
@@ -50,6 +53,16 @@ class Dataset:
         :func:`pkpd.read_dataset`.
     input_cells : tuple of tuple of str or None
         Each record's cells as the reader split them, in :attr:`records` order.
+    endpoint_column : str or None
+        ``"DVID"`` or ``"ENDPOINT"``, the column the endpoints were read from (None: none).
+    endpoint_codes : tuple of (str, str)
+        Each code of the endpoint column the records use (``"1"``, or a name as written in
+        lower case) and the endpoint it was read as, in order of first use.
+    endpoint_mapping : str
+        How the codes were mapped (the model's codes, the data's one code for a one-endpoint
+        model, ``--dvid``/``endpoints=``, or pkpd's default temsirolimus codes).
+    endpoint_units : tuple of (str, str)
+        The unit of each endpoint's ``DV`` and ``LLOQ`` in :attr:`records`.
     """
 
     records: pd.DataFrame
@@ -60,6 +73,10 @@ class Dataset:
     filled_covariate_cells: int = 0
     input_header: tuple[str, ...] | None = field(default=None, repr=False)
     input_cells: tuple[tuple[str, ...], ...] | None = field(default=None, repr=False)
+    endpoint_column: str | None = None
+    endpoint_codes: tuple[tuple[str, str], ...] = ()
+    endpoint_mapping: str = ""
+    endpoint_units: tuple[tuple[str, str], ...] = ()
 
     # -- basic facts ---------------------------------------------------------------------------
     @property
@@ -262,7 +279,26 @@ class Dataset:
             "comment_lines": list(self.comment_lines),
             "filled_covariate_cells": int(self.filled_covariate_cells),
             "covariates": cov,
+            "endpoint_column": self.endpoint_column,
+            "endpoint_codes": dict(self.endpoint_codes),
+            "endpoint_mapping": self.endpoint_mapping,
+            "endpoint_units": dict(self.endpoint_units),
+            "dv_conversions": self._conversions(),
         }
+
+    def _conversions(self) -> dict[str, dict[str, int]]:
+        """``{endpoint: {unit as given: records}}`` of records whose DV/LLOQ were converted,
+        and ``{endpoint: {"": records}}`` of those given in no unit (taken as the endpoint's)."""
+        r = self.records
+        if "DVU_ORIG" not in r:
+            return {}
+        has = (r["ENDPOINT"] != "").to_numpy()
+        out: dict[str, dict[str, int]] = {}
+        for (ep, unit), k in (
+            r.loc[has].groupby(["ENDPOINT", "DVU_ORIG"], sort=False).size().items()
+        ):
+            out.setdefault(str(ep), {})[str(unit)] = int(k)
+        return out
 
     def summary_text(self) -> str:
         s = self.summary()
@@ -287,6 +323,7 @@ class Dataset:
                 else ""
             )
         )
+        lines += self._endpoint_lines(s)
         lines.append(
             f"  below LLOQ (censored, M3): {s['blq']}"
             + (
@@ -316,6 +353,52 @@ class Dataset:
             for c, v in s["covariates"].items():
                 lines.append(f"    {c}: {v['min']:g} / {v['median']:g} / {v['max']:g}")
         return "\n".join(escape_text(x) for x in lines)
+
+    def _endpoint_lines(self, s: dict) -> list[str]:
+        """How endpoints were read (codes, mapping) and the units of their observations."""
+        units = s["endpoint_units"]
+
+        def unit(ep):
+            return f" ({units[ep]})" if units.get(ep) else ""
+
+        lines = []
+        col = s["endpoint_column"]
+        if col is not None and s["endpoint_codes"]:
+            pairs = ", ".join(
+                f"{col} {code} \u2192 {ep}{unit(ep)}" for code, ep in s["endpoint_codes"].items()
+            )
+            lines.append(f"  endpoints: {pairs} [{s['endpoint_mapping']}]")
+        elif col is None and s["observations_per_endpoint"]:
+            eps = ", ".join(f"{ep}{unit(ep)}" for ep in s["observations_per_endpoint"])
+            lines.append(f"  endpoints: no DVID/ENDPOINT column, every observation is {eps}")
+        conv = s["dv_conversions"]
+        if conv:
+            per_endpoint = []
+            for ep, by_unit in conv.items():
+                target = units.get(ep, "")
+                parts = []
+                for given, k in by_unit.items():
+                    rec = f"{k} record{'s' if k != 1 else ''}"
+                    if not given:
+                        what = f"taken as {target}" if target else "in no known unit"
+                        parts.append(f"{rec} {what} (no DVU, no --dv-unit)")
+                    elif given.lower().replace(" ", "") == target.lower().replace(" ", ""):
+                        parts.append(f"{rec} in {given}")
+                    else:
+                        f = self._factor(ep, given)
+                        f = f" (\u00d7 {f:g})" if f is not None else ""
+                        parts.append(f"{rec} converted from {given} to {target}{f}")
+                per_endpoint.append(f"{ep}: " + ", ".join(parts))
+            lines.append("  DV units: " + "; ".join(per_endpoint))
+        return lines
+
+    def _factor(self, ep: str, given: str) -> float | None:
+        """The factor applied to the records of ``ep`` given in ``given``: DV / DV_ORIG."""
+        r = self.records
+        sel = (r["ENDPOINT"] == ep) & (r["DVU_ORIG"] == given)
+        ratio = (r.loc[sel, "DV"] / r.loc[sel, "DV_ORIG"]).to_numpy(dtype=float)
+        ratio = ratio[np.isfinite(ratio)]
+        return float(np.median(ratio)) if len(ratio) else None
 
 
 def line_ranges(numbers) -> str:

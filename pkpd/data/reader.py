@@ -2,8 +2,15 @@
 
 The reader accepts the NM-TRAN event vocabulary every pharmacometrician knows
 (``ID TIME EVID AMT RATE DUR CMT II ADDL SS DV MDV``), plus ``LLOQ``/``BLQ`` for censored
-observations, ``DVID`` or ``ENDPOINT`` for multi-endpoint data, ``STUDY`` for multi-study data
-and any other column as a covariate. Every problem found is collected and raised at once as a
+observations, ``DVID`` or ``ENDPOINT`` for multi-endpoint data, ``DVU`` for the unit of each
+record's ``DV`` and ``LLOQ``, ``STUDY`` for multi-study data and any other column as a covariate.
+
+Endpoint codes belong to the model (``read_dataset(..., model=...)``): the temsirolimus model
+numbers its endpoints 1-5 (:data:`DEFAULT_ENDPOINTS`), and a one-endpoint model such as
+``one_cmt_oral`` takes the data's one ``DVID`` code, whatever it is. ``endpoints={code: name}``
+maps codes explicitly. Observations are converted on read to the unit of their endpoint
+(:data:`CANONICAL_UNITS`, or the model's): ``DVU`` per record or ``dv_units={endpoint: unit}``
+say what the data are in (:func:`unit_factor` lists what converts). Every problem found is collected and raised at once as a
 :class:`~pkpd.data.errors.DatasetError`, each with its line, column, value and what was expected.
 
 Numbers follow one strict ASCII grammar (:data:`NUMBER_PATTERN`): an optional sign, digits with
@@ -42,17 +49,35 @@ DEFAULT_ENDPOINTS: dict[int, str] = {
 }
 #: Endpoint name given to observations when the data have no DVID/ENDPOINT column.
 SINGLE_ENDPOINT = "conc"
+#: pkpd's unit of each endpoint it knows: ``DV`` and ``LLOQ`` are converted to it on read (or to
+#: the model's unit, with ``read_dataset(..., model=...)``).
+CANONICAL_UNITS: dict[str, str] = {
+    "conc": "ng/mL",
+    "temsirolimus": "ng/mL",
+    "sirolimus": "ng/mL",
+    "s6k": "% of baseline",
+    "vegf": "pg/mL",
+    "pd1_cd8": "%",
+}
+#: What ``DVU`` (and ``dv_units=``) accept, for messages.
+DV_UNITS_ACCEPTED = (
+    "a concentration: g/L, mg/mL, mg/dL, mg/L, ug/mL (µg/mL, mcg/mL), ug/L (µg/L), ng/mL, ng/L, "
+    "pg/mL; mol/L, mmol/L, umol/L (µM), nmol/L (nM), pmol/L with the endpoint's molar mass; "
+    "or % (also '% of baseline')"
+)
 
 #: Columns with a fixed meaning (after upper-casing). Everything else is a covariate.
 EVENT_COLUMNS = ("TIME", "EVID", "AMT", "RATE", "DUR", "CMT", "II", "ADDL", "SS", "DV", "MDV")
 CENSORING_COLUMNS = ("LLOQ", "BLQ")
 ENDPOINT_COLUMNS = ("DVID", "ENDPOINT")
 UNIT_COLUMNS = ("AMTU", "AMT_UNIT", "DOSE_UNIT")
+#: Unit of each record's DV and LLOQ (text, e.g. ``mg/L``); empty: the endpoint's unit.
+DV_UNIT_COLUMNS = ("DVU", "DV_UNIT")
 STUDY_COLUMNS = ("STUDY", "STUDYID")
 COMMENT_COLUMN = "C"
 #: Columns that may hold text; a line starting with ``C`` can be data only when its first column
 #: is one of these (a number column cannot hold a value starting with ``C``).
-TEXT_COLUMNS = ("ID",) + STUDY_COLUMNS + ENDPOINT_COLUMNS + UNIT_COLUMNS
+TEXT_COLUMNS = ("ID",) + STUDY_COLUMNS + ENDPOINT_COLUMNS + UNIT_COLUMNS + DV_UNIT_COLUMNS
 #: Columns that apply to dose records only; on any other record they would be ignored.
 DOSE_ONLY_COLUMNS = ("ADDL", "II", "SS", "RATE", "DUR")
 
@@ -79,6 +104,126 @@ _DOSE_UNITS = {
     "mg/m**2": "mg/m2",
 }
 _DELIMITER_NAMES = {",": "commas", "\t": "tabs", ";": "semicolons", "whitespace": "blanks"}
+
+
+class DataUnitWarning(UserWarning):
+    """The observations look like they are in another unit than the model's (e.g. mg/L read as
+    ng/mL); see :func:`pkpd.models.predict.concentration_scale_warning`."""
+
+
+# Concentration units: mass (ng per mL per unit), amount (nmol per mL per unit), volumes (mL).
+_MASS_NG = {"g": 1e9, "mg": 1e6, "ug": 1e3, "ng": 1.0, "pg": 1e-3}
+_MOLE_NMOL = {"mol": 1e9, "mmol": 1e6, "umol": 1e3, "nmol": 1.0, "pmol": 1e-3}
+_VOLUME_ML = {"l": 1e3, "dl": 1e2, "ml": 1.0}
+_MOLAR_SHORT = {"m": "mol/l", "mm": "mmol/l", "um": "umol/l", "nm": "nmol/l", "pm": "pmol/l"}
+_PERCENT = {"%", "percent", "%ofbaseline", "percentofbaseline"}
+_UNIT_TEXT = re.compile(r"([a-z]+)/([a-z]+)")
+
+
+def _unit_kind(text: str) -> tuple[str, float] | None:
+    """``("mass", ng/mL)``, ``("molar", nmol/mL)`` or ``("percent", 1)`` per unit of ``text``.
+
+    Case, blanks and the spelling of micro (``u``, ``µ``, ``μ``, ``mc``) do not matter.
+    ``None`` for a unit pkpd does not know.
+    """
+    s = str(text).strip().replace("\u00b5", "u").replace("\u03bc", "u").lower().replace(" ", "")
+    s = s.replace("mcg", "ug")
+    if s in _PERCENT:
+        return "percent", 1.0
+    s = _MOLAR_SHORT.get(s, s)
+    m = _UNIT_TEXT.fullmatch(s)
+    if m is None or m.group(2) not in _VOLUME_ML:
+        return None
+    a, b = m.groups()
+    if a in _MASS_NG:
+        return "mass", _MASS_NG[a] / _VOLUME_ML[b]
+    if a in _MOLE_NMOL:
+        return "molar", _MOLE_NMOL[a] / _VOLUME_ML[b]
+    return None
+
+
+def is_known_unit(text: str) -> bool:
+    """Whether ``text`` is a unit :func:`unit_factor` knows (see :data:`DV_UNITS_ACCEPTED`)."""
+    return _unit_kind(text) is not None
+
+
+def unit_factor(unit: str, target: str, molar_mass: float | None = None) -> float:
+    """The factor that converts a value in ``unit`` to ``target``.
+
+    Mass concentrations convert among themselves (``mg/L`` → ``ng/mL``: 1000; ``µg/L`` =
+    ``ng/mL``; ``pg/mL`` = ``ng/L``), and so do molar ones (``mol/L``, ``mmol/L``, ``µmol/L``
+    or ``µM``, ``nmol/L`` or ``nM``, ``pmol/L``); between the two the molar mass (g/mol) is
+    needed. ``%`` and ``% of baseline`` are the same unit. Case, blanks and the spelling of
+    micro (``u``, ``µ``, ``mc``) do not matter.
+
+    Parameters
+    ----------
+    unit, target : str
+        Units as written, e.g. ``"mg/L"`` and ``"ng/mL"``.
+    molar_mass : float, optional
+        g/mol, to convert between mass and molar concentrations.
+
+    Returns
+    -------
+    float
+        ``value_in_target = value_in_unit * factor``.
+
+    Raises
+    ------
+    ValueError
+        Saying why the conversion is not possible (unknown unit, another kind of unit, molar
+        mass needed).
+
+    Examples
+    --------
+    >>> unit_factor("mg/L", "ng/mL"), unit_factor("µg/L", "ng/mL"), unit_factor("nM", "ng/mL", 914.2)
+    (1000.0, 1.0, 0.9142)
+    """
+    u, t = _unit_kind(unit), _unit_kind(target)
+    if u is None:
+        raise ValueError(f"unknown unit {unit!r}; expected {DV_UNITS_ACCEPTED}")
+    if t is None:
+        raise ValueError(f"unknown unit {target!r}; expected {DV_UNITS_ACCEPTED}")
+    (ku, fu), (kt, ft) = u, t
+    if ku == kt:
+        return fu / ft
+    if {ku, kt} == {"mass", "molar"}:
+        if molar_mass is None or not (molar_mass > 0 and math.isfinite(molar_mass)):
+            raise ValueError(
+                f"converting {unit} to {target} needs the molar mass (g/mol) of the substance"
+            )
+        return fu * molar_mass / ft if ku == "molar" else fu / (ft * molar_mass)
+    kinds = {"mass": "a mass concentration", "molar": "a molar concentration", "percent": "a %"}
+    raise ValueError(f"{unit} is {kinds[ku]} and cannot be converted to {target} ({kinds[kt]})")
+
+
+@dataclass(frozen=True)
+class _ModelEndpoints:
+    """What the reader needs of a model: its name, DVID codes, endpoint units, molar masses."""
+
+    name: str
+    codes: dict[int, str] | None
+    units: dict[str, str]
+    molar_masses: dict[str, float]
+
+
+def _model_endpoints(model) -> _ModelEndpoints | None:
+    if model is None:
+        return None
+    from pkpd.models import endpoint_units, load_model
+
+    if isinstance(model, str):
+        try:
+            model = load_model(model)
+        except ValueError as e:
+            raise DatasetError([Problem(f"argument model: {e}")]) from None
+    codes = getattr(model, "endpoint_codes", None)
+    return _ModelEndpoints(
+        name=str(getattr(model, "name", type(model).__name__)),
+        codes=None if codes is None else {int(k): str(v) for k, v in dict(codes).items()},
+        units=endpoint_units(model),
+        molar_masses=dict(getattr(model, "endpoint_molar_masses", None) or {}),
+    )
 
 
 @dataclass
@@ -397,6 +542,9 @@ def read_dataset(
     source: str | os.PathLike | pd.DataFrame,
     *,
     endpoints: Mapping[int, str] | Sequence[str] | None = None,
+    model=None,
+    dv_units: Mapping[str, str] | None = None,
+    molar_mass: Mapping[str, float] | float | None = None,
     dose_unit: str = "mg",
     compartments: Mapping[int, str] | Sequence[int] | None = None,
     delimiter: str | None = None,
@@ -414,9 +562,33 @@ def read_dataset(
         :class:`pandas.DataFrame`. Lines end at ``\\n``, ``\\r\\n`` or ``\\r``; line numbers in
         problems and in ``records["LINE"]`` count those, as an editor does.
     endpoints : mapping or sequence, optional
-        Numeric ``DVID`` codes to endpoint names (``{1: "temsirolimus", ...}``), or the allowed
-        names when the endpoint column holds names. Default: :data:`DEFAULT_ENDPOINTS`; without
-        an endpoint column every observation is endpoint ``"conc"``.
+        Numeric ``DVID`` codes to endpoint names (``{1: "conc", 2: "pca"}``; CLI ``--dvid
+        1=conc,2=pca``), or the allowed names when the endpoint column holds names. Default:
+        the ``model``'s codes (see ``model``); without a model, pkpd's temsirolimus codes
+        :data:`DEFAULT_ENDPOINTS` (the summary says so). Without an endpoint column every
+        observation is endpoint ``"conc"`` (or the model's one endpoint).
+    model : str or model object, optional
+        The model the data are for (``"one_cmt_oral"``, ``pkpd.models.load_model(...)``). It
+        gives the ``DVID`` codes when ``endpoints`` is not given: a model declaring
+        ``endpoint_codes`` (temsirolimus: 1 temsirolimus, 2 sirolimus, 3 s6k, 4 vegf, 5 pd1_cd8)
+        uses them; a model with one endpoint (the generic PK models: ``conc``) takes the
+        data's one code, whatever it is, and several codes are an error asking for a mapping.
+        It also gives each endpoint's unit (its ``endpoint_units``), which ``DV`` and ``LLOQ``
+        are converted to, and molar masses (``endpoint_molar_masses``). Compartments are not
+        taken from it (pass ``compartments``).
+    dv_units : mapping of str to str, optional
+        Unit of the observations of each endpoint (``{"conc": "mg/L"}``; CLI ``--dv-unit
+        conc=mg/L``) on records whose ``DVU`` cell is empty or where there is no ``DVU``
+        column. ``DV`` and ``LLOQ`` are converted on read to the endpoint's unit (the model's,
+        else :data:`CANONICAL_UNITS`; for an endpoint with neither, the first unit the data
+        give it); the values as given are kept in ``records["DV_ORIG"]``,
+        ``records["LLOQ_ORIG"]`` and their unit in ``records["DVU_ORIG"]``. Accepted units:
+        :data:`DV_UNITS_ACCEPTED` (:func:`unit_factor`). Without a unit the data are taken to be
+        in the endpoint's unit.
+    molar_mass : mapping of str to float, or float, optional
+        Molar mass (g/mol) of each endpoint's substance (one number: every endpoint), needed to
+        convert molar units (``nmol/L``) to mass ones (``ng/mL``). The model's
+        ``endpoint_molar_masses`` (temsirolimus 1030.3, sirolimus 914.2) are used otherwise.
     dose_unit : {"mg", "mg/m2"}
         Unit of ``AMT`` (and ``RATE``, per hour) where the data have no ``AMTU`` column or leave
         it empty. mg/m² doses are converted to mg with the subject's ``BSA`` on that record;
@@ -470,18 +642,29 @@ def read_dataset(
     (1, 1)
     """
     ignore = _check_ignore(ignore)
+    info = _model_endpoints(model)
     table = _load(source, delimiter, ignore, max_problems_shown)
     limits = (int(max_implied_doses), int(max_implied_doses_per_subject))
-    return _Builder(
-        table, endpoints, dose_unit, compartments, ignore, limits, max_problems_shown
-    ).build()
+    builder = _Builder(
+        table, endpoints, dose_unit, compartments, ignore, limits, max_problems_shown, info
+    )
+    builder.set_units(dv_units, molar_mass)
+    return builder.build()
 
 
 class _Builder:
     """Turns a text table into a validated :class:`Dataset`, collecting every problem."""
 
     def __init__(
-        self, table, endpoints, dose_unit, compartments, ignore=None, limits=None, max_shown=None
+        self,
+        table,
+        endpoints,
+        dose_unit,
+        compartments,
+        ignore=None,
+        limits=None,
+        max_shown=None,
+        model: _ModelEndpoints | None = None,
     ):
         self.t = table
         self.ignore = ignore
@@ -502,17 +685,100 @@ class _Builder:
                 source=table.name,
             )
         self.dose_unit = unit
-        if endpoints is None:
+        self.model = model
+        #: ``"given"``, ``"default"``, ``"model"`` (the model's codes), ``"single"`` (the data's
+        #: one code maps to the model's one endpoint) or ``"names"`` (the model's names only).
+        self.mapping_kind = "given"
+        self.single_endpoint = SINGLE_ENDPOINT
+        if model is not None and len(model.units) == 1:
+            self.single_endpoint = next(iter(model.units))
+        if endpoints is None and model is None:
+            self.mapping_kind = "default"
             self.endpoint_codes = dict(DEFAULT_ENDPOINTS)
             self.endpoint_names = set(DEFAULT_ENDPOINTS.values()) | {SINGLE_ENDPOINT}
+        elif endpoints is None:
+            self.endpoint_names = {e.lower() for e in model.units}
+            self.endpoint_names |= {v.lower() for v in (model.codes or {}).values()}
+            if model.codes is not None:
+                self.mapping_kind = "model"
+                self.endpoint_codes = {k: v.lower() for k, v in model.codes.items()}
+            else:
+                self.mapping_kind = "single" if len(model.units) == 1 else "names"
+                self.endpoint_codes = {}  # the single code is read from the data in build()
         elif isinstance(endpoints, Mapping):
-            self.endpoint_codes = {int(k): str(v).lower() for k, v in endpoints.items()}
+            self.endpoint_codes = {}
+            bad = []
+            for k, v in endpoints.items():
+                x = _parse_float(str(k))
+                if x is None or not math.isfinite(x) or x != int(x):
+                    bad.append(k)
+                    continue
+                self.endpoint_codes[int(x)] = str(v).strip().lower()
+            if bad or any(not v for v in self.endpoint_codes.values()):
+                raise DatasetError(
+                    [
+                        Problem(
+                            f"argument endpoints={dict(endpoints)!r}: expected whole-number "
+                            "DVID codes mapped to endpoint names, e.g. {1: 'conc', 2: 'pca'}"
+                        )
+                    ],
+                    source=table.name,
+                )
             self.endpoint_names = set(self.endpoint_codes.values())
         else:
             self.endpoint_codes = {}
             self.endpoint_names = {str(v).lower() for v in endpoints}
+        self.dv_units: dict[str, str] = {}
+        self.molar_mass: dict[str, float] = dict(model.molar_masses) if model else {}
+        self.molar_mass_all: float | None = None
         self.compartments = None if compartments is None else {int(c) for c in compartments}
         self.bad_cells: set[tuple[int, str]] = set()
+
+    def set_units(self, dv_units, molar_mass) -> None:
+        """Check and keep ``dv_units`` and ``molar_mass`` (problems: no line, raised at once)."""
+        problems = []
+        known = sorted(self.endpoint_names)
+        for ep, unit in dict(dv_units or {}).items():
+            name = str(ep).strip().lower()
+            if name not in self.endpoint_names:
+                problems.append(
+                    Problem(
+                        f"argument dv_units (--dv-unit) names endpoint {ep!r}, which is not one of the "
+                        f"endpoints ({', '.join(known)}); expected ENDPOINT=UNIT, e.g. conc=mg/L"
+                    )
+                )
+            elif not is_known_unit(str(unit)):
+                problems.append(
+                    Problem(
+                        f"argument dv_units (--dv-unit): unknown unit {unit!r} for endpoint {ep!r}; "
+                        f"expected {DV_UNITS_ACCEPTED}"
+                    )
+                )
+            else:
+                self.dv_units[name] = str(unit).strip()
+        if molar_mass is not None:
+            items = (
+                [(None, molar_mass)]
+                if not isinstance(molar_mass, Mapping)
+                else list(molar_mass.items())
+            )
+            for ep, mw in items:
+                try:
+                    value = float(mw)
+                except (TypeError, ValueError):
+                    value = math.nan
+                if not (math.isfinite(value) and value > 0):
+                    problems.append(
+                        Problem(
+                            f"argument molar_mass (--molar-mass): {mw!r} is not a molar mass; expected g/mol > 0"
+                        )
+                    )
+                elif ep is None:
+                    self.molar_mass_all = value
+                else:
+                    self.molar_mass[str(ep).strip().lower()] = value
+        if problems:
+            raise DatasetError(problems, source=self.t.name)
 
     # -- helpers -----------------------------------------------------------------------------
     def fail(self, problems):
@@ -557,13 +823,12 @@ class _Builder:
             )
         study_cols = [c for c in STUDY_COLUMNS if c in seen]
         unit_cols = [c for c in UNIT_COLUMNS if c in seen]
-        if len(study_cols) > 1 or len(unit_cols) > 1:
-            self.problems.append(
-                Problem(
-                    f"more than one column for the same role ({', '.join(study_cols + unit_cols)}); "
-                    "keep one"
+        dvu_cols = [c for c in DV_UNIT_COLUMNS if c in seen]
+        for cols in (study_cols, unit_cols, dvu_cols):
+            if len(cols) > 1:
+                self.problems.append(
+                    Problem(f"more than one column for the same role ({', '.join(cols)}); keep one")
                 )
-            )
         if len(self.problems) > n_table_problems or not t.header:
             # With columns of unknown meaning, row checks would only add noise: fix the header
             # (and any malformed lines found while splitting) first.
@@ -604,7 +869,10 @@ class _Builder:
         ep_col = ep_cols[0] if ep_cols else None
         study_col = study_cols[0] if study_cols else None
         unit_col = unit_cols[0] if unit_cols else None
-        text_cols = {"ID", COMMENT_COLUMN} | {c for c in (study_col, unit_col, ep_col) if c}
+        dvu_col = dvu_cols[0] if dvu_cols else None
+        text_cols = {"ID", COMMENT_COLUMN} | {
+            c for c in (study_col, unit_col, ep_col, dvu_col) if c
+        }
         numeric_names = [h for h in seen if h not in text_cols]
         num: dict[str, np.ndarray] = {}
         for h in numeric_names:
@@ -682,20 +950,40 @@ class _Builder:
         # Endpoints
         endpoint = np.array([""] * n, dtype=object)
         if ep_col is None:
-            endpoint[is_obs] = SINGLE_ENDPOINT
+            endpoint[is_obs] = self.single_endpoint
         else:
+            if self.mapping_kind == "single":
+                self._single_code(col[ep_col], ep_col, is_obs & (mdv == 0))
             for i, s in enumerate(col[ep_col]):
                 if not is_obs[i] and evid[i] != 2:
                     continue
                 name = self._endpoint_name(s)
                 if name is None:
-                    if is_obs[i] and mdv[i] == 0:
+                    if is_obs[i] and mdv[i] == 0 and (i, ep_col) not in self.bad_cells:
                         known = ", ".join(
                             f"{k}={v}" for k, v in sorted(self.endpoint_codes.items())
                         ) or ", ".join(sorted(self.endpoint_names))
-                        self.add(f"unknown endpoint; expected one of {known}", i, ep_col, s)
+                        hint = ""
+                        if self.mapping_kind == "default":
+                            hint = (
+                                " (pkpd's default temsirolimus codes: no model given; give the "
+                                "model (--model, read_dataset(..., model=...)) or map the codes "
+                                "(--dvid 1=NAME,..., endpoints={1: NAME, ...}))"
+                            )
+                        elif self.model is not None and self.mapping_kind != "given":
+                            hint = (
+                                f" (the endpoints of model {self.model.name}; map other codes "
+                                "with --dvid CODE=NAME or endpoints={CODE: NAME})"
+                            )
+                        self.add(f"unknown endpoint; expected one of {known}{hint}", i, ep_col, s)
                     name = ""
                 endpoint[i] = name
+
+        # Units of DV and LLOQ: converted to each endpoint's unit; the values as given are kept.
+        dv_orig, lloq_orig = dv.copy(), lloq.copy()
+        dvu = np.array([""] * n, dtype=object)
+        dvu_orig = np.array([""] * n, dtype=object)
+        self._convert_units(col, dvu_col, endpoint, dv, lloq, dvu, dvu_orig)
 
         # Studies
         if study_col is None:
@@ -797,6 +1085,10 @@ class _Builder:
                 "MDV": mdv.astype(np.int64),
                 "LLOQ": lloq_eff,
                 "BLQ": blq,
+                "DVU": pd.array(list(dvu), dtype=object),
+                "DV_ORIG": dv_orig,
+                "LLOQ_ORIG": lloq_orig,
+                "DVU_ORIG": pd.array(list(dvu_orig), dtype=object),
                 "ENDPOINT": pd.array(list(endpoint), dtype=object),
             }
         )
@@ -811,7 +1103,133 @@ class _Builder:
             filled_covariate_cells=self.filled_cells,
             input_header=tuple(t.header),
             input_cells=tuple(tuple(row) for row in t.cells),
+            endpoint_column=ep_col,
+            endpoint_codes=self._codes_used(col.get(ep_col), endpoint) if ep_col else (),
+            endpoint_mapping=self._mapping_text(),
+            endpoint_units=tuple(self.units_of.items()),
         )
+
+    # -- endpoints and units -------------------------------------------------------------------
+    def _single_code(self, cells, ep_col, counted) -> None:
+        """A one-endpoint model takes the data's one numeric code (read on observations)."""
+        first: dict[int, int] = {}
+        count: dict[int, int] = {}
+        rows: list[int] = []
+        for i, s in enumerate(cells):
+            if not counted[i] or _is_missing(s):
+                continue
+            v = _parse_float(s)
+            if v is None or not math.isfinite(v) or v != int(v):
+                continue  # a name, or not a code: checked as such
+            c = int(v)
+            first.setdefault(c, i)
+            count[c] = count.get(c, 0) + 1
+            rows.append(i)
+        if len(first) == 1:
+            self.endpoint_codes = {next(iter(first)): self.single_endpoint}
+            return
+        if not first:
+            return
+        ep = self.single_endpoint
+        codes = sorted(first, key=first.get)
+        listing = ", ".join(
+            f"{c} ({count[c]} observation{'s' if count[c] > 1 else ''}, first on "
+            f"{self.t.where} {self.t.locs[first[c]]})"
+            for c in codes
+        )
+        cli = ",".join(f"{c}={ep if k == 0 else 'NAME'}" for k, c in enumerate(codes))
+        api = ", ".join(f"{c}: '{ep if k == 0 else 'NAME'}'" for k, c in enumerate(codes))
+        i2 = first[codes[1]]
+        self.add(
+            f"model {self.model.name!r} predicts one endpoint ({ep}), but the observations carry "
+            f"{len(codes)} DVID codes: {listing}; say which code is {ep}: --dvid {cli} on the "
+            f"command line, read_dataset(..., endpoints={{{api}}}) in Python (leave the other "
+            f"endpoints out of a fit with --endpoint {ep}, or set MDV=1 on their records)",
+            i2,
+            ep_col,
+            cells[i2],
+        )
+        for i in rows:
+            self.bad_cells.add((i, ep_col))
+
+    def _target_unit(self, ep: str) -> str | None:
+        """The unit ``ep``'s observations are converted to: the model's, else pkpd's."""
+        if self.model is not None:
+            units = {k.lower(): v for k, v in self.model.units.items()}
+            if units.get(ep):
+                return units[ep]
+        return CANONICAL_UNITS.get(ep)
+
+    def _convert_units(self, col, dvu_col, endpoint, dv, lloq, dvu, dvu_orig) -> None:
+        """DV and LLOQ of every record with an endpoint in the endpoint's unit (in place)."""
+        self.units_of: dict[str, str] = {}
+        argument_reported: set[str] = set()
+        for i, ep in enumerate(endpoint):
+            if not ep:
+                continue
+            cell = col[dvu_col][i] if dvu_col is not None else "."
+            from_cell = not _is_missing(cell)
+            given = cell.strip() if from_cell else self.dv_units.get(ep, "")
+            target = self.units_of.get(ep) or self._target_unit(ep)
+            if target is None and given and is_known_unit(given):
+                target = given  # an endpoint pkpd has no unit for: the data's first unit
+            if target is None:
+                if given and from_cell:
+                    self.add(f"unknown DV unit; expected {DV_UNITS_ACCEPTED}", i, dvu_col, cell)
+                continue
+            self.units_of[ep] = target
+            dvu[i] = target
+            if not given:
+                continue
+            dvu_orig[i] = given
+            if given.lower().replace(" ", "") == target.lower().replace(" ", ""):
+                continue
+            mw = self.molar_mass.get(ep, self.molar_mass_all)
+            try:
+                factor = unit_factor(given, target, mw)
+            except ValueError as e:
+                if not is_known_unit(given):
+                    why = f"unknown DV unit; expected {DV_UNITS_ACCEPTED}"
+                elif "molar mass" in str(e):
+                    why = (
+                        f"{given} is a molar unit: converting it to {target} (the unit of "
+                        f"endpoint {ep}) needs the molar mass; pass molar_mass={{'{ep}': "
+                        f"G_PER_MOL}} (CLI: --molar-mass {ep}=G_PER_MOL)"
+                    )
+                else:
+                    why = f"{e} (the unit of endpoint {ep})"
+                if from_cell:
+                    self.add(why, i, dvu_col, cell)
+                elif ep not in argument_reported:
+                    argument_reported.add(ep)
+                    self.problems.append(
+                        Problem(f"argument dv_units (--dv-unit {ep}={given}): {why}")
+                    )
+                continue
+            dv[i] *= factor
+            lloq[i] *= factor
+
+    def _codes_used(self, cells, endpoint) -> tuple[tuple[str, str], ...]:
+        """``(code as read, endpoint)`` of every code the data's records use, in order."""
+        out: dict[str, str] = {}
+        for s, ep in zip(cells, endpoint, strict=True):
+            if not ep or _is_missing(s):
+                continue
+            v = _parse_float(s)
+            code = str(int(v)) if v is not None and math.isfinite(v) else s.strip().lower()
+            out.setdefault(code, ep)
+        return tuple(out.items())
+
+    def _mapping_text(self) -> str:
+        name = self.model.name if self.model is not None else None
+        return {
+            "default": "pkpd's default temsirolimus codes: no model given (choose one with "
+            "--model, or map the codes with --dvid)",
+            "model": f"the codes of model {name}",
+            "single": f"model {name} predicts one endpoint, which takes the data's one code",
+            "names": f"the endpoint names of model {name}",
+            "given": "as mapped (--dvid, endpoints=)",
+        }[self.mapping_kind]
 
     def _endpoint_name(self, s: str) -> str | None:
         if _is_missing(s):

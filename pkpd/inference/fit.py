@@ -140,6 +140,8 @@ def prepare(
     ----------
     model : str or model object
     data : Dataset, path or DataFrame
+        A path or DataFrame is read with the model's DVID codes and endpoint units
+        (``read_dataset(data, model=model)``); read it yourself for ``endpoints=``/``dv_units=``.
     priors : Priors, path, mapping or None
         ``None`` loads the model's bundled priors (``priors/<model>.toml``).
     covariates : sequence of str, optional
@@ -152,7 +154,8 @@ def prepare(
     from pkpd.data import read_dataset
 
     model = resolve_model(model)
-    ds = data if isinstance(data, Dataset) else read_dataset(data)
+    # a path or DataFrame is read with the model's DVID codes and endpoint units
+    ds = data if isinstance(data, Dataset) else read_dataset(data, model=model)
     eps_model = model_endpoints(model)
     if endpoints is not None:
         bad = [e for e in endpoints if e not in ds.endpoints or e not in eps_model]
@@ -164,10 +167,17 @@ def prepare(
     present = [e for e in ds.endpoints if e in eps_model and (endpoints is None or e in endpoints)]
     unknown = [e for e in ds.endpoints if e not in eps_model and endpoints is None]
     if unknown:
+        hint = ""
+        if ds.endpoint_mapping.startswith("pkpd's default"):
+            hint = (
+                "; the data were read with pkpd's default temsirolimus DVID codes: read them "
+                f"with the model's codes, pkpd.read_dataset(path, model={model.name!r}), or map "
+                "the codes with endpoints={code: name}"
+            )
         raise FitError(
             f"the data have observations of endpoint(s) {', '.join(unknown)}, which model "
             f"{model.name!r} does not predict (it has {', '.join(eps_model)}); remove those records "
-            "or set MDV=1 on them"
+            f"or set MDV=1 on them{hint}"
         )
     if not present:
         raise FitError("the data have no observations (EVID 0, MDV 0) to fit")
@@ -953,6 +963,9 @@ def fit(
         clock = now
 
     spec = prepare(model, data, priors, covariates=covariates, endpoints=endpoints)
+    from pkpd.models.predict import warn_concentration_scale
+
+    warn_concentration_scale(spec.model, spec.dataset, spec.priors.typical())
     # everything but the draws written once to a temporary file: what netCDF refuses stops
     # the fit now, not at save time after sampling
     check_saveable(spec, dict(seed=seed, method=method, chains=chains, warmup=warmup, draws=draws))

@@ -23,7 +23,9 @@ Equations (amounts in mg, time in h; ``p`` runs over the peripheral compartments
 
 Units: ``cl``, ``q``, ``q2`` L/h; ``v``, ``v1``, ``v2``, ``v3`` L; ``ka`` 1/h; doses mg. The
 endpoint ``"conc"`` is the central concentration in **ng/mL** (= µg/L): mg/L times
-:data:`CONC_SCALE` = 1000, as NONMEM's ``CP = A(2)/(V/1000)``.
+:data:`CONC_SCALE` = 1000, as NONMEM's ``CP = A(2)/(V/1000)``. Data in other units (``DVU``
+column, ``read_dataset(..., dv_units={"conc": "mg/L"})``) are converted to ng/mL on read; its
+one endpoint takes the data's one ``DVID`` code, whatever it is (:attr:`LinearPKModel.endpoint_codes`).
 
 Dose modifiers, per dose compartment ``<cmt>`` in ``depot`` (oral models) and ``central``:
 ``lag_<cmt>`` (h, default 0), ``f_<cmt>`` (bioavailability, default 1), ``dur_<cmt>`` (h,
@@ -145,7 +147,15 @@ class LinearPKModel:
 
     @property
     def endpoints(self) -> dict[str, str]:
+        """The one endpoint and its unit: ``{"conc": "ng/mL"}``."""
         return {"conc": "ng/mL"}
+
+    @property
+    def endpoint_codes(self) -> None:
+        """No fixed DVID codes: the one endpoint ``conc`` takes the data's one ``DVID`` code,
+        whatever it is (``pkpd.read_dataset(..., model=...)``); data with several codes need a
+        mapping (``endpoints={1: "conc", ...}``, CLI ``--dvid 1=conc,...``)."""
+        return None
 
     @property
     def central_compartment(self) -> int:

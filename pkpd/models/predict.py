@@ -241,3 +241,160 @@ def modelled_rate_problems(model, d, params) -> list[str]:
                     f"parameter {prefix}_{cname}"
                 )
     return out
+
+
+#: Columns read as body weight (kg) by :func:`concentration_scale_warning`, upper case.
+WEIGHT_COLUMNS = ("WT", "WEIGHT", "BW", "BWT", "WGT", "BODYWEIGHT")
+#: The data-implied volume may be this many times the priors' typical volume (or its inverse)
+#: before :func:`concentration_scale_warning` warns.
+VOLUME_RATIO_LIMIT = 100.0
+#: Data-implied volumes per kg of body weight outside this range (L/kg) are warned about.
+VOLUME_PER_KG_RANGE = (0.005, 300.0)
+#: Suggestion per power of 1000 between the data and ng/mL.
+_UNIT_NAMES = {1: "mg/L (= µg/mL)", 2: "g/L (= mg/mL)", -1: "pg/mL (= ng/L)", -2: "fg/mL"}
+
+
+def _num(x: float) -> str:
+    """``1,234`` for large numbers, 3 significant digits otherwise."""
+    return f"{x:,.0f}" if abs(x) >= 1000 else f"{x:.3g}"
+
+
+def _central_volume(model) -> tuple[str | None, str | None]:
+    """The drug-concentration endpoint and the volume parameter that scales it."""
+    from pkpd.models import endpoint_units
+
+    eps = endpoint_units(model)
+    params = dict(getattr(model, "parameters", {}))
+    for ep, v in (("conc", "v"), ("conc", "v1"), ("temsirolimus", "v1")):
+        if ep in eps and v in params:
+            return ep, v
+    return None, None
+
+
+def data_implied_volumes(ds, endpoint: str, unit: str = "ng/mL") -> dict[str, float]:
+    """Per subject, ``dose / highest concentration`` in L: the largest single dose (mg) given
+    before an observation over that observation of ``endpoint`` (in ``unit``), smallest over
+    the subject's observations. For a one-compartment bolus that is about V (the volume at
+    C0); absorption, sampling after the peak and F < 1 make it larger, accumulation smaller.
+    Observations that are censored, not positive or before any dose are not used."""
+    from pkpd.data.reader import unit_factor
+
+    scale = unit_factor("mg/L", unit)
+    r = ds.records
+    ids = r["ID"].to_numpy()
+    dose = (r["EVID"].isin((1, 4)) & (r["AMT"] > 0)).to_numpy()
+    amt = r["AMT"].to_numpy(dtype=float)
+    dv = r["DV"].to_numpy(dtype=float)
+    obs = (
+        (r["EVID"] == 0) & (r["MDV"] == 0) & ~r["BLQ"] & (r["ENDPOINT"] == endpoint) & (r["DV"] > 0)
+    ).to_numpy()
+    out: dict[str, float] = {}
+    current, dmax = None, 0.0
+    for i in range(len(r)):
+        if ids[i] != current:
+            current, dmax = ids[i], 0.0
+        if dose[i]:
+            dmax = max(dmax, amt[i])
+        elif obs[i] and dmax > 0:
+            v = scale * dmax / dv[i]
+            out[current] = min(out.get(current, math.inf), v)
+    return out
+
+
+def concentration_scale_warning(model, ds, typical: Mapping[str, float] | None = None):
+    """A message when the observations look like they are in another unit than the model's.
+
+    The check is cheap and runs before a fit: for each subject, the largest dose (mg) over the
+    highest concentration after it (:func:`data_implied_volumes`) is a volume (L) when the data
+    are in the model's unit (ng/mL: ``1000 · dose / C``). Its median over subjects is compared
+    with the priors' typical central volume (``typical["v"]`` or ``typical["v1"]``): outside
+    1/:data:`VOLUME_RATIO_LIMIT` to :data:`VOLUME_RATIO_LIMIT` times it (100×, while mg/L data
+    read as ng/mL are 1000× off) gives a warning; so does, when the data have a body-weight
+    column (:data:`WEIGHT_COLUMNS`, kg), a median volume per kg outside
+    :data:`VOLUME_PER_KG_RANGE` (0.005-300 L/kg; mg/L data of a drug with V ≈ 1 L/kg read as
+    ng/mL give about 1000 L/kg). The message names the likely unit.
+
+    Parameters
+    ----------
+    model : model object
+        A model with a drug concentration endpoint (``conc`` or ``temsirolimus``) and a central
+        volume parameter (``v`` or ``v1``); other models are not checked.
+    ds : pkpd.Dataset
+    typical : mapping of str to float, optional
+        Typical parameter values (``Priors.typical()``).
+
+    Returns
+    -------
+    str or None
+    """
+    from pkpd.data.reader import unit_factor
+    from pkpd.models import endpoint_units
+
+    ep, vname = _central_volume(model)
+    if ep is None:
+        return None
+    unit = endpoint_units(model)[ep]
+    try:
+        unit_factor("mg/L", unit)
+    except ValueError:
+        return None
+    vols = data_implied_volumes(ds, ep, unit)
+    if not vols:
+        return None
+    v_data = float(np.median(list(vols.values())))
+    ratios = []  # (how far off, as a factor; text)
+    v_typ = None if typical is None else typical.get(vname)
+    if v_typ is not None and v_typ > 0:
+        q = v_data / v_typ
+        if not (1 / VOLUME_RATIO_LIMIT <= q <= VOLUME_RATIO_LIMIT):
+            ratios.append((q, f"{_num(q)}× the priors' typical {vname} ({_num(v_typ)} L)"))
+    cols = {c.upper(): c for c in ds.covariates}
+    wt_col = next((cols[c] for c in WEIGHT_COLUMNS if c in cols), None)
+    if wt_col is not None:
+        wt = ds.records.groupby("ID", sort=False)[wt_col].first()
+        per_kg = [v / float(wt[s]) for s, v in vols.items() if float(wt[s]) > 0]
+        if per_kg:
+            v_kg = float(np.median(per_kg))
+            lo, hi = VOLUME_PER_KG_RANGE
+            if not (lo <= v_kg <= hi):
+                ratios.append((v_kg, f"{_num(v_kg)} L per kg of body weight ({wt_col})"))
+    if not ratios:
+        return None
+    # how far off: per kg (vs about 1 L/kg) where the data have weights, which holds for
+    # children and adults alike; else vs the priors' typical volume
+    off = ratios[-1][0]
+    k = int(round(math.log10(off) / 3)) if off > 0 else 0
+    k = k or (1 if off > 1 else -1)
+    likely = _UNIT_NAMES.get(k, f"a unit 1000^{k} times {unit}") if unit == "ng/mL" else None
+    guess = (
+        f"data in {likely} read as {unit} look like this"
+        if likely
+        else f"the data look about {10 ** (3 * k):g} times off"
+    )
+    fix = (
+        f"if DV is in {likely.split(' ')[0]}, add a DVU column or --dv-unit {ep}="
+        f"{likely.split(' ')[0]} (read_dataset(..., dv_units={{'{ep}': "
+        f"'{likely.split(' ')[0]}'}}))"
+        if likely
+        else f"give the unit of DV in a DVU column or --dv-unit {ep}=UNIT"
+    )
+    return (
+        f"the observations of {ep} look like they are not in {unit}, the unit of model "
+        f"{model.name}: the largest dose over the highest concentration after it implies a "
+        f"volume of {_num(v_data)} L (median of {len(vols)} subject{'s' if len(vols) > 1 else ''}"
+        f"), {' and '.join(t for _, t in ratios)}; {guess}. {fix[0].upper() + fix[1:]}; "
+        "also check that AMT is in mg"
+    )
+
+
+def warn_concentration_scale(model, ds, typical=None, *, stacklevel: int = 2) -> str | None:
+    """:func:`concentration_scale_warning`, emitted with ``warnings.warn`` as a
+    :class:`pkpd.data.DataUnitWarning`; returns the message (None: nothing to warn)."""
+    import warnings
+
+    from pkpd.data.reader import DataUnitWarning
+
+    message = concentration_scale_warning(model, ds, typical)
+    if message:
+        warnings.warn(message, DataUnitWarning, stacklevel=stacklevel + 1)
+    return message

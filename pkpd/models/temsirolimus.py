@@ -68,6 +68,11 @@ ENDPOINTS = {
     "vegf": "pg/mL",
     "pd1_cd8": "%",
 }
+#: DVID code of each endpoint (``pkpd.read_dataset(..., model="temsirolimus")``; also pkpd's
+#: default codes when no model is given, :data:`pkpd.data.DEFAULT_ENDPOINTS`).
+ENDPOINT_CODES = {1: "temsirolimus", 2: "sirolimus", 3: "s6k", 4: "vegf", 5: "pd1_cd8"}
+#: Molar mass (g/mol) of the drug each PK endpoint measures, to read molar units (nmol/L).
+ENDPOINT_MOLAR_MASSES = {"temsirolimus": MW_TEM, "sirolimus": MW_SIR}
 
 PARAMETERS = {
     "cl": "L/h",
@@ -351,6 +356,16 @@ class TemsirolimusModel:
     @property
     def endpoint_units(self) -> dict[str, str]:
         return {e: ENDPOINTS[e] for e in self.endpoints}
+
+    @property
+    def endpoint_codes(self) -> dict[int, str]:
+        """DVID code of every endpoint (:data:`ENDPOINT_CODES`), whichever are switched on."""
+        return dict(ENDPOINT_CODES)
+
+    @property
+    def endpoint_molar_masses(self) -> dict[str, float]:
+        """Molar masses (g/mol) of the PK endpoints (:data:`ENDPOINT_MOLAR_MASSES`)."""
+        return dict(ENDPOINT_MOLAR_MASSES)
 
     def check_parameters(self, params: Mapping[str, object]) -> None:
         """Raise ``ValueError`` naming unknown parameters and those the endpoints need."""
@@ -663,6 +678,8 @@ __all__ = [
     "BINDING_PARAMETERS",
     "binding_vector_field",
     "unbound_from_blood",
+    "ENDPOINT_CODES",
+    "ENDPOINT_MOLAR_MASSES",
     "ENDPOINTS",
     "LABEL_25MG",
     "MW_SIR",
