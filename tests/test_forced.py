@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from pkpd.pd import forced
 from pkpd.pd.forced import solve_affine
 
 
@@ -48,3 +49,25 @@ def test_solve_affine_matches_a_plain_loop(method):
 def test_solve_affine_rejects_an_unknown_method():
     with pytest.raises(ValueError, match="sequential"):
         solve_affine(jnp.zeros(1), jnp.ones((2, 1)), jnp.ones((2, 1)), method="parallel")
+
+
+def test_dose_grid_holds_every_dose_and_evaluation_time():
+    # three 30-min infusions a week apart, the last one past the last evaluation time
+    start = jnp.array([0.0, 168.0, 400.0])
+    end = start + 0.5
+    t_eval = jnp.array([0.25, 24.0, 170.0, 336.0])
+    nodes, index, start_index = forced.dose_grid(start, end, jnp.array([True, True, True]), t_eval)
+    nodes = np.asarray(nodes)
+    per_dose = 1 + len(forced.START_OFFSETS) + len(forced.INFUSION_FRACTIONS)
+    per_dose += 1 + len(forced.DEFAULT_OFFSETS)
+    # the size the accuracy (tests/test_temsirolimus_model.py) and the cost
+    # (benchmarks/RESULTS.md) were measured with: 11 nodes a dose, 32 uniform ones
+    assert per_dose == 11
+    assert nodes.shape == (32 + 3 * per_dose + 4,)
+    assert np.all(np.diff(nodes) >= 0) and nodes[0] == 0.0 and nodes[-1] == 336.0
+    np.testing.assert_array_equal(nodes[np.asarray(index)], np.asarray(t_eval))
+    np.testing.assert_array_equal(nodes[np.asarray(start_index)[:2]], [0.0, 168.0])
+    for t in (0.5, 168.5, 168.5 + 72.0):  # infusion ends and the offsets after them
+        assert np.any(nodes == t)
+    # no step longer than the uniform spacing
+    assert np.diff(nodes).max() <= 336.0 / 31 + 1e-12

@@ -17,7 +17,9 @@ no step-size control to differentiate through, which makes gradients inside NUTS
 Accuracy comes from the grid (:func:`dose_grid`): every dose time and infusion end is a node (the
 concentration has kinks there, and a quadratic follows it only between kinks), nodes are dense just
 after each dose where the concentration changes fastest and sparse later, and a uniform grid
-bounds the longest step. The tests compare with scipy's Radau at tight tolerances.
+bounds the longest step. The tests compare with scipy's Radau at tight tolerances: within 1e-5
+relative at the typical temsirolimus parameters (measured 6.0e-6), 3e-4 at the priors' extremes
+(measured 1.4e-4). 1e-5 is enough for the likelihood (see :data:`DEFAULT_OFFSETS`).
 """
 
 from __future__ import annotations
@@ -29,15 +31,25 @@ import jax.numpy as jnp
 
 #: Node offsets (h) after the end of each infusion (or bolus): dense where C falls fastest,
 #: roughly geometric after that. With the exponential step (:func:`exponential_affine`) this
-#: grid is within 1e-5 of scipy's Radau at the typical temsirolimus parameters over 12 weekly
-#: doses and within 3e-4 at the prior's extremes (tests/test_temsirolimus_model.py); the
-#: 29 nodes per dose and 64 uniform ones the RK4 step needed made the gradient of the full joint
-#: fit (benchmarks/RESULTS.md, 2026-12-01) cost 25 ms instead of 5.9.
+#: grid is within 1e-5 of scipy's Radau at the typical temsirolimus parameters (measured 6.0e-6
+#: for VEGF, 2.4e-6 for PD-1 over 12 weekly doses; 1.9e-6 and 8.9e-7 over three doses) and
+#: within 3e-4 at the prior's extremes (measured 1.4e-4; tests/test_temsirolimus_model.py).
+#: 1e-6 is reachable (benchmarks/RESULTS.md, 2026-12-03): the error comes from the steps
+#: 0.003 -> 0.03 -> 0.25 h into the first infusion (nodes at 0.01 and 0.1 h fix them), the
+#: 8 -> 24 h step (a node at 16 h) and the uniform grid's ~65 h steps late after a dose, where
+#: ``I(C)`` bends as C nears the IC50 (64 uniform nodes); that grid (13 nodes a dose, 64
+#: uniform) is within 6.3e-7, but costs 28% more per gradient of the full fit, for a
+#: likelihood change of ~0.002 (a 1e-5 relative error moves the log-likelihood of the bundled
+#: data by at most ~0.02, with VEGF's 45% and PD-1's logit residual SDs; a posterior SD of
+#: vegf_base is thousands of times larger), so the default stays at 1e-5.
+#: The 29 nodes per dose and 64 uniform ones the RK4 step needed made the gradient of the full
+#: joint fit (benchmarks/RESULTS.md, 2026-12-01) cost 25 ms instead of 5.9.
 DEFAULT_OFFSETS = (0.25, 1.0, 3.0, 8.0, 24.0, 72.0)
 #: Nodes inside each infusion, as fractions of its duration.
 INFUSION_FRACTIONS = (0.5,)
 #: Nodes just after each infusion starts (h, capped at its end): with potent drugs (IC50 far
-#: below Cmax) the effect switches on within minutes of the start.
+#: below Cmax) the effect switches on within minutes of the start (the steps 0.003 -> 0.03 ->
+#: 0.25 h, growing 10×, cost 1.8e-6 of VEGF at the typical values; 3× steps cost 1e-7).
 START_OFFSETS = (0.003, 0.03)
 
 
@@ -53,7 +65,9 @@ def dose_grid(dose_time, dose_end, active, t_eval, *, n_uniform=32, offsets=DEFA
     t_eval : array [P]
         Times (h) where the solution is wanted.
     n_uniform : int
-        Uniform nodes between the start and the last evaluation time (bounds the step).
+        Uniform nodes between the start and the last evaluation time (bounds the step; 32
+        over 2100 h leave 68 h steps late after a dose, which cost 6e-6 of VEGF; 64 leave
+        3e-7).
     offsets : tuple of float
         Nodes after each dose's end (h).
 
