@@ -22,6 +22,32 @@ EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
 
 
+def _parse_errors(items) -> list[tuple[str, str]]:
+    """``["conc=proportional", ...]`` (``--error``) into ``[(endpoint, model), ...]``."""
+    out = []
+    for item in items:
+        for part in (x.strip() for x in item.split(",") if x.strip()):
+            endpoint, eq, model = (x.strip() for x in part.partition("="))
+            if not eq or not endpoint or not model:
+                raise ValueError(
+                    f"--error {item!r}: expected ENDPOINT=MODEL, e.g. conc=proportional (models: "
+                    "additive, proportional, combined, lognormal, logit)"
+                )
+            out.append((endpoint, model.lower()))
+    return out
+
+
+def _target_accept(text: str) -> float:
+    """argparse type: a probability strictly between 0 and 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"{value} is not allowed; expected 0 < value < 1")
+    return value
+
+
 def _positive_int(text: str) -> int:
     """argparse type: an integer >= 1."""
     try:
@@ -237,11 +263,18 @@ def _fit(args: argparse.Namespace) -> int:
         check_outputs({"--out": args.out}, {"data": args.data, "--priors": args.priors})
         # read with the model's DVID codes and units (and --dvid, --dv-unit, --molar-mass)
         ds = read_dataset(args.data, model=load_model(args.model), **data_options(args))
+        priors = args.priors
+        if args.error:
+            from pkpd.inference.priors import load_priors
+
+            priors = load_priors(args.priors, model=load_model(args.model))
+            for endpoint, form in _parse_errors(args.error):
+                priors = priors.with_residual(endpoint, form)
         with _PrintUnitWarnings():
             idata = fit(
                 args.model,
                 ds,
-                args.priors,
+                priors,
                 chains=args.chains,
                 warmup=args.warmup,
                 draws=args.draws,
@@ -252,6 +285,7 @@ def _fit(args: argparse.Namespace) -> int:
                 progress_bar=not args.quiet,
                 parameterization=args.parameterization,
                 mass_matrix=args.mass_matrix,
+                target_accept=args.target_accept,
             )
     except (DatasetError, PriorsError, FitError) as e:
         print(str(e), file=sys.stderr)
@@ -687,6 +721,20 @@ def build_parser() -> argparse.ArgumentParser:
         "default: every endpoint in the data",
     )
     _add_data_options(f)
+    f.add_argument(
+        "--error",
+        action="append",
+        help="residual error model of an endpoint (repeat), e.g. conc=proportional: additive, "
+        "proportional, combined, lognormal or logit; the priors file's priors of the terms are "
+        "kept (default: the priors file's model)",
+    )
+    f.add_argument(
+        "--target-accept",
+        type=_target_accept,
+        default=0.8,
+        help="NUTS's target acceptance probability (default 0.8; raise it, e.g. 0.9, when there "
+        "are divergent transitions)",
+    )
     f.add_argument("--out", required=True, help="output netCDF (ArviZ InferenceData)")
     f.add_argument("--quiet", action="store_true", help="no progress bar")
     f.set_defaults(func=_fit)

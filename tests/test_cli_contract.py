@@ -245,3 +245,49 @@ def test_predict_rows_stay_aligned_with_a_form_feed_in_a_comment(tmp_path):
     # 100 mg / 20 L = 5 mg/L = 5000 ng/mL, k = 0.1/h
     expected = [5000.0, 5000.0 * np.exp(-0.1), 5000.0 * np.exp(-1.0)]
     np.testing.assert_allclose(pred["PRED"], expected, rtol=1e-9)
+
+
+def test_fit_error_model_and_target_accept_from_the_command_line(tmp_path, monkeypatch):
+    from pkpd.inference.priors import Priors
+
+    seen = {}
+
+    def record(model, data, priors, **kwargs):
+        seen.update(priors=priors, **kwargs)
+        raise KeyboardInterrupt  # stop before any work: only the arguments matter here
+
+    monkeypatch.setattr(fit_module, "fit", record)
+    data = tmp_path / "d.csv"
+    data.write_text(DATA)
+    rc = main(["fit", str(data), "--model", "one_cmt_oral", "--error", "conc=proportional",
+               "--target-accept", "0.9", "--out", str(tmp_path / "f.nc")])  # fmt: skip
+    assert rc == 130
+    assert seen["target_accept"] == 0.9
+    res = seen["priors"].residuals["conc"]
+    assert isinstance(seen["priors"], Priors)
+    # priors/one_cmt_oral.toml: combined, proportional HalfNormal(0.3) kept, additive dropped
+    assert res.model == "proportional" and set(res.terms) == {"proportional"}
+    assert res.terms["proportional"].params == {"scale": 0.3}
+    assert seen["priors"].raw["residual"]["conc"]["model"] == "proportional"
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--error", "conc=quadratic"], "residual model 'quadratic' for 'conc'"),
+        (["--error", "pca=proportional"], "no residual error entry for endpoint 'pca'"),
+        (["--error", "conc"], "expected ENDPOINT=MODEL"),
+    ],
+)
+def test_fit_bad_error_model_exits_2(tmp_path, argv, message, no_fit, capsys):
+    data = tmp_path / "d.csv"
+    data.write_text(DATA)
+    rc = main(["fit", str(data), "--model", "one_cmt_oral", *argv, "--out", str(tmp_path / "f.nc")])
+    assert rc == 2
+    assert message in capsys.readouterr().err
+
+
+def test_fit_target_accept_must_be_a_probability(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["fit", "d.csv", "--model", "one_cmt_iv", "--target-accept", "1.5", "--out", "f.nc"])
+    assert e.value.code == 2 and "expected 0 < value < 1" in capsys.readouterr().err

@@ -7,6 +7,7 @@ names the file, the entry and the fix for every mistake.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import math
 import tomllib
@@ -232,6 +233,78 @@ class Priors:
     def typical_effects(self) -> dict[str, float]:
         """Each covariate effect's prior median (exponent, slope or ratio)."""
         return {n: e.prior.median() for n, e in self.covariates.items()}
+
+    def with_residual(self, endpoint: str, model: str) -> Priors:
+        """These priors with ``endpoint``'s residual error model switched to ``model``.
+
+        The new model's terms keep the priors the file gives for terms of the same name
+        (``combined`` → ``proportional`` keeps the proportional prior). A relative term the file
+        does not have takes the file's other relative term (``proportional`` ↔ ``sd_log``:
+        both are about a CV) or HalfNormal(0.3); an ``additive`` term must already be in the
+        file, since its scale is in the endpoint's unit.
+
+        Raises
+        ------
+        PriorsError
+            For an endpoint without a residual entry, an unknown model, or an additive term
+            with no prior to take.
+
+        Examples
+        --------
+        >>> import pkpd
+        >>> p = pkpd.load_priors(model="one_cmt_oral").with_residual("conc", "proportional")
+        >>> p.residuals["conc"].model
+        'proportional'
+        """
+        where = self.source
+        if endpoint not in self.residuals:
+            raise PriorsError(
+                [f"no residual error entry for endpoint {endpoint!r} (it has "
+                 f"{', '.join(self.residuals) or 'none'}); add [residual.{endpoint}]"], where
+            )  # fmt: skip
+        if model not in RESIDUAL_MODELS:
+            raise PriorsError(
+                [f"residual model {model!r} for {endpoint!r}; expected one of "
+                 f"{', '.join(RESIDUAL_MODELS)}"], where
+            )  # fmt: skip
+        old = self.residuals[endpoint]
+        relative = ("proportional", "sd_log", "sd_logit")
+        terms = {}
+        for t in RESIDUAL_MODELS[model]:
+            if t in old.terms:
+                terms[t] = old.terms[t]
+            elif t in relative:
+                given = [old.terms[r] for r in relative if r in old.terms]
+                terms[t] = given[0] if given else Dist("halfnormal", {"scale": 0.3})
+            else:
+                raise PriorsError(
+                    [f"residual.{endpoint}: a {model} error model needs a prior for {t!r} (in "
+                     f"{old.unit or 'the endpoint unit'}); the file's {old.model} model has none: "
+                     "add it to the priors file"], where
+                )  # fmt: skip
+        new = ResidualPrior(
+            endpoint=endpoint,
+            model=model,
+            unit=old.unit,
+            terms=terms,
+            source=f"{old.source} (model switched from {old.model} to {model})",
+            assumption=old.assumption,
+        )
+        # the parsed file too: a fit stores it, and reloads its priors from it
+        raw = dict(self.raw)
+        raw_res = dict(raw.get("residual", {}))
+        raw_res[endpoint] = {
+            "model": model,
+            **({"unit": old.unit} if old.unit else {}),
+            **{t: {"family": d.family, **dict(d.params)} for t, d in terms.items()},
+            "source": new.source,
+            "assumption": old.assumption,
+        }
+        raw["residual"] = raw_res
+        text = self.text + f'\n# residual.{endpoint}: model switched to "{model}"\n'
+        return dataclasses.replace(
+            self, residuals={**self.residuals, endpoint: new}, raw=raw, text=text
+        )
 
     def with_overrides(self, other: Priors) -> Priors:
         """These priors with the entries of ``other`` replacing or adding to them."""
