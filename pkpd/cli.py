@@ -382,6 +382,7 @@ def _simulate(args: argparse.Namespace) -> int:
             chunk_size=args.chunk_size,
             engine=args.engine,
             progress_bar=not args.quiet,
+            typical=args.typical,
         )
         targets = list(args.target or [])
         default_target = not targets and "s6k_inhibition_trough_ss" in sim
@@ -506,6 +507,12 @@ def _add_simulate_parser(sub) -> None:
     )
     s.add_argument("--endpoint", action="append", help="endpoint to simulate (repeat)")
     s.add_argument("--population", default=None, help="CSV table of virtual subjects' covariates")
+    s.add_argument(
+        "--typical",
+        action="store_true",
+        help="one typical subject: covariates at the effects' references (others at the fitted "
+        "median), no between-subject effects; the spread is parameter uncertainty only",
+    )
     s.add_argument(
         "--covariate",
         action="append",

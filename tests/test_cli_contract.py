@@ -291,3 +291,16 @@ def test_fit_target_accept_must_be_a_probability(capsys):
     with pytest.raises(SystemExit) as e:
         main(["fit", "d.csv", "--model", "one_cmt_iv", "--target-accept", "1.5", "--out", "f.nc"])
     assert e.value.code == 2 and "expected 0 < value < 1" in capsys.readouterr().err
+
+
+def test_fit_names_observations_predicted_as_zero_under_a_lognormal_error(tmp_path, capsys):
+    # a sample at the dose time of an oral dose: the prediction is 0 and its log -inf; the fit
+    # gave a residual SD several times too large and divergences without naming the record
+    data = tmp_path / "zero.csv"
+    data.write_text("ID,TIME,EVID,AMT,DV\n1,0,1,100,.\n1,0,0,0,0.5\n1,1,0,0,3000\n1,4,0,0,2500\n"
+                    "2,0,1,100,.\n2,1,0,0,2800\n2,4,0,0,2600\n")  # fmt: skip
+    out = tmp_path / "fit.nc"
+    argv = ["fit", str(data), "--model", "one_cmt_oral", "--method", "map", "--out", str(out)]
+    assert main([*argv, "--error", "conc=lognormal"]) == 2
+    err = capsys.readouterr().err
+    assert "predicts 0 at 1 observation(s) (data line(s) 3;" in err and not out.exists()

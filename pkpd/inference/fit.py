@@ -884,8 +884,12 @@ def fit(
     seed : int
         Seed of every random number used: the same seed gives the same draws.
     method : {"nuts", "map"}
-        ``"map"``: a quick fit: the MAP estimate and ``draws`` draws from the Laplace
-        approximation around it (one chain).
+        ``"map"``: a quick fit (:mod:`pkpd.inference.laplace`): the mode of the population
+        values' posterior with the subject effects integrated out by a Laplace approximation
+        per subject (FOCE-I/Laplacian-like), and ``draws`` draws (one chain) from the Laplace
+        approximation around it, the subject effects from their conditional Gaussians; what
+        was done is in the attributes (``map_kind``, ``map_converged``,
+        ``laplace_flat_parameters``, ``laplace_prior_dominated``, ...).
     covariates : sequence of str, optional
         Covariate effects (names in the priors) to include; default every effect whose data
         column exists.
@@ -912,7 +916,8 @@ def fit(
         the same posterior.
     map_steps : int
         Iteration limit of the MAP optimisation (L-BFGS on the unconstrained scale, from the
-        prior medians) that gives NUTS its start and ``method="map"`` its mode.
+        prior medians) that gives NUTS its start (the joint mode) and ``method="map"`` its
+        mode (of the population values, subject effects integrated out).
     target_accept, max_tree_depth : float, int
         NUTS settings.
     mass_matrix : {"diagonal", "dense-population", "dense"}
@@ -969,6 +974,11 @@ def fit(
     # everything but the draws written once to a temporary file: what netCDF refuses stops
     # the fit now, not at save time after sampling
     check_saveable(spec, dict(seed=seed, method=method, chains=chains, warmup=warmup, draws=draws))
+    from pkpd.inference.checks import zero_prediction_problems
+
+    zero = zero_prediction_problems(spec)
+    if zero:
+        raise FitError("; ".join(zero))
     lap("prepare")
     spec.parameterization = parameterization if method == "nuts" else "noncentered"
     nm_start = build_model(dataclasses.replace(spec, parameterization="noncentered"))
@@ -976,9 +986,16 @@ def fit(
     key = jax.random.PRNGKey(seed)
     k_map, k_run, k_jit, k_ll = jax.random.split(key, 4)
     x_start, objective = _valid_start(nm_start, obs, k_map)
-    flat_map, map_energy = _map_estimate(objective, x_start, max_iter=map_steps)
+    # the joint mode (population and subject effects) is NUTS's start; method="map" finds the
+    # mode of the population values with the subject effects integrated out instead
+    # (pkpd.inference.laplace), from the same start
+    flat_map, map_energy = (
+        _map_estimate(objective, x_start, max_iter=map_steps)
+        if method == "nuts"
+        else (x_start, float("nan"))
+    )
     flat_map = jnp.asarray(flat_map)
-    unravel, pe = objective.unravel, objective.pe
+    unravel = objective.unravel
     u0 = unravel(flat_map)
     lap("map")
     bsv = tuple(p for p in spec.estimated if spec.priors.parameters[p].bsv is not None)
@@ -1011,6 +1028,7 @@ def fit(
     extra = {}
     inverse_mass = None
     laplace_flat_dirs = 0
+    map_attrs: dict = {}
     if method == "nuts":
         from numpyro.infer import MCMC, NUTS
 
@@ -1080,7 +1098,13 @@ def fit(
         }
         n_chains = chains
     else:
-        samples, laplace_flat_dirs = _laplace_draws(nm, obs, flat_map, unravel, pe, k_run, draws)
+        from pkpd.inference.laplace import laplace_marginal_fit
+
+        samples, map_attrs, map_log_density = laplace_marginal_fit(
+            spec, nm, obs, flat_map, unravel, k_run, draws, map_steps
+        )
+        map_energy = -map_log_density
+        laplace_flat_dirs = map_attrs.pop("laplace_flat_directions")
         n_chains = 1
         lap("laplace")
     flat = jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), samples)
@@ -1141,6 +1165,8 @@ def fit(
                 ("laplace" if inverse_mass is not None else "identity") if method == "nuts" else ""
             ),
             laplace_flat_directions=laplace_flat_dirs,
+            # method="map": what was done (pkpd.inference.laplace.laplace_marginal_fit)
+            **map_attrs,
         ),
     )
     lap("output")
@@ -1559,26 +1585,6 @@ def _population_sites(nm, obs) -> list[str]:
 def _deterministic_sites(nm, obs) -> list[str]:
     """Names of the model's deterministic sites."""
     return _site_names(nm, obs, lambda v: v["type"] == "deterministic")
-
-
-def _laplace_draws(nm, obs, flat_map, unravel, pe, key, draws):
-    """Draws from the Laplace approximation at the MAP (unconstrained space).
-
-    Directions without positive curvature (the MAP of a hierarchical model often sits where a
-    between-subject SD shrinks to zero) get unit variance on the unconstrained scale instead of
-    an unbounded one; their number is returned so the fit can report it.
-    """
-    from numpyro.infer.util import constrain_fn
-
-    hess = jax.jit(jax.hessian(pe))(flat_map)
-    hess = 0.5 * (hess + hess.T)
-    evals, evecs = jnp.linalg.eigh(hess)
-    flat_dirs = int(jnp.sum(evals <= 1.0))
-    evals = jnp.maximum(evals, 1.0)
-    eps = jax.random.normal(key, (draws, flat_map.shape[0]))
-    xs = flat_map[None, :] + (eps / jnp.sqrt(evals)) @ evecs.T
-    cons = jax.vmap(lambda x: constrain_fn(nm, (), {"obs": obs}, unravel(x)))(xs)
-    return jax.tree.map(lambda x: x[None], cons), flat_dirs
 
 
 def record_variables(columns) -> dict[str, str]:

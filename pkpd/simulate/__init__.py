@@ -19,6 +19,14 @@ when the fit has one). The same virtual subjects (covariates and random effects)
 regimen, so regimens are compared on the same patients. Profiles and metrics are individual
 predictions: no residual (assay) error is added.
 
+``typical=True`` simulates the *typical subject* instead (the "typical value" simulation of
+NONMEM and Pumas): one subject whose covariates are the covariate effects' references (power,
+linear and exponential effects: their ``reference``; categorical flags: 0; so every covariate
+multiplier is 1) and the fitted data's median for other covariates, unless ``population`` is
+given; every subject effect ``eta`` is 0 and, unless ``study`` says otherwise, there is no study
+effect. Across draws the profile then shows parameter uncertainty only (typical value ±
+uncertainty). ``n_subjects`` must be ``None`` or 1; the output has attribute ``typical=1``.
+
 Output contract (``xarray.Dataset``)
 ------------------------------------
 Coordinates
@@ -59,6 +67,7 @@ Attributes
     ``fit_data_sha256``, ``fit_data_source``, ``fit_created``, ``fit_method``, ``fit_seed``,
     ``fit_posterior_draws``, ``study``, ``regimens`` and ``regimen_labels`` (JSON lists),
     ``horizon_h``, ``n_draws``, ``n_subjects``, ``population`` (how the covariates were made),
+    ``typical`` (1 for a typical-subject simulation, else 0),
     ``engine``, ``failed_solves``, ``residual_error``, ``steady_state``, ``cycle1``,
     ``time_points``; in a file written with targets (:func:`save_simulation`), ``targets``
     (JSON list).

@@ -118,6 +118,7 @@ def simulate(
     chunk_size: int = DEFAULT_CHUNK,
     engine: str = "auto",
     progress_bar: bool = True,
+    typical: bool = False,
 ) -> xr.Dataset:
     """Simulate regimens for virtual subjects under posterior draws (see :mod:`pkpd.simulate`).
 
@@ -159,6 +160,15 @@ def simulate(
         supported.
     progress_bar : bool
         Show a progress bar (stderr) when there is more than one chunk.
+    typical : bool
+        Simulate the *typical subject* (NONMEM/Pumas "typical value" simulation): one subject
+        (``n_subjects`` must be ``None`` or 1) whose covariates are the covariate effects'
+        reference values (power, linear, exponential: their ``reference``; categorical flags:
+        0), the other covariates the fitted data's median (unless ``population`` is given: a
+        mapping sets columns of that subject, a table of one row is used as is), with every
+        subject random effect eta set to 0 (and, with the default ``study=None``, no study
+        effect). The spread over draws is then parameter uncertainty only: typical value ±
+        uncertainty. Recorded as the attribute ``typical=1`` (``0`` otherwise).
 
     Returns
     -------
@@ -173,6 +183,18 @@ def simulate(
     spec = restore_spec(idata)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise SimulationError(f"seed={seed!r}; expected an integer")
+    if not isinstance(typical, (bool, np.bool_)):
+        raise SimulationError(f"typical={typical!r}; expected True or False")
+    typical = bool(typical)
+    if typical and (
+        isinstance(n_subjects, bool)
+        or not isinstance(n_subjects, (type(None), int, np.integer))
+        or n_subjects not in (None, 1)
+    ):
+        raise SimulationError(
+            f"n_subjects={n_subjects!r} with typical=True: a typical simulation has one subject "
+            "(the typical one, every random effect 0); leave n_subjects out or give 1"
+        )
     if (
         isinstance(chunk_size, bool)
         or not isinstance(chunk_size, (int, np.integer))
@@ -239,7 +261,7 @@ def simulate(
 
     # population
     rng = np.random.default_rng(seed)
-    table, pop_how = build_population(spec, population, n_subjects, rng)
+    table, pop_how = build_population(spec, population, n_subjects, rng, typical=typical)
     needed = [n for p in plans for n in p.needs()]
     check_population(spec, table, needed)
     S = len(table)
@@ -290,8 +312,8 @@ def simulate(
                 jax.random.fold_in(jax.random.fold_in(k_eta, di), si), (max(len(bsv), 1),)
             )
         )(d, s)
-        eta = {}
-        if corr:
+        eta = {}  # the typical subject (typical=True): every subject effect stays 0
+        if corr and not typical:
             L = inp["corr_cholesky"]  # [B, k, k]
             oms = jnp.stack([inp[f"omega_{p}"] for p in corr], -1)
             zc = z[:, jnp.asarray(corr_pos)]
@@ -299,7 +321,7 @@ def simulate(
             for k, p in enumerate(corr):
                 eta[p] = eta_c[:, k]
         for k, p in enumerate(bsv):
-            if p not in corr:
+            if p not in corr and not typical:
                 eta[p] = inp[f"omega_{p}"] * z[:, k]
         eta_study = {}
         if study == "new" and study_params:
@@ -494,6 +516,7 @@ def simulate(
             "n_draws": int(n_used),
             "n_subjects": int(S),
             "population": pop_how,
+            "typical": int(typical),
             "engine": eng.name,
             "failed_solves": n_failed,
             "residual_error": "not included: profiles and metrics are individual predictions",

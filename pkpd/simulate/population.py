@@ -19,6 +19,12 @@ Three sources, which can be mixed:
       "uniform(low, high)"
       "bernoulli(p)"                   0/1 flags, e.g. "CYP3A4_INH": "bernoulli(0.15)"
 
+**A typical subject** (``pkpd.simulate(..., typical=True)``; :func:`reference_covariates`):
+one subject whose covariates are the covariate effects' reference values (power, linear and
+exponential effects: their ``reference``; categorical flags: 0), so every covariate multiplier
+is 1, and the fitted data's median for the other covariates. A mapping then replaces or adds
+columns of that one subject; a table is used as given (one row).
+
 Column names are matched to the fitted data's ignoring case (the data reader stores them upper
 case; any name the data may carry, ``CRCL_mL/min`` or ``Poids kg_é``, is fine). Units are those
 of the data:
@@ -129,8 +135,64 @@ def fitted_covariates(spec) -> pd.DataFrame:
     )
 
 
+def reference_covariates(spec, given=()) -> tuple[pd.DataFrame, str]:
+    """The covariates of the typical subject (one row) and a one-line description.
+
+    Each covariate effect's column is at the effect's ``reference`` (power, linear,
+    exponential) or 0 (categorical), where its multiplier is 1; any other covariate of the fitted
+    data is at its median over the fitted subjects. Columns in ``given`` (set by the caller) are
+    left out of the conflict check below.
+
+    Raises
+    ------
+    SimulationError
+        When effects on one column disagree on the typical value (e.g. ``cl~WT power(ref=70)``
+        and ``v~WT power(ref=60)``): no single subject has every multiplier 1; give the
+        covariates with ``population=``.
+    """
+    base = fitted_covariates(spec)
+    row = {c: float(np.median(base[c].to_numpy(dtype=float))) for c in base.columns}
+    ref: dict[str, float] = {}
+    names: dict[str, list[str]] = {}
+    for eff in spec.effects:
+        col = eff.covariate.upper()
+        if col in given:
+            continue
+        v = 0.0 if eff.form == "categorical" else float(eff.reference)
+        names.setdefault(col, []).append(eff.name)
+        if col in ref and not np.isclose(ref[col], v, rtol=1e-12, atol=0.0):
+            raise SimulationError(
+                f"typical subject: the covariate effects {', '.join(names[col])} on {col} have "
+                f"different reference values ({ref[col]:g} and {v:g}), so no one subject is at "
+                f"all of them; give {col} yourself (population={{'{col}': value}})"
+            )
+        ref[col] = v
+    row.update(ref)
+    parts = []
+    if ref:
+        parts.append(
+            "covariate effects at their references ("
+            + ", ".join(f"{c}={v:g}" for c, v in ref.items())
+            + ")"
+        )
+    others = {c: v for c, v in row.items() if c not in ref and c not in given}
+    if others:
+        parts.append(
+            "other covariates at the fitted median ("
+            + ", ".join(f"{c}={v:g}" for c, v in others.items())
+            + ")"
+        )
+    how = "1 typical subject: " + ("; ".join(parts) if parts else "the fit has no covariates")
+    return pd.DataFrame([row], index=[0], columns=list(row)).astype(float), how
+
+
 def build_population(
-    spec, population, n_subjects: int | None, rng: np.random.Generator
+    spec,
+    population,
+    n_subjects: int | None,
+    rng: np.random.Generator,
+    *,
+    typical: bool = False,
 ) -> tuple[pd.DataFrame, str]:
     """The covariate table of the virtual subjects and a one-line description of its source.
 
@@ -143,6 +205,10 @@ def build_population(
     n_subjects : int or None
         Number of virtual subjects; ``None``: the table's rows, else 100.
     rng : numpy.random.Generator
+    typical : bool
+        One typical subject (:func:`reference_covariates`) instead of resampled fitted data; a
+        mapping then sets columns of that subject, a table is used as is. ``n_subjects`` must be
+        ``None`` or 1.
 
     Returns
     -------
@@ -155,6 +221,11 @@ def build_population(
         raise SimulationError(f"n_subjects={n_subjects!r}; expected a whole number >= 1")
     if n_subjects is not None and n_subjects < 1:
         raise SimulationError(f"n_subjects={n_subjects}; expected a whole number >= 1")
+    if typical and n_subjects not in (None, 1):
+        raise SimulationError(
+            f"n_subjects={n_subjects} with typical=True: a typical simulation has one subject "
+            "(the typical one); leave n_subjects out or give 1"
+        )
     base = fitted_covariates(spec)
     known = [*base.columns, *(eff.covariate for eff in spec.effects)]
     overrides: Mapping = {}
@@ -174,6 +245,11 @@ def build_population(
         if len(table) == 0:
             raise SimulationError("population table has no rows")
         table = table.astype(float).reset_index(drop=True)
+        if typical and len(table) != 1:
+            raise SimulationError(
+                f"population table has {len(table)} rows, but typical=True simulates one "
+                "subject: give a table of one row (or a mapping of column to value)"
+            )
         if n_subjects is None or n_subjects == len(table):
             out, how = table, f"table of {len(table)} subjects, used as given"
         else:
@@ -190,7 +266,10 @@ def build_population(
     if population is not None:
         overrides = {column_name(k, known): v for k, v in population.items()}
     n = 100 if n_subjects is None else int(n_subjects)
-    if base.shape[1]:
+    if typical:
+        n = 1
+        out, how = reference_covariates(spec, given=set(overrides))
+    elif base.shape[1]:
         idx = rng.integers(0, len(base), n)
         out = base.iloc[idx].reset_index(drop=True)
         how = f"{n} subjects' covariates resampled with replacement from the {len(base)} fitted"
