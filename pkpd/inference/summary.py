@@ -62,14 +62,61 @@ def convergence_warnings(idata, table: pd.DataFrame | None = None) -> list[str]:
     low = table.index[(table["ess_bulk"] < ESS_MIN) | (table["ess_tail"] < ESS_MIN)].tolist()
     if low:
         out.append(f"ESS < {ESS_MIN} for {', '.join(low)}: too few effective draws; run longer")
+    n_div = 0
     if "sample_stats" in idata.groups() and "diverging" in idata.sample_stats:
-        n = int(idata.sample_stats["diverging"].sum())
-        if n:
+        n_div = int(idata.sample_stats["diverging"].sum())
+        if n_div:
             out.append(
-                f"{n} divergent transitions: the posterior is hard to explore; raise target_accept "
-                "or reparameterise"
+                f"{n_div} divergent transitions: the posterior is hard to explore; raise "
+                "target_accept (--target-accept 0.9) or reparameterise"
             )
+    if out:
+        advice = parameterization_advice(idata, bad + low, divergent=bool(n_div))
+        if advice:
+            out.append(advice)
     return out
+
+
+def _base_parameter(name: str, parameters) -> str | None:
+    """The structural parameter a table row is about (``omega_cl`` → ``cl``), or None."""
+    for prefix in ("omega_study_", "omega_", "pop_", "eta_study_", "eta_", "theta_"):
+        if name.startswith(prefix) and name[len(prefix) :] in parameters:
+            return name[len(prefix) :]
+    return None
+
+
+def parameterization_advice(idata, names, *, divergent: bool = False) -> str | None:
+    """Which parameters' subject-effect parameterisation to change, from a NUTS fit's attrs.
+
+    Subject effects sampled centred (``centered_subjects``) funnel when the data say little
+    about them, and non-centred ones mix slowly when the data pin them; the advice names the
+    parameters among the poorly converged rows (or, with divergences, every centred one) and the
+    ``--parameterization`` to try.
+    """
+    import json
+
+    counts = json.loads(idata.attrs.get("centered_subjects", "{}") or "{}")
+    if not counts:
+        return None
+    how = idata.attrs.get("parameterization", "auto")
+    params = set(counts)
+    flagged = {b for b in (_base_parameter(n, params) for n in names) if b}
+    centred = sorted(p for p in flagged if counts.get(p))
+    if divergent:
+        centred = sorted(set(centred) | {p for p, c in counts.items() if c})
+    noncentred = sorted(p for p in flagged if not counts.get(p))
+    parts = []
+    if centred and how != "noncentered":
+        parts.append(
+            f"subject effects of {', '.join(centred)} were sampled centred ({how}); if the data "
+            "say little about them, refit with --parameterization noncentered"
+        )
+    if noncentred and how != "centered" and not divergent:
+        parts.append(
+            f"subject effects of {', '.join(noncentred)} were sampled non-centred; if every "
+            "subject's data pin them, refit with --parameterization centered"
+        )
+    return "; ".join(parts) or None
 
 
 def format_table(table: pd.DataFrame) -> str:
