@@ -1,4 +1,4 @@
-"""Parameter recovery of the temsirolimus PK model on the bundled 40-subject, 4-study data.
+"""Parameter recovery of the joint temsirolimus PK/PD model on the bundled 40-subject, 4-study data.
 
 The data are synthetic (datasets/temsirolimus/generate.py), so the truth is known
 (truth.json). Population values in the fit are typical values at the covariate references with
@@ -15,20 +15,16 @@ import pytest
 import pkpd
 
 PK = ["cl", "v1", "q", "v2", "cl_sir", "v_sir"]
+PD = ["potency", "s6k_imax", "s6k_ic50", "s6k_hill", "s6k_ke0", "vegf_base", "vegf_mrt",
+      "vegf_imax", "vegf_ic50", "pd1_base", "pd1_kout", "pd1_imax", "pd1_ic50"]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
 def pk_fit():
+    """One joint fit of every endpoint (PK, S6K, VEGF, PD-1) serves the PK and PD checks."""
     ds, truth = pkpd.datasets.load("temsirolimus_small")
     idata = pkpd.fit(
-        "temsirolimus",
-        ds,
-        chains=2,
-        warmup=150,
-        draws=150,
-        seed=1,
-        progress_bar=False,
-        endpoints=["temsirolimus", "sirolimus"],
+        "temsirolimus", ds, chains=2, warmup=150, draws=150, seed=1, progress_bar=False
     )
     return idata, truth
 
@@ -46,7 +42,28 @@ def test_pk_population_values_are_recovered(pk_fit):
     assert sum(covered.values()) >= 4, covered
     ss = idata.sample_stats
     assert float(ss["diverging"].mean()) <= 0.02
-    assert int(ss["tree_depth"].max()) <= 8  # no saturated trees (the limit is 10)
+    assert int(ss["tree_depth"].max()) <= 9  # no saturated trees (the limit is 10)
+
+
+def test_pd_population_values_are_recovered(pk_fit):
+    """S6K, VEGF and PD-1 population values against the synthetic truth (truth.json).
+
+    Measured (seed 1, 2 x (200 + 200), benchmarks/RESULTS.md 2026-12-03): all 13 PD 90%
+    intervals cover the truth; the S6K Imax, which 63 S6K samples pin, within 1%. With these
+    shorter chains at least 11 of 13 must cover. The VEGF baseline is the typical value with the
+    two VEGF studies' effects averaged in, so it may sit ~20% from the generating value.
+    """
+    idata, truth = pk_fit
+    post = idata.posterior
+    covered = {}
+    for p in PD:
+        v = post[f"pop_{p}"].values
+        lo, hi = np.quantile(v, [0.05, 0.95])
+        covered[p] = bool(lo <= truth["typical"][p] <= hi)
+    assert sum(covered.values()) >= 11, covered
+    for p, rel in (("s6k_imax", 0.05), ("pd1_base", 0.25), ("vegf_base", 0.3), ("pd1_imax", 0.5)):
+        med = float(np.median(post[f"pop_{p}"].values))
+        assert abs(med / truth["typical"][p] - 1) < rel, (p, med, truth["typical"][p])
 
 
 def test_a_parameter_with_study_effects_is_sampled_through_the_informed_studies_mean():
