@@ -37,37 +37,25 @@ def _parse_errors(items) -> list[tuple[str, str]]:
     return out
 
 
-def _target_accept(text: str) -> float:
-    """argparse type: a probability strictly between 0 and 1."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0.0 < value < 1.0:
-        raise argparse.ArgumentTypeError(f"{value} is not allowed; expected 0 < value < 1")
-    return value
+def _number_type(kind, ok, expected):
+    """An argparse type: ``kind(text)`` (``int`` or ``float``) that must satisfy ``ok``."""
+    noun = "an integer" if kind is int else "a number"
+
+    def convert(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {noun}") from None
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"{value} is not allowed; expected {expected}")
+        return value
+
+    return convert
 
 
-def _positive_int(text: str) -> int:
-    """argparse type: an integer >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not allowed; expected an integer >= 1")
-    return value
-
-
-def _nonnegative_int(text: str) -> int:
-    """argparse type: an integer >= 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value} is not allowed; expected an integer >= 0")
-    return value
+_target_accept = _number_type(float, lambda v: 0.0 < v < 1.0, "0 < value < 1")
+_positive_int = _number_type(int, lambda v: v >= 1, "an integer >= 1")
+_nonnegative_int = _number_type(int, lambda v: v >= 0, "an integer >= 0")
 
 
 def _pairs(items: list[str] | None, option: str, example: str) -> list[tuple[str, str]]:
