@@ -8,14 +8,13 @@ process already holds, restored afterwards).
 
 from __future__ import annotations
 
-import contextlib
 import re
-import resource
 
 import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from memory_limits import memory_allowance
 
 import pkpd
 from pkpd.cli import main
@@ -69,22 +68,6 @@ def files(draw):
     text = newline.join(lines) + newline
     encoding = draw(st.sampled_from(["utf-8", "utf-8", "utf-8-sig", "utf-16", "latin-1"]))
     return text.encode(encoding, errors="replace")
-
-
-@contextlib.contextmanager
-def memory_allowance(extra_bytes=2 * 2**30):
-    """Cap the address space at what the process holds now plus ``extra_bytes``."""
-    with open("/proc/self/status") as fh:
-        vm = next(int(line.split()[1]) * 1024 for line in fh if line.startswith("VmSize:"))
-    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
-    cap = vm + extra_bytes
-    if hard != resource.RLIM_INFINITY:
-        cap = min(cap, hard)
-    resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
-    try:
-        yield
-    finally:
-        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
 
 
 LOCATED = re.compile(r"line \d+|row \d+|column|header|file|parameter|--params|model")

@@ -8,11 +8,11 @@ summarised, and :meth:`Dataset.input_table` gives the records exactly as the rea
 from __future__ import annotations
 
 import io
-import resource
 
 import numpy as np
 import pandas as pd
 import pytest
+from memory_limits import memory_allowance
 
 import pkpd
 from pkpd.data import DatasetError
@@ -222,15 +222,8 @@ def test_addl_bound_per_record_is_checked_before_expansion():
     text = "ID,TIME,AMT,II,ADDL,DV\n1,0,10,24,100000000,.\n1,1,.,.,.,5\n"
     # expanding 10^8 doses would need ~100 GB: under a cap of the process's size + 1 GiB the
     # problem comes back only if nothing was expanded (a wall-time bound would be flaky)
-    with open("/proc/self/status") as fh:
-        vm = next(int(x.split()[1]) * 1024 for x in fh if x.startswith("VmSize:"))
-    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
-    cap = vm + 2**30 if hard == resource.RLIM_INFINITY else min(vm + 2**30, hard)
-    resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
-    try:
+    with memory_allowance(2**30):
         err = problems_of(text)
-    finally:
-        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
     (p,) = err.problems
     assert (p.line, p.column, p.value) == (2, "ADDL", "100000000")
     assert "max_implied_doses" in p.message
