@@ -244,7 +244,12 @@ def _fit(args: argparse.Namespace) -> int:
     from pkpd.data import DatasetError, read_dataset
     from pkpd.inference.fit import FitError, fit, save_fit
     from pkpd.inference.priors import PriorsError
-    from pkpd.inference.summary import convergence_warnings, format_table, parameter_table
+    from pkpd.inference.summary import (
+        convergence_warnings,
+        format_table,
+        parameter_table,
+        parameterization_check_text,
+    )
     from pkpd.models import load_model
 
     try:
@@ -304,6 +309,9 @@ def _fit(args: argparse.Namespace) -> int:
         cen = [p if c == n else f"{p} ({c} of {n} subjects)" for p, c in counts.items() if c]
         print(f"subject effects ({idata.attrs.get('parameterization')}): centred "
               f"{', '.join(cen) or 'none'}; the others non-centred")  # fmt: skip
+        check = parameterization_check_text(idata)
+        if check:
+            print(check)
     timing = json.loads(idata.attrs.get("timing_s", "{}"))
     if timing:
         print("seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in timing.items()))

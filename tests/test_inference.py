@@ -319,6 +319,72 @@ def test_auto_parameterization_follows_how_much_the_data_say(study):
     assert sorted(json.loads(forced.attrs["centered_parameters"])) == ["cl", "v"]
 
 
+def test_auto_checks_its_centring_by_a_noncentred_rerun(study, monkeypatch):
+    """When auto's chains diverge, the fit is rerun with every subject effect non-centred and
+    the run with fewer divergences is kept. The threshold is forced to zero here so the rerun
+    always happens; the rerun must be exactly ``parameterization="noncentered"`` with the same
+    seed, and the kept run the one whose divergence count is lower."""
+    import pkpd.inference.fit as F
+
+    sparse = study[(study.EVID == 1) | (study.TIME == 24) | (study.TIME == 1)]
+    kw = dict(chains=1, warmup=30, draws=20, seed=4, progress_bar=False)
+    nc = fit("one_cmt_iv", sparse, parameterization="noncentered", **kw)
+    monkeypatch.setattr(F, "FALLBACK_DIVERGENCE_FRACTION", float("inf"))
+    auto = fit("one_cmt_iv", sparse, **kw)
+    assert json.loads(auto.attrs["parameterization_check"]) == {}
+    assert json.loads(auto.attrs["centered_parameters"]), "the test needs auto to centre"
+    monkeypatch.setattr(F, "_fallback_centered", lambda spec, *a: list(spec.centered))
+    checked = fit("one_cmt_iv", sparse, **kw)
+    check = json.loads(checked.attrs["parameterization_check"])
+    n_auto = int(auto.sample_stats["diverging"].sum())
+    n_nc = int(nc.sample_stats["diverging"].sum())
+    assert check["divergences_centered"] == n_auto
+    assert check["divergences_noncentered"] == n_nc
+    kept = nc if n_nc < n_auto else auto
+    assert check["kept"] == ("noncentered" if kept is nc else "auto")
+    np.testing.assert_array_equal(checked.posterior["pop_cl"], kept.posterior["pop_cl"])
+    assert checked.attrs["centered_subjects"] == kept.attrs["centered_subjects"]
+    timing = json.loads(checked.attrs["timing_s"])
+    assert "nuts_noncentered" in timing and "nuts" in timing
+    from pkpd.inference.summary import parameterization_check_text
+
+    text = parameterization_check_text(checked)
+    assert f"{n_auto} transitions diverged" in text and f"{n_nc} divergences" in text
+    assert parameterization_check_text(auto) is None
+
+
+def test_the_rerun_is_due_only_when_divergences_sit_at_a_centred_omegas_small_end():
+    """The funnel's signature: divergent draws at small ω of a centred parameter."""
+    import types
+
+    import pkpd.inference.fit as F
+
+    rng = np.random.default_rng(0)
+    n = 1000
+    om_cl = np.exp(rng.normal(np.log(0.3), 0.2, n))
+    om_v = np.exp(rng.normal(np.log(0.2), 0.2, n))
+    samples = {"omega_cl": om_cl, "omega_v": om_v}
+    spec = types.SimpleNamespace(parameterization="auto", centered=("cl", "v"))
+    small_cl = np.argsort(om_cl)[:30]  # 3 % of the draws, all at the smallest omega_cl
+    div = np.zeros(n, bool)
+    div[small_cl] = True
+    assert F._fallback_centered(spec, samples, {"diverging": div}, 500) == ["cl"]
+    # the same divergences but fewer warmup iterations than the check needs: no rerun
+    assert F._fallback_centered(spec, samples, {"diverging": div}, 50) is None
+    # nothing centred, or not auto: no rerun
+    for other in (dict(centered=()), dict(parameterization="noncentered")):
+        s2 = types.SimpleNamespace(**{**vars(spec), **other})
+        assert F._fallback_centered(s2, samples, {"diverging": div}, 500) is None
+    # as many divergences spread over the draws: not the centring's doing
+    spread = np.zeros(n, bool)
+    spread[rng.choice(n, 30, replace=False)] = True
+    assert F._fallback_centered(spec, samples, {"diverging": spread}, 500) is None
+    # at the small end but fewer than 1 % of the draws: no rerun
+    few = np.zeros(n, bool)
+    few[small_cl[:5]] = True
+    assert F._fallback_centered(spec, samples, {"diverging": few}, 500) is None
+
+
 def test_auto_parameterization_decides_subject_by_subject(study):
     """Half the subjects keep all seven samples, the others one late sample: V is centred for
     the rich half only (a single mixed site), and the start and sampling run with it."""

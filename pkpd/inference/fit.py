@@ -903,7 +903,11 @@ def fit(
         touches), the non-centred form avoids the funnel. ``"auto"`` (default) chooses per
         parameter and subject from the curvature at the MAP (:func:`_choose_centered`); the
         choice is stored in the fit (``attrs["centered_parameters"]``, and the number of
-        subjects centred per parameter in ``attrs["centered_subjects"]``). Study effects are
+        subjects centred per parameter in ``attrs["centered_subjects"]``). The chains check the
+        choice: when more than 1% of the draws diverge and the divergent draws sit at small ω
+        of a centred parameter (the centred funnel), the fit is rerun with every subject
+        effect non-centred and the run with fewer divergences kept
+        (:func:`_fallback_centered`; ``attrs["parameterization_check"]``). Study effects are
         always non-centred (few studies). The MAP start is computed non-centred (the centred joint
         density has no mode at finite ω). IC50s the model pairs with a Hill exponent
         (``hill_levels``; temsirolimus: S6K) are sampled through their level at a reference
@@ -1030,72 +1034,51 @@ def fit(
     laplace_flat_dirs = 0
     map_attrs: dict = {}
     if method == "nuts":
-        from numpyro.infer import MCMC, NUTS
-
-        jit = _jittered_starts(chain_objective, u0, k_jit, chains)
-        lap("starts")
-        # initial mass matrix: the Laplace covariance at the start (NUTS adapts it from there)
-        population = tuple(sorted(_population_sites(nm, obs)))
-        laplace = _laplace_covariance(
-            chain_objective, jax.flatten_util.ravel_pytree(u0)[0], population, spec.n_subjects
-        )
-        if laplace is not None:
-            var, pop_idx, sigma_pp = laplace
-            inverse_mass = jnp.asarray(var)
-        lap("mass_matrix")
-        dense = False
-        if mass_matrix == "dense":
-            dense = True
-        elif mass_matrix == "dense-population":
-            dense = [population]
-            if laplace is not None:
-                rest = np.setdiff1d(np.arange(var.size), pop_idx)
-                inverse_mass = {population: jnp.asarray(sigma_pp)}
-                if rest.size:
-                    inverse_mass[tuple(sorted(set(u0) - set(population)))] = jnp.asarray(var[rest])
-        kernel = NUTS(
-            nm,
-            target_accept_prob=target_accept,
+        nuts = dict(
+            obs=obs,
+            key_run=k_run,
+            key_jit=k_jit,
+            chains=chains,
+            warmup=warmup,
+            draws=draws,
+            target_accept=target_accept,
             max_tree_depth=max_tree_depth,
-            dense_mass=dense,
-            inverse_mass_matrix=inverse_mass,
-        )
-        method_chain = (
-            "parallel" if jax.local_device_count() >= chains and chains > 1 else "vectorized"
-        )
-        mcmc = MCMC(
-            kernel,
-            num_warmup=warmup,
-            num_samples=draws,
-            num_chains=chains,
-            chain_method=method_chain if chains > 1 else "sequential",
+            mass_matrix=mass_matrix,
             progress_bar=progress_bar,
         )
-        mcmc.run(
-            k_run,
-            obs=obs,
-            init_params=jit if chains > 1 else jax.tree.map(lambda x: x[0], jit),
-            extra_fields=(
-                "diverging",
-                "energy",
-                "num_steps",
-                "accept_prob",
-                "potential_energy",
-                "adapt_state.step_size",
-            ),
-        )
-        samples = jax.block_until_ready(mcmc.get_samples(group_by_chain=True))
-        lap("nuts")
-        fields = mcmc.get_extra_fields(group_by_chain=True)
-        extra = {
-            "diverging": np.asarray(fields["diverging"]),
-            "energy": np.asarray(fields["energy"]),
-            "n_steps": np.asarray(fields["num_steps"]),
-            "acceptance_rate": np.asarray(fields["accept_prob"]),
-            "lp": -np.asarray(fields["potential_energy"]),
-            "step_size": np.asarray(fields["adapt_state.step_size"]),
-            "tree_depth": np.floor(np.log2(np.asarray(fields["num_steps"]) + 1)).astype(int),
-        }
+        samples, extra, inverse_mass = _run_nuts(spec, nm, chain_objective, u0, lap=lap, **nuts)
+        fallback = _fallback_centered(spec, samples, extra, warmup)
+        if fallback is not None:
+            # auto centred some subject effects and the chains diverged: the same fit with
+            # every subject effect non-centred (levels and anchors kept), and the run with
+            # fewer divergent transitions kept (_fallback_centered)
+            spec_nc = dataclasses.replace(spec, centered=(), centered_subjects={})
+            nm_nc = build_model(spec_nc) if (spec.levels or spec.anchors) else nm_start
+            u_nc = unravel(flat_map)
+            if spec.levels or spec.anchors:
+                u_nc = _centered_start(spec_nc, nm_nc, nm_start, obs, u_nc)
+            run2 = _run_nuts(
+                spec_nc,
+                nm_nc,
+                _Objective(nm_nc, obs, u_nc),
+                u_nc,
+                lap=lambda name: lap(f"{name}_noncentered"),
+                **nuts,
+            )
+            n1, n2 = int(extra["diverging"].sum()), int(run2[1]["diverging"].sum())
+            keep_second = n2 < n1
+            parameterization_check = dict(
+                centered=list(spec.centered),
+                funnel=list(fallback),
+                divergences_centered=n1,
+                divergences_noncentered=n2,
+                kept="noncentered" if keep_second else "auto",
+            )
+            if keep_second:
+                spec, nm = spec_nc, nm_nc
+                samples, extra, inverse_mass = run2
+        else:
+            parameterization_check = {}
         n_chains = chains
     else:
         from pkpd.inference.laplace import laplace_marginal_fit
@@ -1106,6 +1089,7 @@ def fit(
         map_energy = -map_log_density
         laplace_flat_dirs = map_attrs.pop("laplace_flat_directions")
         n_chains = 1
+        parameterization_check = {}
         lap("laplace")
     flat = jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), samples)
     # deterministic sites (theta, eta, pop of percentages) for every draw
@@ -1136,6 +1120,10 @@ def fit(
             map_log_density=-map_energy,
             parameterization=spec.parameterization,
             centered_parameters=list(spec.centered),
+            # auto's choice checked by its chains (_fallback_centered): {} when nothing was
+            # centred or the chains did not diverge, else the divergences of both runs and
+            # which was kept
+            parameterization_check=parameterization_check,
             # subjects sampled centred, per parameter with subject effects (all, some, none)
             centered_subjects={
                 p: int(np.sum(spec.centered_mask(p)))
@@ -1176,6 +1164,141 @@ def fit(
     # pointwise (deterministics and log-likelihood of every draw), output
     idata.attrs["timing_s"] = json.dumps(timing)
     return idata
+
+
+#: Divergent transitions, as a fraction of the draws, above which a fit whose ``auto``
+#: parameterisation centred some subject effects is rerun with every subject effect
+#: non-centred (:func:`_fallback_centered`).
+FALLBACK_DIVERGENCE_FRACTION = 0.01
+#: Fewer warmup iterations than this and divergences say nothing about the geometry (the step
+#: size is not adapted yet): no rerun.
+FALLBACK_MIN_WARMUP = 100
+#: How far below the mean of all draws (in posterior SDs of log ω) the divergent draws' mean
+#: log ω of a centred parameter must sit to blame its centring.
+FALLBACK_FUNNEL_SD = 0.5
+
+
+def _fallback_centered(spec, samples, extra, warmup: int) -> list[str] | None:
+    """Whether ``auto``'s centring is to be checked by a non-centred rerun.
+
+    ``auto`` centres a subject's effect where the curvature at the MAP says the data pin it
+    (:func:`_choose_centered`); that is a local judgement, and the centred form funnels where it
+    is wrong: divergent transitions where that parameter's ω is small. The chains themselves
+    are the check: if more than :data:`FALLBACK_DIVERGENCE_FRACTION` of the draws diverged and
+    the divergent draws sit at small ω of a centred parameter (their mean log ω at least
+    :data:`FALLBACK_FUNNEL_SD` posterior SDs below the mean of all draws: the funnel's
+    signature), the fit is run again with every subject effect non-centred (same key, start,
+    levels and anchors) and the run with fewer divergences is kept; both counts are stored
+    (``attrs["parameterization_check"]``). Divergences elsewhere (a non-centred PD parameter,
+    a curved ridge) are not the centring's doing and get no rerun. A fit that centred nothing,
+    or did not diverge, costs nothing more; one with fewer than :data:`FALLBACK_MIN_WARMUP`
+    warmup iterations is not checked. Returns the centred parameters whose funnel the
+    divergences show, or ``None``.
+    """
+    if spec.parameterization != "auto" or not spec.centered or warmup < FALLBACK_MIN_WARMUP:
+        return None
+    div = np.asarray(extra["diverging"]).reshape(-1).astype(bool)
+    if not div.sum() > FALLBACK_DIVERGENCE_FRACTION * div.size:
+        return None
+    funnels = []
+    for p in spec.centered:
+        name = f"omega_{p}"
+        if name not in samples:
+            continue
+        log_om = np.log(np.asarray(samples[name]).reshape(-1))
+        sd = log_om.std()
+        if sd > 0 and (log_om[div].mean() - log_om.mean()) / sd <= -FALLBACK_FUNNEL_SD:
+            funnels.append(p)
+    return funnels or None
+
+
+def _run_nuts(
+    spec,
+    nm,
+    objective: _Objective,
+    u0,
+    *,
+    obs,
+    key_run,
+    key_jit,
+    chains,
+    warmup,
+    draws,
+    target_accept,
+    max_tree_depth,
+    mass_matrix,
+    progress_bar,
+    lap=lambda name: None,
+):
+    """NUTS on the chain model ``nm`` from jittered starts around ``u0``, its initial mass
+    matrix the Laplace covariance there. Returns ``(samples by chain, sample stats, inverse
+    mass matrix or None)``."""
+    from numpyro.infer import MCMC, NUTS
+
+    jit = _jittered_starts(objective, u0, key_jit, chains)
+    lap("starts")
+    inverse_mass = None
+    # initial mass matrix: the Laplace covariance at the start (NUTS adapts it from there)
+    population = tuple(sorted(_population_sites(nm, obs)))
+    laplace = _laplace_covariance(
+        objective, jax.flatten_util.ravel_pytree(u0)[0], population, spec.n_subjects
+    )
+    if laplace is not None:
+        var, pop_idx, sigma_pp = laplace
+        inverse_mass = jnp.asarray(var)
+    lap("mass_matrix")
+    dense = False
+    if mass_matrix == "dense":
+        dense = True
+    elif mass_matrix == "dense-population":
+        dense = [population]
+        if laplace is not None:
+            rest = np.setdiff1d(np.arange(var.size), pop_idx)
+            inverse_mass = {population: jnp.asarray(sigma_pp)}
+            if rest.size:
+                inverse_mass[tuple(sorted(set(u0) - set(population)))] = jnp.asarray(var[rest])
+    kernel = NUTS(
+        nm,
+        target_accept_prob=target_accept,
+        max_tree_depth=max_tree_depth,
+        dense_mass=dense,
+        inverse_mass_matrix=inverse_mass,
+    )
+    method_chain = "parallel" if jax.local_device_count() >= chains and chains > 1 else "vectorized"
+    mcmc = MCMC(
+        kernel,
+        num_warmup=warmup,
+        num_samples=draws,
+        num_chains=chains,
+        chain_method=method_chain if chains > 1 else "sequential",
+        progress_bar=progress_bar,
+    )
+    mcmc.run(
+        key_run,
+        obs=obs,
+        init_params=jit if chains > 1 else jax.tree.map(lambda x: x[0], jit),
+        extra_fields=(
+            "diverging",
+            "energy",
+            "num_steps",
+            "accept_prob",
+            "potential_energy",
+            "adapt_state.step_size",
+        ),
+    )
+    samples = jax.block_until_ready(mcmc.get_samples(group_by_chain=True))
+    lap("nuts")
+    fields = mcmc.get_extra_fields(group_by_chain=True)
+    extra = {
+        "diverging": np.asarray(fields["diverging"]),
+        "energy": np.asarray(fields["energy"]),
+        "n_steps": np.asarray(fields["num_steps"]),
+        "acceptance_rate": np.asarray(fields["accept_prob"]),
+        "lp": -np.asarray(fields["potential_energy"]),
+        "step_size": np.asarray(fields["adapt_state.step_size"]),
+        "tree_depth": np.floor(np.log2(np.asarray(fields["num_steps"]) + 1)).astype(int),
+    }
+    return samples, extra, inverse_mass
 
 
 def _jittered_starts(objective: _Objective, u0, key, chains, scale=0.05):

@@ -119,6 +119,27 @@ def parameterization_advice(idata, names, *, divergent: bool = False) -> str | N
     return "; ".join(parts) or None
 
 
+def parameterization_check_text(idata) -> str | None:
+    """What ``auto``'s check by its chains did (``attrs["parameterization_check"]``), in words;
+    ``None`` when no rerun was made."""
+    import json
+
+    check = json.loads(idata.attrs.get("parameterization_check", "{}") or "{}")
+    if not check:
+        return None
+    kept = (
+        "kept the non-centred run"
+        if check["kept"] == "noncentered"
+        else "kept the auto run (the non-centred one diverged at least as often)"
+    )
+    return (
+        f"auto centred subject effects of {', '.join(check['centered'])} and "
+        f"{check['divergences_centered']} transitions diverged, at small omega of "
+        f"{', '.join(check['funnel'])}; rerun with every subject effect non-centred: "
+        f"{check['divergences_noncentered']} divergences; {kept}"
+    )
+
+
 def format_table(table: pd.DataFrame) -> str:
     with pd.option_context("display.float_format", "{:.4g}".format, "display.width", 140):
         return table.to_string()
