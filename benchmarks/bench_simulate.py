@@ -152,7 +152,7 @@ def _predict_cost(fit, args):
     eng = PredictEngine(spec.model, list(spec.model.endpoints))
     horizon = 12 * 168.0
     plans = [plan_regimen(r, pkpd.Regimen(r), horizon) for r in REGIMENS]
-    grid = build_grid(plans, horizon, np.arange(0.0, horizon + 1, 24.0), 1344.0, full=False)
+    grid = build_grid(plans, horizon, np.arange(0.0, horizon + 1, 24.0), (1344.0,), full=False)
     g = {
         k: jnp.asarray(getattr(grid, k)) for k in ("t", "win", "dose_time", "dose_dur", "dose_mask")
     }

@@ -77,7 +77,7 @@ class SubjectData:
     pairs: Any = None
     #: Optional ``(nodes, index, start_index)`` of a model's ODE grid (``[S, N]``, ``[S, P]``,
     #: ``[S, D]``) when it depends on the data only, computed once on the host by the fit
-    #: (:meth:`pkpd.models.temsirolimus.TemsirolimusModel.static_grid`); ``None`` elsewhere.
+    #: (:meth:`pkpd.models.Model.precompute`); ``None`` elsewhere.
     grid: Any = None
 
 

@@ -210,19 +210,24 @@ class _ModelEndpoints:
 def _model_endpoints(model) -> _ModelEndpoints | None:
     if model is None:
         return None
-    from pkpd.models import endpoint_units, load_model
+    from pkpd.models import load_model
+    from pkpd.models.base import check_model
 
     if isinstance(model, str):
         try:
             model = load_model(model)
         except ValueError as e:
             raise DatasetError([Problem(f"argument model: {e}")]) from None
-    codes = getattr(model, "endpoint_codes", None)
+    try:
+        check_model(model)
+    except TypeError as e:
+        raise DatasetError([Problem(f"argument model: {e}")]) from None
+    codes = model.endpoint_codes
     return _ModelEndpoints(
-        name=str(getattr(model, "name", type(model).__name__)),
+        name=model.name,
         codes=None if codes is None else {int(k): str(v) for k, v in dict(codes).items()},
-        units=endpoint_units(model),
-        molar_masses=dict(getattr(model, "endpoint_molar_masses", None) or {}),
+        units=dict(model.endpoint_units),
+        molar_masses=dict(model.endpoint_molar_masses),
     )
 
 

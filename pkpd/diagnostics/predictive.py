@@ -1,7 +1,7 @@
 r"""Predictions and simulated replicates of a fit: PRED, IPRED, VPC replicates and NPDE.
 
 Everything is computed from the fit file alone (:func:`pkpd.inference.posterior.restore_spec`),
-with the model's own parameter equation (:func:`pkpd.inference.fit.individual_parameters`) and
+with the fit's own hierarchy (:mod:`pkpd.inference.hierarchy`) and
 residual error model (:class:`pkpd.inference.likelihood.ResidualLikelihood`):
 
 * **PRED** (population prediction): subject and study effects set to 0, covariates as in the
@@ -37,23 +37,6 @@ from scipy import linalg, stats
 
 from pkpd.diagnostics._common import as_fit
 
-#: Residual error parameter site of each error model term (as the fit names them).
-_SIGMA_SITES = {
-    "additive": "sigma_add_{}",
-    "proportional": "sigma_prop_{}",
-    "sd_log": "sigma_log_{}",
-    "sd_logit": "sigma_logit_{}",
-}
-
-
-def _flat_posterior(idata) -> dict[str, np.ndarray]:
-    post = idata.posterior
-    out = {}
-    for k in post.data_vars:
-        v = np.asarray(post[k].values)
-        out[k] = v.reshape((-1,) + v.shape[2:])
-    return out
-
 
 def _grouped_predictor(spec):
     """``predict(params) -> [N]`` predictions at the fit's observations.
@@ -75,38 +58,6 @@ def _grouped_predictor(spec):
         return jnp.where(res["ok"][o_s] & jnp.isfinite(f), f, jnp.nan)
 
     return predict
-
-
-def _beta(spec, d):
-    return {
-        e.name: (e.prior.params["value"] if e.prior.is_fixed else d[f"beta_{e.name}"])
-        for e in spec.effects
-    }
-
-
-def _residual_arrays(spec, d):
-    """Additive, proportional and log/logit SD of each endpoint for one draw ``d``."""
-    E = len(spec.endpoints)
-    add, prop, sig = jnp.zeros(E), jnp.zeros(E), jnp.ones(E)
-    for j, e in enumerate(spec.endpoints):
-        r = spec.priors.residuals[e]
-        for term, site in _SIGMA_SITES.items():
-            if term not in r.terms:
-                continue
-            name = site.format(e)
-            if name in d:
-                v = d[name]
-            elif r.terms[term].is_fixed:
-                v = r.terms[term].params["value"]
-            else:  # pragma: no cover - every estimated term is a posterior variable
-                raise KeyError(f"the fit has no posterior variable {name}")
-            if term == "additive":
-                add = add.at[j].set(v)
-            elif term == "proportional":
-                prop = prop.at[j].set(v)
-            else:
-                sig = sig.at[j].set(v)
-    return add, prop, sig
 
 
 def _kinds(spec):
@@ -273,15 +224,15 @@ def posterior_predictive(
     >>> ppc = posterior_predictive(idata, n_replicates=100)   # doctest: +SKIP
     >>> float(ppc.npde.std())                                  # doctest: +SKIP
     """
-    from pkpd.inference.fit import individual_parameters
+    from pkpd.inference import hierarchy as H
     from pkpd.inference.likelihood import ResidualLikelihood
-    from pkpd.inference.posterior import restore_spec
+    from pkpd.inference.posterior import draws, restore_spec, thin_indices
 
     idata = as_fit(fit)
     if n_replicates < 1 or n_draws < 1:
         raise ValueError("n_replicates and n_draws must be at least 1")
     spec = restore_spec(idata)
-    post = _flat_posterior(idata)
+    post = draws(idata)
     n_total = len(next(iter(post.values())))
     S = spec.n_subjects
     study = jnp.asarray(spec.padded.data.study)
@@ -296,43 +247,47 @@ def posterior_predictive(
     needed = set(pops) | {f"beta_{e.name}" for e in spec.effects if not e.prior.is_fixed}
 
     def pred_fn(d):
-        pop = {p: d[f"pop_{p}"] for p in spec.estimated}
-        params = individual_parameters(
-            spec, pop, eta={}, eta_study={}, beta=_beta(spec, d), effect_values=eff_vals, n=S
+        params = H.individual_parameters(
+            spec,
+            H.population(spec, d),
+            eta={},
+            eta_study={},
+            beta=H.covariate_effects(spec, d),
+            effect_values=eff_vals,
+            n=S,
         )
         return predict(params)
 
     def ipred_fn(d):
         return predict({**{p: d[f"theta_{p}"] for p in spec.estimated}, **fixed})
 
-    corr = [p for p in spec.correlated if f"omega_{p}" in post]
-    with_bsv = [p for p in spec.estimated if f"omega_{p}" in post and p not in corr]
+    with_bsv, corr = H.subject_effect_parameters(spec, post)
     with_study = [p for p in spec.estimated if f"eta_study_{p}" in post]
 
     def replicate_fn(d, key):
         k_eta, k_corr, k_eps = jax.random.split(key, 3)
         z = jax.random.normal(k_eta, (len(with_bsv), S))
-        eta = {p: d[f"omega_{p}"] * z[i] for i, p in enumerate(with_bsv)}
-        if corr:
-            zc = jax.random.normal(k_corr, (S, len(corr)))
-            oms = jnp.stack([d[f"omega_{p}"] for p in corr])
-            ec = (zc @ d["corr_cholesky"].T) * oms
-            eta.update({p: ec[:, i] for i, p in enumerate(corr)})
+        zc = jax.random.normal(k_corr, (S, len(corr))) if corr else None
+        eta = H.new_subject_effects(d, with_bsv, corr, z, zc)
         eta_study = {p: d[f"eta_study_{p}"][study] for p in with_study}
-        pop = {p: d[f"pop_{p}"] for p in spec.estimated}
-        params = individual_parameters(
-            spec, pop, eta=eta, eta_study=eta_study, beta=_beta(spec, d), effect_values=eff_vals,
+        params = H.individual_parameters(
+            spec,
+            H.population(spec, d),
+            eta=eta,
+            eta_study=eta_study,
+            beta=H.covariate_effects(spec, d),
+            effect_values=eff_vals,
             n=S,
-        )  # fmt: skip
+        )
         f = predict(params)
-        add, prop, sig = _residual_arrays(spec, d)
+        add, prop, sig = H.residual_sds(spec, d)
         like = ResidualLikelihood(
             jnp.where(jnp.isfinite(f), f, 1.0), kinds[o_e], add[o_e], prop[o_e], sig[o_e], lloq,
             blq,
         )  # fmt: skip
         return jnp.where(jnp.isfinite(f), like.sample(k_eps), jnp.nan)
 
-    thin = np.unique(np.linspace(0, n_total - 1, min(n_draws, n_total)).round().astype(int))
+    thin = thin_indices(n_total, min(n_draws, n_total))
     sub = {k: post[k][thin] for k in needed}
     pred = np.nanmedian(_batched(pred_fn, sub, len(thin), chunk), axis=0)
     theta = {f"theta_{p}": post[f"theta_{p}"][thin] for p in spec.estimated}

@@ -13,8 +13,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-#: Endpoint unit of the concentrations whose predictions are checked (closed-form PK, cheap).
-_CONCENTRATION_UNITS = {"ng/mL"}
 #: A prediction below this fraction of the subject's largest one counts as 0.
 ZERO_RELATIVE = 1e-9
 
@@ -22,7 +20,8 @@ ZERO_RELATIVE = 1e-9
 def zero_prediction_problems(spec, *, max_listed: int = 20) -> list[str]:
     """Observations predicted as 0 at the priors' typical values under a log-normal error.
 
-    Only concentration endpoints (ng/mL) with a ``lognormal`` residual model are checked: their
+    Only concentration endpoints (the model's ``concentration_endpoints``) with a ``lognormal``
+    residual model are checked: their
     prediction is exactly 0 where no drug has arrived yet, whatever the parameter values (a
     structural zero), while a PD endpoint has a baseline.
 
@@ -37,24 +36,19 @@ def zero_prediction_problems(spec, *, max_listed: int = 20) -> list[str]:
     list of str
         One message per endpoint with such observations, naming their data lines.
     """
-    from pkpd.inference.fit import model_endpoints
-
-    units = model_endpoints(spec.model)
     checked = [
         e
         for e in spec.endpoints
         if e in spec.priors.residuals
         and spec.priors.residuals[e].model == "lognormal"
-        and units.get(e) in _CONCENTRATION_UNITS
+        and e in spec.model.concentration_endpoints
     ]
     if not checked:
         return []
     typical = spec.priors.typical()
     params = {p: float(v) for p, v in typical.items() if p in spec.model.parameters}
     params.update({p: float(v) for p, v in spec.fixed.items() if p in spec.model.parameters})
-    model = (
-        spec.model.with_endpoints(checked) if hasattr(spec.model, "with_endpoints") else spec.model
-    )
+    model = spec.model.with_endpoints(checked)
 
     def one(subject):
         out = model.predict(params, subject)

@@ -42,6 +42,13 @@ import numpyro.distributions as nd
 from pkpd.data.arrays import PaddedData
 from pkpd.data.dataset import Dataset
 from pkpd.inference.covariates import describe as describe_effect
+from pkpd.inference.hierarchy import (
+    from_unconstrained,
+    individual_parameters,
+    sigma_site,
+    subject_mean,
+    to_unconstrained,
+)
 from pkpd.inference.likelihood import KIND_OF_MODEL, ResidualLikelihood
 from pkpd.inference.names import ORIGINAL_NAME
 from pkpd.inference.priors import CovariateEffect, Dist, Priors, load_priors
@@ -58,18 +65,24 @@ class FitError(ValueError):
 
 
 def resolve_model(model):
-    """A model object from a name or an object (passed through)."""
+    """A model object from a name or an object satisfying the model contract
+    (:class:`pkpd.models.Model`; checked)."""
     if isinstance(model, str):
         from pkpd.models import load_model
 
         return load_model(model)
+    from pkpd.models.base import check_model
+
+    try:
+        check_model(model)
+    except TypeError as e:
+        raise FitError(f"argument model: {e}") from None
     return model
 
 
 def model_endpoints(model) -> dict[str, str]:
-    from pkpd.models import endpoint_units
-
-    return endpoint_units(model)
+    """Endpoint → unit of the model (:attr:`pkpd.models.Model.endpoint_units`)."""
+    return dict(model.endpoint_units)
 
 
 @dataclass
@@ -181,14 +194,13 @@ def prepare(
         )
     if not present:
         raise FitError("the data have no observations (EVID 0, MDV 0) to fit")
-    if hasattr(model, "with_endpoints"):
-        model = model.with_endpoints(present)
+    model = model.with_endpoints(present)
     if not isinstance(priors, Priors):
         priors = (
             load_priors(priors, model=model) if priors is not None else load_priors(model=model)
         )
     params = dict(model.parameters)
-    required = list(getattr(model, "structural_parameters", params))
+    required = list(model.structural_parameters)
     missing = [p for p in required if p not in priors.parameters]
     if missing:
         raise FitError(
@@ -204,7 +216,7 @@ def prepare(
         if p in priors.parameters and priors.parameters[p].prior.is_fixed
     }
     padded = ds.to_arrays()
-    problems = model.check_subject(padded.data) if hasattr(model, "check_subject") else []
+    problems = list(model.check_subject(padded.data))
     from pkpd.models.predict import modelled_rate_problems
 
     problems += [
@@ -326,73 +338,11 @@ def prepare(
 # The NumPyro model
 
 
-def _to_unconstrained(x, transform):
-    if transform == "log":
-        return jnp.log(x)
-    if transform == "logit":
-        return jnp.log(x) - jnp.log1p(-x)
-    return x
-
-
-def _from_unconstrained(z, transform):
-    if transform == "log":
-        return jnp.exp(z)
-    if transform == "logit":
-        return jax.nn.sigmoid(z)
-    return z
-
-
-def _log_multiplier(eff: CovariateEffect, theta, cov):
-    if eff.form == "power":
-        return theta * jnp.log(cov / eff.reference)
-    if eff.form == "linear":
-        return jnp.log(jnp.maximum(1.0 + theta * (cov - eff.reference), 1e-12))
-    if eff.form == "exponential":
-        return theta * (cov - eff.reference)
-    return jnp.where(cov == 1, jnp.log(theta), 0.0)  # categorical
-
-
-def _subject_mean(spec, p, pop, eta_study, beta, effect_values, n):
-    """Transformed-scale mean of parameter ``p`` for each subject: population, study, covariates."""
-    pp = spec.priors.parameters[p]
-    z = _to_unconstrained(pop[p] / pp.multiplier, pp.transform) * jnp.ones(n)
-    if p in eta_study:
-        z = z + eta_study[p]
-    for eff in spec.effects:
-        if eff.parameter == p:
-            z = z + _log_multiplier(eff, beta[eff.name], effect_values[eff.name])
-    return z
-
-
-def individual_parameters(spec, pop, *, eta, eta_study, beta, effect_values, n):
-    r"""Individual parameter values of ``n`` subjects (module docstring's equation).
-
-    Parameters
-    ----------
-    spec : FitSpec
-        Gives the priors (transforms, multipliers), estimated and fixed parameters and the
-        covariate effects.
-    pop : mapping
-        Population value of each estimated parameter on the natural scale, canonical unit.
-    eta, eta_study : mapping
-        Subject and study random effects per parameter on the transformed scale, ``[n]`` (the
-        study effect already indexed by each subject's study); missing entries are zero.
-    beta : mapping
-        Value of each covariate effect (by effect name).
-    effect_values : mapping
-        Covariate value of each subject for each effect (by effect name), ``[n]``.
-    """
-    pri = spec.priors
-    params = {}
-    for p in spec.estimated:
-        pp = pri.parameters[p]
-        z = _subject_mean(spec, p, pop, eta_study, beta, effect_values, n)
-        if p in eta:
-            z = z + eta[p]
-        params[p] = _from_unconstrained(z, pp.transform) * pp.multiplier
-    for p, v in spec.fixed.items():
-        params[p] = jnp.full(n, v)
-    return params
+# The hierarchy's equations live in pkpd.inference.hierarchy (one copy for fits, simulation,
+# predictive checks and synthetic fits); these names are kept for the fit's own use.
+_to_unconstrained = to_unconstrained
+_from_unconstrained = from_unconstrained
+_subject_mean = subject_mean
 
 
 def model_options(model) -> dict:
@@ -493,43 +443,34 @@ def observation_predictor(spec: FitSpec):
     trimmed to its doses and observation points; values are exact at every observation point
     of the fit and 0 elsewhere. The model is told the dose kinds the data hold.
     """
-    from pkpd.pk.analytic import pair_layout
+    from pkpd.pk.analytic import kinds_in_data, pair_layout
 
     S = spec.n_subjects
-    model = spec.model
-    if dataclasses.is_dataclass(model) and "dose_kinds" in {
-        f.name for f in dataclasses.fields(model)
-    }:
-        from pkpd.pk.analytic import kinds_in_data
-
-        model = dataclasses.replace(model, dose_kinds=kinds_in_data(spec.padded.data))
+    model = spec.model.with_dose_kinds(kinds_in_data(spec.padded.data))
     # Subjects grouped by the endpoints they have data for: each group predicts only those
     # (a PK-only study does not pay for the PD ODE of another study).
     groups = []
-    if hasattr(model, "with_endpoints"):
-        have: dict[int, set] = {}
-        for s_i, e_i in zip(spec.obs_subject.tolist(), spec.obs_endpoint.tolist(), strict=True):
-            have.setdefault(s_i, set()).add(spec.endpoints[e_i])
-        # Subjects are grouped by the costly endpoints (an integration or a per-subject
-        # response worth skipping, as the model's ``costly_endpoints`` says) they have data on;
-        # each group predicts those and every cheap endpoint of the fit (closed forms cost
-        # little), so at most 2^(costly endpoints) variants need compiling. On the bundled
-        # temsirolimus data: four groups (S6K, VEGF, VEGF + PD-1, PK only), where one group
-        # for every PD subject computed S6K for 365 subjects and PD-1 for 141 (data: 24, 30).
-        costly = set(getattr(model, "costly_endpoints", ()))
-        cheap = tuple(e for e in spec.endpoints if e not in costly)
-        by_set: dict[tuple, list[int]] = {}
-        for s_i in range(S):
-            mine = have.get(s_i, set())
-            if not mine:
-                continue
-            key = cheap + tuple(e for e in spec.endpoints if e in costly and e in mine)
-            by_set.setdefault(key, []).append(s_i)
-        for key, idx in by_set.items():
-            if key:
-                groups.append((model.with_endpoints(key), key, np.asarray(idx)))
-    else:
-        groups.append((model, tuple(spec.endpoints), np.arange(S)))
+    have: dict[int, set] = {}
+    for s_i, e_i in zip(spec.obs_subject.tolist(), spec.obs_endpoint.tolist(), strict=True):
+        have.setdefault(s_i, set()).add(spec.endpoints[e_i])
+    # Subjects are grouped by the costly endpoints (an integration or a per-subject
+    # response worth skipping, as the model's ``costly_endpoints`` says) they have data on;
+    # each group predicts those and every cheap endpoint of the fit (closed forms cost
+    # little), so at most 2^(costly endpoints) variants need compiling. On the bundled
+    # temsirolimus data: four groups (S6K, VEGF, VEGF + PD-1, PK only), where one group
+    # for every PD subject computed S6K for 365 subjects and PD-1 for 141 (data: 24, 30).
+    costly = set(model.costly_endpoints)
+    cheap = tuple(e for e in spec.endpoints if e not in costly)
+    by_set: dict[tuple, list[int]] = {}
+    for s_i in range(S):
+        mine = have.get(s_i, set())
+        if not mine:
+            continue
+        key = cheap + tuple(e for e in spec.endpoints if e in costly and e in mine)
+        by_set.setdefault(key, []).append(s_i)
+    for key, idx in by_set.items():
+        if key:
+            groups.append((model.with_endpoints(key), key, np.asarray(idx)))
     P = spec.padded.data.point_time.shape[1]
 
     # Each group is trimmed to the doses and observation points its subjects have (padding
@@ -543,9 +484,9 @@ def observation_predictor(spec: FitSpec):
         sub = _trim(jax.tree.map(lambda x, i=idx: np.asarray(x)[i], spec.padded.data), n_d, n_p)
         sub, inverse = _unique_points(sub)
         sub = dataclasses.replace(sub, pairs=pair_layout(sub))
-        static_grid = getattr(variant, "static_grid", None)
-        if static_grid is not None:
-            sub = dataclasses.replace(sub, grid=static_grid(sub))
+        grid = variant.precompute(sub)
+        if grid is not None:
+            sub = dataclasses.replace(sub, grid=grid)
         fn = jax.vmap(variant.predict)
         trimmed.append((fn, key, idx, jax.tree.map(jnp.asarray, sub), n_p, jnp.asarray(inverse)))
 
@@ -701,13 +642,14 @@ def build_model(spec: FitSpec):
         for j, e in enumerate(spec.endpoints):
             r = pri.residuals[e]
             if "additive" in r.terms:
-                add = add.at[j].set(_sample(f"sigma_add_{e}", r.terms["additive"]))
+                add = add.at[j].set(_sample(sigma_site("additive", e), r.terms["additive"]))
             if "proportional" in r.terms:
-                prop = prop.at[j].set(_sample(f"sigma_prop_{e}", r.terms["proportional"]))
-            if "sd_log" in r.terms:
-                sig = sig.at[j].set(_sample(f"sigma_log_{e}", r.terms["sd_log"]))
-            if "sd_logit" in r.terms:
-                sig = sig.at[j].set(_sample(f"sigma_logit_{e}", r.terms["sd_logit"]))
+                prop = prop.at[j].set(
+                    _sample(sigma_site("proportional", e), r.terms["proportional"])
+                )
+            for term in ("sd_log", "sd_logit"):
+                if term in r.terms:
+                    sig = sig.at[j].set(_sample(sigma_site(term, e), r.terms[term]))
         with numpyro.plate("obs", f.shape[0]):
             numpyro.sample(
                 "y",
@@ -1492,11 +1434,7 @@ def _choose_anchors(spec) -> dict[str, tuple[int, ...]]:
         studies = set(study_of[np.asarray(spec.obs_endpoint) == e_i].tolist())
         if not studies:
             continue
-        acts = (
-            set(model.with_endpoints((e,)).parameters)
-            if hasattr(model, "with_endpoints")
-            else set(spec.estimated)
-        )
+        acts = set(model.with_endpoints((e,)).parameters)
         for p in acts:
             informs.setdefault(p, set()).update(studies)
     out = {}
@@ -1568,7 +1506,7 @@ def _choose_levels(
         return q in est and pq.transform == "log" and pq.multiplier == 1.0
 
     if pairs is None:
-        pairs = getattr(spec.model, "hill_levels", None) or {}
+        pairs = dict(spec.model.hill_levels)
     usable = {}
     for p, (hill, scale) in pairs.items():
         if (

@@ -109,6 +109,12 @@ def restore_spec(idata, model=None) -> FitSpec:
     return spec
 
 
+def thin_indices(total: int, n: int) -> np.ndarray:
+    """``n`` indices evenly spaced over ``total`` draws (chains flattened), first and last
+    included, without repeats."""
+    return np.unique(np.round(np.linspace(0, total - 1, n)).astype(int))
+
+
 def draws(idata, names=None) -> dict[str, np.ndarray]:
     """Posterior draws, chains flattened: ``{name: [n_draws, ...]}``."""
     post = idata.posterior

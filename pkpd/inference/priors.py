@@ -400,19 +400,19 @@ def _model_info(model):
             model = load_model(model)
         except (ImportError, KeyError, ValueError):
             return model, None, {}
-    params = getattr(model, "parameters", None)
-    known = dict(params) if params is not None else None
-    defaults = dict(getattr(model, "defaults", {}) or {})
-    required = getattr(model, "structural_parameters", None)
-    if known is not None and required is not None:
-        # parameters outside the structural set (lag times, bioavailability, ...) are optional
-        defaults.update({p: None for p in known if p not in required and p not in defaults})
+    from pkpd.models.base import check_model
+
+    try:
+        check_model(model)
+    except TypeError as e:
+        raise PriorsError([f"argument model: {e}"], "model") from None
+    known = dict(model.parameters)
+    # parameters outside the structural set (lag times, bioavailability, ...) are optional
+    defaults: dict = {p: None for p in known if p not in model.structural_parameters}
     # parameters of the model family that this variant does not use (e.g. the PD parameters of
     # a PK-only temsirolimus fit) are ignored like optional entries
-    family = getattr(model, "all_parameters", None)
-    if family is not None:
-        defaults.update({p: None for p in family if p not in (known or {})})
-    return getattr(model, "name", None), known, defaults
+    defaults.update({p: None for p in model.all_parameters if p not in known})
+    return model.name, known, defaults
 
 
 class _Checker:

@@ -1,19 +1,34 @@
 """Structural models. ``load_model(name)`` returns a model from the registry."""
 
-from pkpd.models.library import LIBRARY, LinearPKModel
-from pkpd.models.temsirolimus import TemsirolimusModel, temsirolimus
+from pkpd.models.base import MetricSpec, ModalForm, Model, Turnover, check_model
+from pkpd.models.library import LinearPKModel
+from pkpd.models.temsirolimus import TemsirolimusModel
+
+
+def _discover() -> dict:
+    """Every model a module of this package lists in its ``REGISTERED`` tuple, by name: a new
+    bundled model is its own module here (plus its priors file), nothing else."""
+    import importlib
+    import pkgutil
+
+    found = {}
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda i: i.name):
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        for model in getattr(module, "REGISTERED", ()):
+            check_model(model)
+            if model.name in found:
+                raise RuntimeError(f"two bundled models are called {model.name!r}")
+            found[model.name] = model
+    return found
+
 
 #: Every registered model, by name.
-MODELS = {**LIBRARY, "temsirolimus": temsirolimus}
+MODELS = _discover()
 
 
 def endpoint_units(model) -> dict[str, str]:
-    """Endpoint name → unit of any model (``endpoint_units`` or an ``endpoints`` mapping)."""
-    units = getattr(model, "endpoint_units", None)
-    if units is not None:
-        return dict(units)
-    eps = model.endpoints
-    return dict(eps) if isinstance(eps, dict) else {e: "" for e in eps}
+    """Endpoint name → unit of a model (:attr:`Model.endpoint_units`)."""
+    return dict(model.endpoint_units)
 
 
 def load_model(name: str):
@@ -37,4 +52,15 @@ def load_model(name: str):
         ) from None
 
 
-__all__ = ["MODELS", "LinearPKModel", "TemsirolimusModel", "endpoint_units", "load_model"]
+__all__ = [
+    "MODELS",
+    "LinearPKModel",
+    "MetricSpec",
+    "ModalForm",
+    "Model",
+    "TemsirolimusModel",
+    "Turnover",
+    "check_model",
+    "endpoint_units",
+    "load_model",
+]

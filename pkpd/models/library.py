@@ -44,6 +44,7 @@ whatever ``CMT`` an observation record carries.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -51,6 +52,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from pkpd.models.base import ModalForm, Model
 from pkpd.pk import analytic
 
 #: mg/L → ng/mL.
@@ -70,7 +72,7 @@ _MOD_UNITS = {"lag": "h", "f": "1", "dur": "h", "rate": "mg/h"}
 
 
 @dataclass(frozen=True)
-class LinearPKModel:
+class LinearPKModel(Model):
     """A linear mammillary PK model (1-3 disposition compartments, optional depot).
 
     Immutable and hashable; registered as a static pytree node, so it can be passed to or
@@ -146,9 +148,17 @@ class LinearPKModel:
         return {i + 1: n for i, n in enumerate(names)}
 
     @property
-    def endpoints(self) -> dict[str, str]:
+    def endpoint_units(self) -> dict[str, str]:
         """The one endpoint and its unit: ``{"conc": "ng/mL"}``."""
         return {"conc": "ng/mL"}
+
+    @property
+    def concentration_endpoints(self) -> tuple[str, ...]:
+        return ("conc",)
+
+    @property
+    def concentration_volumes(self) -> dict[str, str]:
+        return {"conc": "v" if self.n_compartments == 1 else "v1"}
 
     @property
     def endpoint_codes(self) -> None:
@@ -164,6 +174,13 @@ class LinearPKModel:
     @property
     def default_dose_compartment(self) -> int:
         return 1
+
+    @property
+    def all_parameters(self) -> dict[str, str]:
+        return self.parameters
+
+    def with_dose_kinds(self, kinds: tuple | None) -> LinearPKModel:
+        return dataclasses.replace(self, dose_kinds=kinds)
 
     # -- parameters ----------------------------------------------------------------------------
     def check_parameters(self, params: Mapping[str, object]) -> None:
@@ -273,6 +290,21 @@ class LinearPKModel:
         v = sp["v"] if self.n_compartments == 1 else sp["v1"]
         return {"conc": CONC_SCALE * amount / v}
 
+    # -- fast form for simulation --------------------------------------------------------------
+    def modal_form(self, params: Mapping[str, object]) -> ModalForm:
+        """Poles and the ``conc`` coefficients (ng/mL per mg) of a dose into the default
+        compartment (:class:`pkpd.models.base.ModalForm`)."""
+        sp = self._structural(params)
+        resp = analytic.state_response(
+            self._disposition(sp), sp.get("ka"), state=1 if self.absorption else 0
+        )
+        v = sp["v"] if self.n_compartments == 1 else sp["v1"]
+        return ModalForm(resp.poles[0], {"conc": resp.coef[0] * CONC_SCALE / v})
+
+    def modal_parameters_supported(self, parameters) -> bool:
+        """No dose modifiers (lag, F, modelled rate or duration): structural parameters only."""
+        return set(parameters) <= set(self.structural_parameters)
+
     # -- data checks (outside jit) -------------------------------------------------------------
     def check_subject(self, subject) -> list[str]:
         """Problems that make predictions meaningless (doses into a compartment the model
@@ -304,3 +336,6 @@ LIBRARY = {
     m.name: m
     for m in (one_cmt_iv, one_cmt_oral, two_cmt_iv, two_cmt_oral, three_cmt_iv, three_cmt_oral)
 }
+
+#: The models :mod:`pkpd.models` registers from this module.
+REGISTERED = tuple(LIBRARY.values())

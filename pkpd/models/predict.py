@@ -86,13 +86,10 @@ def predict_dataset(
         doses without the ``rate_<cmt>``/``dur_<cmt>`` parameter, or a parameter value outside
         its domain (named with the subject and value).
     """
-    from pkpd.models import endpoint_units
-
-    eps_model = list(endpoint_units(model))
-    if hasattr(model, "with_endpoints"):
-        wanted = [e for e in eps_model if e in ds.endpoints] or eps_model[:1]
-        model = model.with_endpoints(wanted)
-        eps_model = wanted
+    eps_model = list(model.endpoint_units)
+    wanted = [e for e in eps_model if e in ds.endpoints] or eps_model[:1]
+    model = model.with_endpoints(wanted)
+    eps_model = wanted
     model.check_parameters(params)
     padded = ds.to_arrays(prediction_rows="all")
     d = padded.data
@@ -225,7 +222,7 @@ def parameter_domain_problems(
 
 def modelled_rate_problems(model, d, params) -> list[str]:
     """RATE=-1 needs ``rate_<cmt>`` and RATE=-2 ``dur_<cmt>`` for the dose's compartment."""
-    if not hasattr(model, "dose_compartment_names"):
+    if not model.dose_compartment_names:
         return []
     cmt = np.asarray(d.dose_cmt)
     cmt = np.where(cmt == 0, model.default_dose_compartment, cmt)
@@ -260,13 +257,10 @@ def _num(x: float) -> str:
 
 
 def _central_volume(model) -> tuple[str | None, str | None]:
-    """The drug-concentration endpoint and the volume parameter that scales it."""
-    from pkpd.models import endpoint_units
-
-    eps = endpoint_units(model)
-    params = dict(getattr(model, "parameters", {}))
-    for ep, v in (("conc", "v"), ("conc", "v1"), ("temsirolimus", "v1")):
-        if ep in eps and v in params:
+    """The drug-concentration endpoint and the volume parameter that scales it
+    (:attr:`pkpd.models.Model.concentration_volumes`; the first one)."""
+    for ep, v in model.concentration_volumes.items():
+        if ep in model.endpoint_units and v in model.parameters:
             return ep, v
     return None, None
 
@@ -328,12 +322,11 @@ def concentration_scale_warning(model, ds, typical: Mapping[str, float] | None =
     str or None
     """
     from pkpd.data.reader import unit_factor
-    from pkpd.models import endpoint_units
 
     ep, vname = _central_volume(model)
     if ep is None:
         return None
-    unit = endpoint_units(model)[ep]
+    unit = model.endpoint_units[ep]
     try:
         unit_factor("mg/L", unit)
     except ValueError:

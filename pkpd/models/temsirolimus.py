@@ -55,6 +55,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from pkpd.models.base import MetricSpec, ModalForm, Model, Turnover
 from pkpd.pk import analytic, polyexp
 
 MW_TEM = 1030.3  # g/mol, temsirolimus (literature file header; rxreasoner substance page)
@@ -250,8 +251,66 @@ def _scalar(params, name):
     return v
 
 
+#: Week 8 (h): the time of the PD-1 change metric in simulations (the PD-1+ CD8+ fall from
+#: 16.8% to 12.7% was measured after about two months of treatment; literature §4c).
+WEEK8_H = 8 * 168.0
+
+
+def s6k_from_effect(params, ce):
+    """S6K phosphorylation (% of the subject's baseline) from the effect-site driver ``ce``
+    (nM): ``100·(1 − s6k_imax·Ce^h/(s6k_ic50^h + Ce^h))``, ``Ce`` floored at 0, with gradients
+    finite at ``Ce = 0``."""
+    ce = jnp.maximum(ce, 0.0)
+    h = _scalar(params, "s6k_hill")
+    ic50 = _scalar(params, "s6k_ic50")
+    pos = ce > 0
+    safe = jnp.where(pos, ce, ic50)  # keeps the untaken branch finite for gradients
+    frac = jnp.where(pos, 1.0 / (1.0 + (ic50 / safe) ** h), 0.0)
+    return 100.0 * (1.0 - _scalar(params, "s6k_imax") * frac)
+
+
+def turnover_parameters(params, use_vegf: bool, use_pd1: bool) -> dict:
+    """The VEGF and PD-1 turnover constants (a state not used gets inert values)."""
+    get = lambda p, default: _scalar(params, p) if p in params else jnp.asarray(default)  # noqa: E731
+    one, zero = jnp.asarray(1.0), jnp.asarray(0.0)
+    return dict(
+        vegf_base=get("vegf_base", 1.0) if use_vegf else one,
+        kout_v=1.0 / get("vegf_mrt", 1.0) if use_vegf else one,
+        imax_v=get("vegf_imax", 0.0) if use_vegf else zero,
+        ic50_v=get("vegf_ic50", 1.0) if use_vegf else one,
+        p0=get("pd1_base", 50.0) if use_pd1 else jnp.asarray(50.0),
+        kout_p=get("pd1_kout", 1.0) if use_pd1 else one,
+        imax_p=get("pd1_imax", 0.0) if use_pd1 else zero,
+        ic50_p=get("pd1_ic50", 1.0) if use_pd1 else one,
+    )
+
+
+def vegf_rates(k, c):
+    """VEGF ``(production, loss)`` at driver ``c`` (nM): ``dR/dt = production − loss·R``,
+    production ``kin·(1 − Imax·c/(IC50 + c))``, loss ``kout`` (module docstring)."""
+    kin = k["vegf_base"] * k["kout_v"]
+    return kin * (1.0 - k["imax_v"] * c / (k["ic50_v"] + c)), jnp.full_like(c, k["kout_v"])
+
+
+def pd1_rates(k, c):
+    """PD-1 ``(production, loss)`` at driver ``c`` (nM): ``dP/dt = production − loss·P`` with
+    production ``100·g``, loss ``g + kout``, ``g = kin·(1 − Imax·c/(IC50 + c))`` (the bounded
+    turnover of the module docstring)."""
+    kin = k["kout_p"] * k["p0"] / (100.0 - k["p0"])
+    g = kin * (1.0 - k["imax_p"] * c / (k["ic50_p"] + c))
+    return 100.0 * g, g + k["kout_p"]
+
+
+#: The turnover constants in the order of the validity check, and the inert value each takes
+#: where the parameters are not valid.
+_TURNOVER_ORDER = ("vegf_base", "kout_v", "imax_v", "ic50_v", "p0", "kout_p", "imax_p", "ic50_p")
+_TURNOVER_INERT = dict(
+    vegf_base=1.0, kout_v=1.0, imax_v=0.0, ic50_v=1.0, p0=50.0, kout_p=1.0, imax_p=0.0, ic50_p=1.0
+)
+
+
 @dataclass(frozen=True)
-class TemsirolimusModel:
+class TemsirolimusModel(Model):
     """Joint temsirolimus/sirolimus PK and S6K/VEGF/PD-1 PD model (equations: module docstring).
 
     Parameters
@@ -367,6 +426,18 @@ class TemsirolimusModel:
         """Molar masses (g/mol) of the PK endpoints (:data:`ENDPOINT_MOLAR_MASSES`)."""
         return dict(ENDPOINT_MOLAR_MASSES)
 
+    @property
+    def concentration_endpoints(self) -> tuple[str, ...]:
+        return tuple(e for e in self.endpoints if e in ENDPOINT_MOLAR_MASSES)
+
+    @property
+    def concentration_volumes(self) -> dict[str, str]:
+        """Temsirolimus is dosed into V1 (sirolimus is formed, its ``dose/C`` is no volume)."""
+        return {"temsirolimus": "v1"} if "temsirolimus" in self.endpoints else {}
+
+    def with_dose_kinds(self, kinds: tuple | None) -> TemsirolimusModel:
+        return dataclasses.replace(self, dose_kinds=kinds)
+
     def check_parameters(self, params: Mapping[str, object]) -> None:
         """Raise ``ValueError`` naming unknown parameters and those the endpoints need."""
         unknown = sorted(set(params) - set(self.all_parameters))
@@ -433,6 +504,95 @@ class TemsirolimusModel:
     def _doses(self, subject):
         return analytic.dose_terms(subject, {}, {1: 0}, default_compartment=0)
 
+    # -- fast form and metrics for simulation ----------------------------------------------------
+    def modal_form(self, params: Mapping[str, object]) -> ModalForm:
+        """The model as modes (:class:`pkpd.models.base.ModalForm`): the polyexponential
+        responses of :meth:`responses` on one set of poles (outputs ``temsirolimus``,
+        ``sirolimus``, ``driver``, ``ce``), S6K pointwise from ``ce``
+        (:func:`s6k_from_effect`), VEGF and PD-1 as turnover states driven by ``driver``
+        (:func:`vegf_rates`, :func:`pd1_rates`)."""
+        resp = self.responses(params)
+        top = next(k for k in ("effect", "sirolimus", "temsirolimus") if k in resp)
+        lam = resp[top].poles[0]
+        M = lam.shape[0]
+        outputs = {}
+        for k, out in (
+            ("temsirolimus", "temsirolimus"),
+            ("sirolimus", "sirolimus"),
+            ("driver", "driver"),
+            ("effect", "ce"),
+        ):
+            if k in resp:
+                c = resp[k].coef[0]
+                outputs[out] = jnp.concatenate([c, jnp.zeros(M - c.shape[0])])
+        direct = {}
+        if "s6k" in self.endpoints:
+            direct["s6k"] = ("ce", lambda ce: s6k_from_effect(params, ce))
+        use_v, use_p = "vegf" in self.endpoints, "pd1_cd8" in self.endpoints
+        turnover = {}
+        if use_v or use_p:
+            k = turnover_parameters(params, use_v, use_p)
+            if use_v:
+                turnover["vegf"] = Turnover("driver", k["vegf_base"], lambda c: vegf_rates(k, c))
+            if use_p:
+                turnover["pd1_cd8"] = Turnover("driver", k["p0"], lambda c: pd1_rates(k, c))
+        return ModalForm(lam, outputs, direct, turnover)
+
+    def modal_parameters_supported(self, parameters) -> bool:
+        """Every variant but saturable binding (nonlinear) has the modal form."""
+        return not self.binding
+
+    def combined_concentrations(self, endpoints) -> dict[str, dict]:
+        """``total``: temsirolimus + sirolimus as a molar sum (nmol/L), both being active."""
+        if "temsirolimus" in endpoints and "sirolimus" in endpoints:
+            return {
+                "total": dict(
+                    units="nmol/L",
+                    long_name="temsirolimus + sirolimus, molar sum",
+                    terms={"temsirolimus": 1000.0 / MW_TEM, "sirolimus": 1000.0 / MW_SIR},
+                )
+            }
+        return {}
+
+    def response_metrics(self, endpoints, horizon_h: float) -> dict[str, MetricSpec]:
+        """S6K inhibition at the cycle-1 and steady-state troughs, the VEGF change (%) at the
+        horizon and the PD-1 change (percentage points) at week 8 (:data:`WEEK8_H`, when the
+        horizon reaches it)."""
+        where = {
+            "c1": "cycle 1 (the first dosing interval)",
+            "ss": "steady state (the last full dosing interval of the horizon)",
+        }
+        out = {}
+        if "s6k" in endpoints:
+            for tag, txt in where.items():
+                out[f"s6k_inhibition_trough_{tag}"] = MetricSpec(
+                    endpoint="s6k",
+                    kind="inhibition_trough",
+                    units="%",
+                    long_name="S6K inhibition (100 - S6K phosphorylation in % of the "
+                    f"subject's baseline) at the trough ending {txt}",
+                    window=tag,
+                )
+        if "vegf" in endpoints:
+            out["vegf_change_pct"] = MetricSpec(
+                endpoint="vegf",
+                kind="change_pct",
+                units="%",
+                long_name=f"VEGF change from baseline at the horizon ({horizon_h:g} h), "
+                "100*(VEGF(t)/VEGF(0) - 1)",
+                time_h=horizon_h,
+            )
+        if "pd1_cd8" in endpoints and WEEK8_H <= horizon_h + 1e-9:
+            out["pd1_change_week8"] = MetricSpec(
+                endpoint="pd1_cd8",
+                kind="change_abs",
+                units="percentage points",
+                long_name="change of PD-1+ % of CD8+ T cells from "
+                f"baseline at week 8 ({WEEK8_H:g} h): PD1(t) - PD1(0), in percentage points",
+                time_h=WEEK8_H,
+            )
+        return out
+
     # -- prediction ------------------------------------------------------------------------------
     def predict(self, params: Mapping[str, object], subject) -> dict[str, jax.Array]:
         """Every chosen endpoint at each prediction point of one subject.
@@ -468,16 +628,8 @@ class TemsirolimusModel:
                 resp["temsirolimus"], doses, t, seq, seg, self.dose_kinds, pairs
             )
         if "s6k" in self.endpoints:
-            ce = jnp.maximum(
-                analytic.superpose(resp["effect"], doses, t, seq, seg, self.dose_kinds, pairs),
-                0.0,
-            )
-            h = _scalar(params, "s6k_hill")
-            ic50 = _scalar(params, "s6k_ic50")
-            pos = ce > 0
-            safe = jnp.where(pos, ce, ic50)  # keeps the untaken branch finite for gradients
-            frac = jnp.where(pos, 1.0 / (1.0 + (ic50 / safe) ** h), 0.0)
-            out["s6k"] = 100.0 * (1.0 - _scalar(params, "s6k_imax") * frac)
+            ce = analytic.superpose(resp["effect"], doses, t, seq, seg, self.dose_kinds, pairs)
+            out["s6k"] = s6k_from_effect(params, ce)
         ok = jnp.array(True)
         if "vegf" in self.endpoints or "pd1_cd8" in self.endpoints:
             ys, ok = self._turnover(params, resp["driver"], doses, subject)
@@ -524,7 +676,7 @@ class TemsirolimusModel:
         end = start + jnp.where(infusion, doses.duration, 0.0)
         return start, end, doses.active
 
-    def static_grid(self, subjects):
+    def precompute(self, subjects):
         """The VEGF/PD-1 grid of padded subjects, ``(nodes, index, start_index)`` as numpy
         arrays, or ``None`` when this model variant has no grid.
 
@@ -553,41 +705,25 @@ class TemsirolimusModel:
         last_seg = jnp.max(jnp.where(doses.active, doses.segment, 0))
         use_vegf = "vegf" in self.endpoints
         use_pd1 = "pd1_cd8" in self.endpoints
-        get = lambda p, default: _scalar(params, p) if p in params else jnp.asarray(default)  # noqa: E731
-        vegf_base = get("vegf_base", 1.0) if use_vegf else jnp.asarray(1.0)
-        kout_v = 1.0 / get("vegf_mrt", 1.0) if use_vegf else jnp.asarray(1.0)
-        imax_v = get("vegf_imax", 0.0) if use_vegf else jnp.asarray(0.0)
-        ic50_v = get("vegf_ic50", 1.0) if use_vegf else jnp.asarray(1.0)
-        p0 = get("pd1_base", 50.0) if use_pd1 else jnp.asarray(50.0)
-        kout_p = get("pd1_kout", 1.0) if use_pd1 else jnp.asarray(1.0)
-        imax_p = get("pd1_imax", 0.0) if use_pd1 else jnp.asarray(0.0)
-        ic50_p = get("pd1_ic50", 1.0) if use_pd1 else jnp.asarray(1.0)
+        k = turnover_parameters(params, use_vegf, use_pd1)
         # Parameters far outside their range (a sampler exploring, say, v_sir -> 0) make the
         # driver non-finite; the implicit solver must never see that (lineax raises on it), so
         # such a subject is solved with no drug and flagged ok=False (-inf log density).
-        scalars = jnp.stack([vegf_base, kout_v, imax_v, ic50_v, p0, kout_p, imax_p, ic50_p])
+        scalars = jnp.stack([k[n] for n in _TURNOVER_ORDER])
         valid = (
             jnp.all(jnp.isfinite(driver.poles))
             & jnp.all(driver.poles > 0)
             & jnp.all(jnp.isfinite(driver.coef))
             & jnp.all(jnp.isfinite(scalars))
             & jnp.all(scalars[jnp.array([0, 1, 3, 5, 7])] > 0)
-            & (p0 > 0)
-            & (p0 < 100)
+            & (k["p0"] > 0)
+            & (k["p0"] < 100)
         )
         driver = analytic.StateResponse(
             poles=jnp.where(valid, driver.poles, 1.0), coef=jnp.where(valid, driver.coef, 0.0)
         )
-        vegf_base = jnp.where(valid, vegf_base, 1.0)
-        kout_v = jnp.where(valid, kout_v, 1.0)
-        ic50_v = jnp.where(valid, ic50_v, 1.0)
-        p0 = jnp.where(valid, p0, 50.0)
-        kout_p = jnp.where(valid, kout_p, 1.0)
-        ic50_p = jnp.where(valid, ic50_p, 1.0)
-        imax_v = jnp.where(valid, imax_v, 0.0)
-        imax_p = jnp.where(valid, imax_p, 0.0)
-        kin_v = vegf_base * kout_v
-        kin_p = kout_p * p0 / (100.0 - p0)
+        k = {n: jnp.where(valid, v, _TURNOVER_INERT[n]) for n, v in k.items()}
+        vegf_base, p0 = k["vegf_base"], k["p0"]
 
         def conc(tt):
             seq = jnp.full((1,), jnp.iinfo(jnp.int32).max)
@@ -596,17 +732,14 @@ class TemsirolimusModel:
 
         def field(tt, y, _args):
             c = conc(tt)
-            i_v = imax_v * c / (ic50_v + c)
-            i_p = imax_p * c / (ic50_p + c)
-            dv = kin_v * (1.0 - i_v) - kout_v * y[0]
-            dp = kin_p * (1.0 - i_p) * (100.0 - y[1]) - kout_p * y[1]
-            return jnp.stack([dv, dp])
+            (av, bv), (ap, bp) = vegf_rates(k, c), pd1_rates(k, c)
+            return jnp.stack([av - bv * y[0], ap - bp * y[1]])
 
         if self.pd_solver == "grid":
             from pkpd.pd.forced import dose_grid, solve_forced
 
             grid = getattr(subject, "grid", None)
-            if grid is not None:  # computed once from the data (static_grid)
+            if grid is not None:  # computed once from the data (precompute)
                 nodes, index, start_index = grid
             else:
                 nodes, index, start_index = dose_grid(*self._grid_inputs(doses), t)
@@ -629,15 +762,8 @@ class TemsirolimusModel:
             used = jnp.asarray([j for j, u in enumerate((use_vegf, use_pd1)) if u])
 
             def coef(c):
-                a, b = [], []
-                if use_vegf:
-                    a.append(kin_v * (1.0 - imax_v * c / (ic50_v + c)))
-                    b.append(jnp.full_like(c, kout_v))
-                if use_pd1:
-                    g = kin_p * (1.0 - imax_p * c / (ic50_p + c))
-                    a.append(100.0 * g)
-                    b.append(g + kout_p)
-                return jnp.stack(a, -1), jnp.stack(b, -1)
+                rates = [r(k, c) for r, u in ((vegf_rates, use_vegf), (pd1_rates, use_pd1)) if u]
+                return jnp.stack([a for a, _ in rates], -1), jnp.stack([b for _, b in rates], -1)
 
             y0 = jnp.stack([vegf_base, p0])
             ys, ok = solve_forced(coef, conc_many, y0[used], nodes, index, conc)
@@ -664,6 +790,8 @@ class TemsirolimusModel:
 jax.tree_util.register_static(TemsirolimusModel)
 
 temsirolimus = TemsirolimusModel()
+#: The models :mod:`pkpd.models` registers from this module.
+REGISTERED = (temsirolimus,)
 
 #: Label reference values for a single 25 mg 30-min infusion (Torisel PI §12.3; CCO monograph).
 LABEL_25MG = {
@@ -687,5 +815,10 @@ __all__ = [
     "PARAMETERS",
     "TYPICAL",
     "TemsirolimusModel",
+    "WEEK8_H",
+    "pd1_rates",
+    "s6k_from_effect",
+    "turnover_parameters",
+    "vegf_rates",
     "temsirolimus",
 ]

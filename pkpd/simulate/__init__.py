@@ -11,7 +11,7 @@ What is simulated
 -----------------
 For each selected posterior draw (evenly spaced over the chains) and each virtual subject, the
 individual parameters follow the fit's hierarchy exactly
-(:func:`pkpd.inference.fit.individual_parameters`): population value, covariate effects of the
+(:func:`pkpd.inference.hierarchy.individual_parameters`): population value, covariate effects of the
 subject's covariates, a study effect (``study=None``: none, the typical study; ``"new"``: one new
 study effect per draw, drawn from ``N(0, omega_study)``; a fitted study's name: that study's
 estimated effect), and a new subject effect ``eta ~ N(0, omega)`` (with the fitted correlation

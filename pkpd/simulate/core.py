@@ -17,6 +17,7 @@ from pkpd.simulate.engines import (
     ModalEngine,
     PredictEngine,
     metric_catalogue,
+    metric_times,
     metrics_and_profiles,
 )
 from pkpd.simulate.errors import SimulationError
@@ -24,8 +25,6 @@ from pkpd.simulate.plan import build_grid, default_horizon, normalize_regimens, 
 from pkpd.simulate.population import build_population, check_population
 
 MARKER = "pkpd_simulation"
-#: Week 8 (h), the time of ``pd1_change_week8``.
-WEEK8_H = 8 * 168.0
 #: Default number of (draw, subject) pairs computed per call.
 DEFAULT_CHUNK = 2048
 
@@ -77,7 +76,9 @@ def _posterior(idata, spec, n_draws):
             f"n_draws={n_draws}, but the fit has {total} posterior draws ({n_chain} chain(s) x "
             f"{n_draw}); ask for at most {total} or refit with more draws"
         )
-    idx = np.unique(np.round(np.linspace(0, total - 1, n_draws)).astype(int))
+    from pkpd.inference.posterior import thin_indices
+
+    idx = thin_indices(total, n_draws)
 
     def get(name):
         v = post[name].values
@@ -175,9 +176,8 @@ def simulate(
     xarray.Dataset
         See the module docstring of :mod:`pkpd.simulate` for the variables and attributes.
     """
-    from pkpd.inference.fit import individual_parameters
+    from pkpd.inference import hierarchy as H
     from pkpd.inference.posterior import restore_spec
-    from pkpd.models import endpoint_units
 
     idata = _load(fit)
     spec = restore_spec(idata)
@@ -204,11 +204,7 @@ def simulate(
     regs = normalize_regimens(regimens)
 
     # endpoints
-    fitted = (
-        list(spec.model.endpoints)
-        if hasattr(spec.model, "with_endpoints")
-        else list(endpoint_units(spec.model))
-    )
+    fitted = list(spec.model.endpoints)
     if endpoints is None:
         eps = fitted
     else:
@@ -221,7 +217,7 @@ def simulate(
                 "estimates the parameters the others need)"
             )
         eps = [e for e in fitted if e in eps]
-    units = endpoint_units(spec.model)
+    units = spec.model.endpoint_units
 
     # study
     studies = list(spec.padded.studies)
@@ -281,10 +277,13 @@ def simulate(
         if engine == "modal" or (engine == "auto" and can_modal)
         else PredictEngine(spec.model, eps)
     )
-    grid = build_grid(plans, horizon, out_times, WEEK8_H, full=eng.full_grid)
+    grid = build_grid(
+        plans, horizon, out_times, metric_times(eng.model, eps, horizon), full=eng.full_grid
+    )
     if isinstance(eng, ModalEngine):
         eng.boluses = bool(grid.bolus.any())
-    catalogue = metric_catalogue(eps, horizon, WEEK8_H)
+    catalogue = metric_catalogue(spec.model.with_endpoints(eps), eps, horizon)
+    combined = spec.model.combined_concentrations(eps)
     window = int(np.max(grid.win[:, :, 1] - grid.win[:, :, 0])) + 1
 
     # posterior
@@ -300,8 +299,12 @@ def simulate(
 
     key = jax.random.PRNGKey(seed)
     k_eta, k_study = jax.random.split(key)
-    corr = list(spec.correlated)
+    independent, corr = H.subject_effect_parameters(spec)
+    # the normals of a pair: one per parameter with subject effects, in the order of the
+    # estimated parameters (independent and correlated ones interleaved)
     corr_pos = [bsv.index(p) for p in corr]
+    ind_pos = [bsv.index(p) for p in independent]
+    effect_sites = [f"omega_{p}" for p in independent + corr] + (["corr_cholesky"] if corr else [])
 
     def hierarchy(inp):
         """Individual parameters of a batch of (draw, subject) pairs, ``{name: [B]}``."""
@@ -313,16 +316,15 @@ def simulate(
             )
         )(d, s)
         eta = {}  # the typical subject (typical=True): every subject effect stays 0
-        if corr and not typical:
-            L = inp["corr_cholesky"]  # [B, k, k]
-            oms = jnp.stack([inp[f"omega_{p}"] for p in corr], -1)
-            zc = z[:, jnp.asarray(corr_pos)]
-            eta_c = jnp.einsum("bij,bj->bi", L, zc) * oms
-            for k, p in enumerate(corr):
-                eta[p] = eta_c[:, k]
-        for k, p in enumerate(bsv):
-            if p not in corr and not typical:
-                eta[p] = inp[f"omega_{p}"] * z[:, k]
+        if not typical:
+            # one pair at a time: the draw's SDs (and correlation) with the pair's normals
+            eta = jax.vmap(
+                lambda draw, zi, zci: H.new_subject_effects(draw, independent, corr, zi, zci)
+            )(
+                {k: inp[k] for k in effect_sites},
+                z[:, jnp.asarray(ind_pos, dtype=int)],
+                z[:, jnp.asarray(corr_pos, dtype=int)],
+            )
         eta_study = {}
         if study == "new" and study_params:
             zs = jax.vmap(
@@ -333,18 +335,18 @@ def simulate(
         elif study_idx >= 0:
             for p in study_params:
                 eta_study[p] = inp[f"eta_study_{p}"][:, study_idx]
-        pop = {p: inp[f"pop_{p}"] for p in spec.estimated}
         beta = {
-            eff.name: (
-                jnp.full(n, eff.prior.params["value"])
-                if eff.prior.is_fixed
-                else inp[f"beta_{eff.name}"]
-            )
-            for eff in spec.effects
-        }
+            k: jnp.full(n, v) for k, v in H.covariate_effects(spec, inp).items()
+        }  # fixed effects broadcast to the batch
         effect_values = {k: inp[f"eff_{k}"] for k in effect_cols}
-        return individual_parameters(
-            spec, pop, eta=eta, eta_study=eta_study, beta=beta, effect_values=effect_values, n=n
+        return H.individual_parameters(
+            spec,
+            H.population(spec, inp),
+            eta=eta,
+            eta_study=eta_study,
+            beta=beta,
+            effect_values=effect_values,
+            n=n,
         )
 
     grid_arrays = {
@@ -366,7 +368,7 @@ def simulate(
         def one_pair(th, amt):
             def one_regimen(amt_r, g_r):
                 series, ok = eng.run(th, amt_r, g_r)
-                return metrics_and_profiles(eng, th, series, g_r, catalogue, ok, window)
+                return metrics_and_profiles(eng, th, series, g_r, catalogue, ok, window, combined)
 
             return jax.vmap(one_regimen)(amt, g)
 

@@ -14,11 +14,12 @@ Used for models the modal engine does not cover (saturable binding, dose modifie
 lag or bioavailability, models from outside pkpd); with the temsirolimus PD it integrates
 VEGF and PD-1 by diffrax inside ``model.predict`` and costs about 20-40x more.
 
-**ModalEngine** (linear PK: the generic library models and temsirolimus/sirolimus with its
-S6K effect compartment; and the temsirolimus VEGF and PD-1 turnover): every concentration is
+**ModalEngine** (models with a modal form, :class:`pkpd.models.base.ModalForm`: linear PK,
+effect compartments, pointwise responses and turnover states; e.g. the generic library models
+and temsirolimus/sirolimus with S6K, VEGF and PD-1): every concentration is
 :math:`\sum_m c_m x_m(t)` with modal states :math:`\dot x_m = -\lambda_m x_m + u(t)` (poles
 and coefficients from the model's own polyexponential responses, e.g.
-:meth:`pkpd.models.temsirolimus.TemsirolimusModel.responses`). With the dose input :math:`u`
+:meth:`pkpd.models.base.Model.modal_form`). With the dose input :math:`u`
 constant on each grid step of length :math:`h` (boluses added at grid points), one step is
 exact:
 
@@ -41,9 +42,9 @@ average): second order in :math:`h`. On the default grid (:mod:`pkpd.simulate.pl
 PD-1 are within about 2e-5 relative (the PD-1 change at week 8 within 1e-4) of a reference
 solution of the coupled ODE restarted at every dose start and infusion end (DOP853/LSODA, rtol
 1e-11); ``model.predict``'s own diffrax solution differs from that reference by up to ~1e-3
-(tests: ``tests/test_simulate.py``). The turnover equations are those of
-:mod:`pkpd.models.temsirolimus` (its docstring); a change there must be mirrored here, and the
-tests compare both engines.
+(tests: ``tests/test_simulate.py``). The poles, output coefficients, pointwise endpoints and
+turnover equations all come from the model (:meth:`pkpd.models.base.Model.modal_form`); this
+module knows no model and no endpoint by name.
 """
 
 from __future__ import annotations
@@ -51,13 +52,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from pkpd.models.library import LinearPKModel
-from pkpd.models.temsirolimus import MW_SIR, MW_TEM, TemsirolimusModel
-from pkpd.pk import analytic
 from pkpd.simulate.plan import subject_arrays
-
-CONC_UNIT = "ng/mL"
-TOTAL_UNIT = "nmol/L"
 
 
 def _decay(a, inv_a2):
@@ -81,19 +76,9 @@ def _dose_inputs(amounts, g, boluses=True):
     return g["infusing"] @ rate, bol
 
 
-def _s6k_from_ce(params, ce):
-    """S6K (% of baseline) from the effect-site driver (nM), as the temsirolimus model."""
-    ce = jnp.maximum(ce, 0.0)
-    h = params["s6k_hill"]
-    ic50 = params["s6k_ic50"]
-    pos = ce > 0
-    safe = jnp.where(pos, ce, ic50)
-    frac = jnp.where(pos, 1.0 / (1.0 + (ic50 / safe) ** h), 0.0)
-    return 100.0 * (1.0 - params["s6k_imax"] * frac)
-
-
 class ModalEngine:
-    """Step-by-step exact linear PK, plus the temsirolimus turnover PD (module docstring)."""
+    """Step-by-step exact linear PK, plus the model's pointwise and turnover endpoints (module
+    docstring), from the model's :meth:`~pkpd.models.base.Model.modal_form`."""
 
     name = "modal"
     full_grid = True
@@ -103,131 +88,85 @@ class ModalEngine:
     def __init__(self, model, endpoints, *, boluses: bool = True):
         self.model = model
         self.endpoints = list(endpoints)
+        self.variant = model.with_endpoints(self.endpoints)
         #: False when no regimen has a bolus: the values before and after a dose then agree
         #: and are computed once.
         self.boluses = boluses
 
     @staticmethod
     def supports(model, parameters) -> bool:
-        """True for the models this engine reproduces (no dose modifiers, no binding)."""
-        if isinstance(model, TemsirolimusModel):
-            return not model.binding
-        if isinstance(model, LinearPKModel):
-            return set(parameters) <= set(model.structural_parameters)
-        return False
-
-    def _modes(self, params):
-        """Poles ``[M]`` and ``{output: coefficients [M]}`` for a dose into CMT 0/default."""
-        m = self.model
-        if isinstance(m, LinearPKModel):
-            n = m.n_compartments
-            v1 = params["v"] if n == 1 else params["v1"]
-            q = [params[k] for k in ("q", "q2")[: n - 1]]
-            vp = [params[k] for k in ("v2", "v3")[: n - 1]]
-            disp = analytic.disposition(params["cl"], v1, q, vp)
-            state = 1 if m.absorption else 0
-            resp = analytic.state_response(disp, params.get("ka"), state=state)
-            return resp.poles[0], {"conc": resp.coef[0] * 1000.0 / v1}
-        tm = m.with_endpoints(self.endpoints)
-        resp = tm.responses(params)
-        top = next(k for k in ("effect", "sirolimus", "temsirolimus") if k in resp)
-        lam = resp[top].poles[0]
-        M = lam.shape[0]
-        names = {
-            "temsirolimus": "temsirolimus",
-            "sirolimus": "sirolimus",
-            "driver": "driver",
-            "effect": "ce",
-        }
-        coefs = {}
-        for k, out in names.items():
-            if k in resp:
-                c = resp[k].coef[0]
-                coefs[out] = jnp.concatenate([c, jnp.zeros(M - c.shape[0])])
-        return lam, coefs
+        """True for models whose modal form reproduces ``predict`` with these parameters."""
+        return bool(model.modal_parameters_supported(parameters))
 
     def run(self, params, amounts, g):
         """Series on the grid of one regimen ``g`` (dict of arrays) for one subject."""
-        lam, coefs = self._modes(params)
+        form = self.variant.modal_form(params)
+        lam, coefs = form.poles, form.outputs
         t = g["t"]
         h = t[1:] - t[:-1]
         u, bol = _dose_inputs(amounts, g, self.boluses)
-        conc = [e for e in ("conc", "temsirolimus", "sirolimus") if e in coefs]
-        C = jnp.stack([coefs[e] for e in conc])  # [K, M]
-        pd = any(e in self.endpoints for e in ("vegf", "pd1_cd8"))
-        has_ce = "ce" in coefs
-        drv = coefs.get("driver")
-        if pd:
-            get = lambda k, d: params[k] if k in params else jnp.asarray(d)  # noqa: E731
-            use_v, use_p = "vegf" in self.endpoints, "pd1_cd8" in self.endpoints
-            vbase = get("vegf_base", 1.0) if use_v else jnp.asarray(1.0)
-            kout_v = 1.0 / get("vegf_mrt", 1.0) if use_v else jnp.asarray(1.0)
-            imax_v = get("vegf_imax", 0.0) if use_v else jnp.asarray(0.0)
-            ic50_v = get("vegf_ic50", 1.0) if use_v else jnp.asarray(1.0)
-            p0 = get("pd1_base", 50.0) if use_p else jnp.asarray(50.0)
-            kout_p = get("pd1_kout", 1.0) if use_p else jnp.asarray(1.0)
-            imax_p = get("pd1_imax", 0.0) if use_p else jnp.asarray(0.0)
-            ic50_p = get("pd1_ic50", 1.0) if use_p else jnp.asarray(1.0)
-            kin_v = vbase * kout_v
-            kin_p = kout_p * p0 / (100.0 - p0)
+        # the concentration outputs: integrals and values before doses are kept for these
+        conc = [e for e in coefs if e in self.model.concentration_endpoints]
+        C = jnp.stack([coefs[e] for e in conc]) if conc else jnp.zeros((0, lam.shape[0]))  # [K, M]
+        direct = {e: form.direct[e] for e in self.endpoints if e in form.direct}
+        turn = [(e, form.turnover[e]) for e in self.endpoints if e in form.turnover]
+        D = jnp.stack([coefs[o] for o, _ in direct.values()]) if direct else None
+        drivers = [coefs[tv.driver] for _, tv in turn]
 
-            def forcing(c_raw):
-                c = jnp.maximum(c_raw, 0.0)
-                fv = kin_v * (1.0 - imax_v * c / (ic50_v + c))
-                gp = kin_p * (1.0 - imax_p * c / (ic50_p + c))
-                return fv, gp + kout_p, 100.0 * gp
+        def drive(x):
+            """Every turnover state's driver at modal state x."""
+            return [d @ x for d in drivers]
 
-        sum_drv = jnp.sum(drv) if pd else 0.0
+        def rates(c):
+            """(production, loss) of every turnover state at driver values c (floored at 0)."""
+            out = [tv.rates(jnp.maximum(ck, 0.0)) for ck, (_, tv) in zip(c, turn, strict=True)]
+            return jnp.stack([a for a, _ in out]), jnp.stack([b for _, b in out])
+
         x0 = bol[0] * jnp.ones_like(lam)
-
         inv_lam2 = 1.0 / (lam * lam)
-        if pd:
-            inv_kv2 = 1.0 / (kout_v * kout_v)
-
         marks = g["win"].reshape(4)  # grid indices: cycle-1 start, end; steady-state start, end
         K = len(conc)
+        n_turn = len(turn)
+        bolus_shift = [jnp.sum(d) for d in drivers]  # driver jump per mg of bolus
 
         def step(carry, inp):
-            x, X, V, P, fv, ap, bp, cum_m, pre_m = carry
+            x, X, y, prod, loss, cum_m, pre_m = carry
             j, hj, inv_h2, uj, bj = inp
             a = lam * hj
             e, p1, p2 = _decay(a, inv_lam2 * inv_h2)
             x_pre = x * e + uj * hj * p1
             X1 = X + x * hj * p1 + uj * hj * hj * p2
             x_post = x_pre + bj
-            if pd:
-                c_pre = drv @ x_pre
-                fv1, ap1, bp1 = forcing(c_pre)
-                av = kout_v * hj
-                ev, q1, q2 = _decay(av, inv_kv2 * inv_h2)
-                V1 = V * ev + hj * (fv * (q1 - q2) + fv1 * q2)
-                aa = 0.5 * (ap + ap1) * hj
+            if n_turn:
+                c_pre = drive(x_pre)
+                prod1, loss1 = rates(c_pre)
+                aa = 0.5 * (loss + loss1) * hj
                 ep, r1, r2 = _decay(aa, 1.0 / (aa * aa))
-                P1 = P * ep + hj * (bp * (r1 - r2) + bp1 * r2)
+                y1 = y * ep + hj * (prod * (r1 - r2) + prod1 * r2)
                 if self.boluses:
-                    fvp, app, bpp = forcing(c_pre + bj * sum_drv)
-                else:
-                    fvp, app, bpp = fv1, ap1, bp1
+                    # rates just after a bolus given at the step's end (the driver jumps)
+                    c_post = [c + bj * sh for c, sh in zip(c_pre, bolus_shift, strict=True)]
+                    prod1, loss1 = rates(c_post)
             else:
-                V1 = P1 = fvp = app = bpp = V
+                y1, prod1, loss1 = y, prod, loss
             # integrals (and values before a bolus) are needed at the four marks only
             hit = (marks == j)[:, None]
             cum_m = jnp.where(hit, (C @ X1)[None, :], cum_m)
             if self.boluses:
                 pre_m = jnp.where(hit, (C @ x_pre)[None, :], pre_m)
-            out = (C @ x_post, coefs["ce"] @ x_post if has_ce else V1, V1, P1)
-            return (x_post, X1, V1, P1, fvp, app, bpp, cum_m, pre_m), out
+            out = (C @ x_post, D @ x_post if direct else y1, y1)
+            return (x_post, X1, y1, prod1, loss1, cum_m, pre_m), out
 
-        zero = jnp.zeros(())
         m0 = jnp.zeros((4, K))
-        if pd:
-            f0 = forcing(drv @ x0)
-            init = (x0, jnp.zeros_like(lam), vbase, p0, *f0, m0, m0)
+        if n_turn:
+            y0 = jnp.stack([jnp.asarray(tv.baseline, dtype=float) for _, tv in turn])
+            p0, l0 = rates(drive(x0))
         else:
-            init = (x0, jnp.zeros_like(lam), zero, zero, zero, zero, zero, m0, m0)
+            y0 = p0 = l0 = jnp.zeros(0)
+        init = (x0, jnp.zeros_like(lam), y0, p0, l0, m0, m0)
         inv_h2 = jnp.where(h > 0, 1.0 / jnp.where(h > 0, h * h, 1.0), 0.0)
         steps = jnp.arange(1, t.shape[0])
-        carry, (ys, ce, V, P) = jax.lax.scan(
+        carry, (ys, dv, yt) = jax.lax.scan(
             step, init, (steps, h, inv_h2, u[:-1], bol[1:]), unroll=self.unroll
         )
         cum_m, pre_m = carry[-2], carry[-1]
@@ -238,20 +177,20 @@ class ModalEngine:
         series = {}
         for k, e in enumerate(conc):
             series[e] = {"post": ys[:, k], "pre_m": pre_m[:, k], "cum_m": cum_m[:, k]}
-        if "s6k" in self.endpoints:
-            ce_all = first(coefs["ce"] @ x0, ce)  # continuous: pre = post
-            series["s6k"] = {"post": ce_all, "pre_m": ce_all[marks], "finalize": "s6k"}
-        if "vegf" in self.endpoints:
-            v = first(vbase, V)
-            series["vegf"] = {"post": v, "pre_m": v[marks]}
-        if "pd1_cd8" in self.endpoints:
-            p = first(p0, P)
-            series["pd1_cd8"] = {"post": p, "pre_m": p[marks]}
+        if direct:
+            dv = first(D @ x0, dv)  # [G, n_direct]; continuous: pre = post
+            for k, (e, (_, f)) in enumerate(direct.items()):
+                series[e] = {"post": dv[:, k], "pre_m": dv[marks, k], "finalize": f}
+        if n_turn:
+            yt = first(y0, yt)  # [G, n_turn]
+            for k, (e, _) in enumerate(turn):
+                series[e] = {"post": yt[:, k], "pre_m": yt[marks, k]}
         ok = jnp.all(jnp.stack([jnp.all(jnp.isfinite(s["post"])) for s in series.values()]))
         return series, ok
 
     def finalize(self, params, kind, values):
-        return _s6k_from_ce(params, values) if kind == "s6k" else values
+        """An endpoint computed pointwise from a modal output (``kind``: its function)."""
+        return values if kind is None else kind(values)
 
 
 class PredictEngine:
@@ -261,7 +200,7 @@ class PredictEngine:
     full_grid = False
 
     def __init__(self, model, endpoints):
-        self.model = model.with_endpoints(endpoints) if hasattr(model, "with_endpoints") else model
+        self.model = model.with_endpoints(endpoints)
         self.endpoints = list(endpoints)
 
     def run(self, params, amounts, g):
@@ -282,7 +221,7 @@ class PredictEngine:
             v = out[e]
             post, pre, mv = v[:G], v[G : 2 * G], v[2 * G : 3 * G - 1]
             s = {"post": post, "pre_m": pre[marks]}
-            if e in ("conc", "temsirolimus", "sirolimus"):
+            if e in self.model.concentration_endpoints:
                 piece = h / 6.0 * (post[:-1] + 4.0 * mv + pre[1:])
                 s["cum_m"] = jnp.concatenate([jnp.zeros(1), jnp.cumsum(piece)])[marks]
             series[e] = s
@@ -317,74 +256,77 @@ def _peak(t, y, is_break, idx, a, b):
     return jnp.where(smooth & inside, jnp.maximum(y1, yv), y1)
 
 
-def metric_catalogue(endpoints, horizon_h: float, week8_h: float) -> dict[str, dict]:
-    """Names, units and descriptions of the per-subject metrics for these endpoints."""
-    conc = [e for e in ("conc", "temsirolimus", "sirolimus") if e in endpoints]
-    if "temsirolimus" in endpoints and "sirolimus" in endpoints:
-        conc.append("total")
+def metric_times(model, endpoints, horizon_h: float) -> list[float]:
+    """The times (h) the model's response metrics read, besides 0, sorted: each grid has a
+    point there (``pd_idx`` column ``1 + k`` for the ``k``-th)."""
+    times = {
+        min(float(m.time_h), horizon_h)
+        for m in model.response_metrics(endpoints, horizon_h).values()
+        if m.time_h is not None
+    }
+    return sorted(times)
+
+
+def metric_catalogue(model, endpoints, horizon_h: float) -> dict[str, dict]:
+    """Names, units and descriptions of the per-subject metrics for these endpoints.
+
+    Every concentration endpoint of the model (and every combination of them the model
+    defines, :meth:`~pkpd.models.base.Model.combined_concentrations`) gets Cmax, Ctrough and
+    AUC over cycle 1 and steady state; the model adds its own response metrics
+    (:meth:`~pkpd.models.base.Model.response_metrics`).
+    """
+    units = model.endpoint_units
+    conc = {e: units[e] for e in model.concentration_endpoints if e in endpoints}
+    what = {e: f"{e} concentration" for e in conc}
+    for name, c in model.combined_concentrations(endpoints).items():
+        conc[name] = c["units"]
+        what[name] = c["long_name"]
     out = {}
     where = {
         "c1": "cycle 1 (the first dosing interval)",
         "ss": "steady state (the last full dosing interval of the horizon)",
     }
-    for e in conc:
-        unit = TOTAL_UNIT if e == "total" else CONC_UNIT
-        what = "temsirolimus + sirolimus, molar sum" if e == "total" else f"{e} concentration"
+    for e, unit in conc.items():
+        amount, _, volume = unit.partition("/")
         for tag, txt in where.items():
             out[f"cmax_{e}_{tag}"] = dict(
                 units=unit,
-                long_name=f"Cmax of {what} in {txt}",
+                long_name=f"Cmax of {what[e]} in {txt}",
                 endpoint=e,
                 kind="cmax",
                 window=tag,
             )
             out[f"ctrough_{e}_{tag}"] = dict(
                 units=unit,
-                long_name=f"Ctrough of {what} at the end of {txt}, before the next dose",
+                long_name=f"Ctrough of {what[e]} at the end of {txt}, before the next dose",
                 endpoint=e,
                 kind="ctrough",
                 window=tag,
             )
             out[f"auc_tau_{e}_{tag}"] = dict(
-                units=f"{unit.split('/')[0]}*h/{unit.split('/')[1]}",
-                long_name=f"AUC of {what} over {txt}",
+                units=f"{amount}*h/{volume}" if volume else f"{unit}*h",
+                long_name=f"AUC of {what[e]} over {txt}",
                 endpoint=e,
                 kind="auc",
                 window=tag,
             )
-    if "s6k" in endpoints:
-        for tag, txt in where.items():
-            out[f"s6k_inhibition_trough_{tag}"] = dict(
-                units="%",
-                long_name=f"S6K inhibition (100 - S6K phosphorylation in % of the "
-                f"subject's baseline) at the trough ending {txt}",
-                endpoint="s6k",
-                kind="inhibition_trough",
-                window=tag,
-            )
-    if "vegf" in endpoints:
-        out["vegf_change_pct"] = dict(
-            units="%",
-            long_name=f"VEGF change from baseline at the horizon ({horizon_h:g} h), "
-            "100*(VEGF(t)/VEGF(0) - 1)",
-            endpoint="vegf",
-            kind="change_pct",
-            time_h=horizon_h,
-        )
-    if "pd1_cd8" in endpoints and week8_h <= horizon_h + 1e-9:
-        out["pd1_change_week8"] = dict(
-            units="percentage points",
-            long_name="change of PD-1+ % of CD8+ T cells from "
-            f"baseline at week 8 ({week8_h:g} h): PD1(t) - PD1(0), in percentage points",
-            endpoint="pd1_cd8",
-            kind="change_abs",
-            time_h=week8_h,
-        )
+    times = metric_times(model, endpoints, horizon_h)
+    for name, m in model.response_metrics(endpoints, horizon_h).items():
+        entry = dict(units=m.units, long_name=m.long_name, endpoint=m.endpoint, kind=m.kind)
+        if m.window is not None:
+            entry["window"] = m.window
+        if m.time_h is not None:
+            entry["time_h"] = m.time_h
+            entry["time_index"] = 1 + times.index(min(float(m.time_h), horizon_h))
+        out[name] = entry
     return out
 
 
-def metrics_and_profiles(engine, params, series, g, catalogue, ok, window: int):
+def metrics_and_profiles(engine, params, series, g, catalogue, ok, window: int, combined=None):
     """Profiles at the output times and every metric of the catalogue for one subject/regimen.
+
+    ``combined``: the model's combined concentrations (``{name: {"terms": {endpoint:
+    factor}}}``, :meth:`~pkpd.models.base.Model.combined_concentrations`).
 
     ``window``: a static length covering every metric interval's grid points (the interval's
     values are sliced out before the maximum is sought, so the work does not grow with ``G``).
@@ -399,7 +341,8 @@ def metrics_and_profiles(engine, params, series, g, catalogue, ok, window: int):
         return engine.finalize(params, s.get("finalize"), s[key][idx])
 
     profiles = {e: fin(e, "post", g["out_idx"]) for e in series}
-    conc = [e for e in ("conc", "temsirolimus", "sirolimus") if e in series]
+    conc = sorted({spec["endpoint"] for spec in catalogue.values() if spec["kind"] == "cmax"})
+    conc = [e for e in conc if e in series]
     W = min(window, G)
     windows = {}
     for w in (0, 1):
@@ -414,11 +357,13 @@ def metrics_and_profiles(engine, params, series, g, catalogue, ok, window: int):
                 s["pre_m"][2 * w + 1],
                 s["cum_m"][2 * w + 1] - s["cum_m"][2 * w],
             )
-        if "temsirolimus" in per and "sirolimus" in per:
-            ca, cb = 1000.0 / MW_TEM, 1000.0 / MW_SIR
-            per["total"] = tuple(
-                ca * x + cb * y for x, y in zip(per["temsirolimus"], per["sirolimus"], strict=True)
-            )
+        for name, c in (combined or {}).items():
+            terms = list(c["terms"].items())
+            if all(e in per for e, _ in terms):
+                per[name] = tuple(
+                    sum(f * v for (_, f), v in zip(terms, vals, strict=True))
+                    for vals in zip(*(per[e] for e, _ in terms), strict=True)
+                )
         windows[w] = (sl(t), sl(g["is_break"]), start + jnp.arange(W), a, b, per)
     metrics = {}
     peaks = {}
@@ -438,9 +383,10 @@ def metrics_and_profiles(engine, params, series, g, catalogue, ok, window: int):
             metrics[name] = 100.0 - fin(e, "pre_m", 2 * w + 1)
         elif kind == "change_pct":
             base = fin(e, "post", pd_idx[0])
-            metrics[name] = 100.0 * (fin(e, "post", pd_idx[1]) / base - 1.0)
+            metrics[name] = 100.0 * (fin(e, "post", pd_idx[spec["time_index"]]) / base - 1.0)
         elif kind == "change_abs":
-            metrics[name] = fin(e, "post", pd_idx[2]) - fin(e, "post", pd_idx[0])
+            at = fin(e, "post", pd_idx[spec["time_index"]])
+            metrics[name] = at - fin(e, "post", pd_idx[0])
         else:  # pragma: no cover - catalogue and code agree
             metrics[name] = jnp.asarray(jnp.nan)
     return profiles, metrics, ok

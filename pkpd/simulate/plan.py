@@ -196,8 +196,9 @@ class Grid:
         Grid index of each output time.
     win : [R, 2, 2]
         Grid indices ``(start, end)`` of the cycle-1 and steady-state intervals.
-    pd_idx : [R, 3]
-        Grid indices of time 0, the horizon and week 8 (1344 h; the horizon if later).
+    pd_idx : [R, 1 + K]
+        Grid indices of time 0 and of the ``K`` times the model's response metrics read
+        (:func:`pkpd.simulate.engines.metric_times`, e.g. the horizon and week 8).
     infusing : [R, G, D]
         1 where dose ``d`` infuses over the whole step ``[t_j, t_{j+1}]``.
     bolus : [R, G, D]
@@ -241,7 +242,7 @@ def build_grid(
     plans: Sequence[RegimenPlan],
     horizon: float,
     out_times: np.ndarray,
-    week8_h: float,
+    metric_times=(),
     *,
     full: bool,
 ) -> Grid:
@@ -249,13 +250,14 @@ def build_grid(
 
     ``full=False`` places points only in the metric intervals (plus output and PD times), for
     engines that evaluate any time directly; ``full=True`` covers the whole horizon, for the
-    step-by-step engine.
+    step-by-step engine. ``metric_times``: times (h, within the horizon) the metrics read.
     """
+    read_at = [0.0, *(min(float(x), horizon) for x in metric_times)]
     R = len(plans)
     D = max(p.n_doses for p in plans)
     grids, breaks = [], []
     for p in plans:
-        pts = [np.array([0.0, horizon, min(week8_h, horizon)]), np.asarray(out_times, float)]
+        pts = [np.array([0.0, horizon, *read_at]), np.asarray(out_times, float)]
         wins = {p.c1[0], p.ss[0]}
         for k in range(p.n_doses):
             kind = "fine" if k in wins else "coarse"
@@ -291,7 +293,7 @@ def build_grid(
     is_break = np.zeros((R, G), dtype=bool)
     out_idx = np.zeros((R, len(out_times)), dtype=np.int32)
     win = np.zeros((R, 2, 2), dtype=np.int32)
-    pd_idx = np.zeros((R, 3), dtype=np.int32)
+    pd_idx = np.zeros((R, len(read_at)), dtype=np.int32)
     infusing = np.zeros((R, G, D))
     bolus = np.zeros((R, G, D))
     dose_time = np.full((R, D), horizon)
@@ -302,7 +304,7 @@ def build_grid(
         out_idx[r] = index(r, out_times)
         win[r, 0] = index(r, p.c1[1:])
         win[r, 1] = index(r, p.ss[1:])
-        pd_idx[r] = index(r, [0.0, horizon, min(week8_h, horizon)])
+        pd_idx[r] = index(r, read_at)
         n = p.n_doses
         dose_time[r, :n] = p.time
         dose_dur[r, :n] = p.dur

@@ -78,7 +78,8 @@ def fit_from_values(
     """
     import jax.numpy as jnp
 
-    from pkpd.inference.fit import _to_inference_data, individual_parameters, prepare
+    from pkpd.inference.fit import _to_inference_data, prepare
+    from pkpd.inference.hierarchy import individual_parameters, sigma_site
 
     spec = prepare(model, data, priors, covariates=covariates, endpoints=endpoints)
     pri = spec.priors
@@ -136,10 +137,7 @@ def fit_from_values(
         ).copy()
     for e in spec.endpoints:
         for term, d in pri.residuals[e].terms.items():
-            key = {"additive": "add", "proportional": "prop", "sd_log": "log", "sd_logit": "logit"}[
-                term
-            ]
-            flat[f"sigma_{key}_{e}"] = np.full(n, _center(d))
+            flat[sigma_site(term, e)] = np.full(n, _center(d))
     ev = {k: jnp.asarray(v) for k, v in spec.effect_values.items()}
     for i in range(n):
         pop = {p: flat[f"pop_{p}"][i] for p in spec.estimated}

@@ -1,0 +1,280 @@
+r"""The model contract: what every pkpd model is and offers.
+
+Fits (:func:`pkpd.fit`), simulations (:func:`pkpd.simulate`), predictions, the data reader and
+the diagnostics use a model only through this contract, never through a concrete class or an
+endpoint's name: a model written outside pkpd that subclasses :class:`Model` is fitted,
+simulated and reported like the bundled ones.
+
+A model is an immutable value (a frozen dataclass is the usual form, registered as a static
+pytree node so it can be closed over by ``jax.jit``) with
+
+required
+    ``name`` (str; the registry name for bundled models); :attr:`Model.parameters` (name →
+    unit of every parameter the current endpoints need); :attr:`Model.endpoint_units`
+    (endpoint → unit); :attr:`Model.compartments` (NONMEM compartment number → name);
+    :meth:`Model.predict` (pure JAX: ``jit``, ``vmap`` and ``grad`` must work through it).
+
+optional, with defaults here
+    which parameters must be given (:attr:`~Model.structural_parameters`) and which exist at
+    all (:attr:`~Model.all_parameters`); which endpoints are drug concentrations
+    (:attr:`~Model.concentration_endpoints`, with the volume scaling each:
+    :attr:`~Model.concentration_volumes`); DVID codes and molar masses of the endpoints;
+    parameter and subject checks; :meth:`~Model.with_endpoints` (a variant predicting fewer
+    endpoints) and :attr:`~Model.costly_endpoints` (which ones are worth skipping for subjects
+    without their data); :meth:`~Model.with_dose_kinds` (a variant told which dose kinds the
+    data hold); :meth:`~Model.precompute` (static arrays computed once from the data);
+    :attr:`~Model.hill_levels` (IC50–Hill pairs NUTS samples through their level);
+    :meth:`~Model.modal_form` (a fast form for simulation, :class:`ModalForm`);
+    :meth:`~Model.combined_concentrations` and :meth:`~Model.response_metrics` (the model's own
+    exposure and response metrics in simulations).
+
+Units follow pkpd's canonical ones (time h, amounts mg, volumes L, clearances L/h) unless a
+parameter's or endpoint's unit says otherwise.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Turnover:
+    r"""A response state integrated along the modal form: ``dy/dt = production(c) − loss(c)·y``.
+
+    ``c`` is the modal output named ``driver`` (floored at 0), ``y(0) = baseline``. Both VEGF's
+    indirect response (loss constant) and PD-1's bounded turnover (loss depends on ``c``) take
+    this form; the simulation engine steps it by an exponential integrator with the loss rate
+    frozen at its step average (:mod:`pkpd.simulate.engines`).
+    """
+
+    driver: str
+    baseline: Any
+    rates: Callable[[Any], tuple[Any, Any]]
+
+
+@dataclass(frozen=True)
+class ModalForm:
+    r"""The linear part of a model as modes, for fast exact simulation.
+
+    Every output is ``coef · x`` with modal states ``dx_m/dt = −poles_m·x_m + u(t)``, ``u`` the
+    dose input (mg/h; boluses add to every ``x_m``) into the default dose compartment.
+
+    Attributes
+    ----------
+    poles : array [M]
+        Rate constants (1/h).
+    outputs : dict of str to array [M]
+        Coefficients of every concentration endpoint (in its unit per mg) and of any auxiliary
+        output (e.g. a PD driver or an effect-site concentration).
+    direct : dict of str to (str, callable)
+        Endpoints computed pointwise from one output: ``{endpoint: (output, f)}``, the
+        endpoint's value ``f(output value)`` (e.g. an Imax model on an effect site).
+    turnover : dict of str to Turnover
+        Endpoints that are turnover states driven by an output.
+    """
+
+    poles: Any
+    outputs: dict[str, Any]
+    direct: dict[str, tuple[str, Callable]] = field(default_factory=dict)
+    turnover: dict[str, Turnover] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """A model's own per-subject simulation metric (:meth:`Model.response_metrics`).
+
+    ``kind``: ``"inhibition_trough"`` (100 − the endpoint just before the dose ending
+    ``window``: ``"c1"``, the first dosing interval, or ``"ss"``, the last full one),
+    ``"change_pct"`` (``100·(y(time_h)/y(0) − 1)``) or ``"change_abs"`` (``y(time_h) − y(0)``).
+    """
+
+    endpoint: str
+    kind: str
+    units: str
+    long_name: str
+    window: str | None = None
+    time_h: float | None = None
+
+
+class Model(abc.ABC):
+    """Base class of every pkpd model (the contract: module docstring).
+
+    Subclasses provide ``name``, :attr:`parameters`, :attr:`endpoint_units`,
+    :attr:`compartments` and :meth:`predict`; everything else has a working default.
+    """
+
+    name: str
+
+    # -- description (required) -------------------------------------------------------------
+    @property
+    @abc.abstractmethod
+    def parameters(self) -> dict[str, str]:
+        """Name → unit of every parameter the model's current endpoints use."""
+
+    @property
+    @abc.abstractmethod
+    def endpoint_units(self) -> dict[str, str]:
+        """Endpoint → unit of every endpoint the model currently predicts."""
+
+    @property
+    @abc.abstractmethod
+    def compartments(self) -> dict[int, str]:
+        """NONMEM compartment number → name."""
+
+    @abc.abstractmethod
+    def predict(self, params: Mapping[str, Any], subject) -> dict[str, Any]:
+        """Every endpoint at each prediction point of one subject (no leading axis).
+
+        Returns ``{endpoint: array [P]}`` in :attr:`endpoint_units`, optionally with ``"ok"``
+        (a boolean scalar, False where a numerical solve failed: the fit's log density is then
+        −inf). Pure JAX: ``jax.jit``, ``jax.vmap`` and ``jax.grad`` must work through it.
+        """
+
+    # -- description (optional) -------------------------------------------------------------
+    @property
+    def endpoints(self) -> tuple[str, ...]:
+        """Names of the endpoints the model currently predicts."""
+        return tuple(self.endpoint_units)
+
+    @property
+    def structural_parameters(self) -> tuple[str, ...]:
+        """Parameters that must be given (a prior or a value); default all of them."""
+        return tuple(self.parameters)
+
+    @property
+    def all_parameters(self) -> dict[str, str]:
+        """Every parameter the model knows, whichever endpoints are on (priors may name them)."""
+        return dict(self.parameters)
+
+    @property
+    def concentration_endpoints(self) -> tuple[str, ...]:
+        """Endpoints that are drug concentrations (simulations give their Cmax, Ctrough, AUC;
+        a zero prediction under a log-scale residual is reported before a fit)."""
+        return ()
+
+    @property
+    def concentration_volumes(self) -> dict[str, str]:
+        """Concentration endpoint → the volume parameter (L) that scales it (the data-unit
+        check before a fit compares ``dose/C`` with it)."""
+        return {}
+
+    @property
+    def endpoint_codes(self) -> dict[int, str] | None:
+        """DVID code → endpoint; ``None``: a one-endpoint model takes the data's one code."""
+        return None
+
+    @property
+    def endpoint_molar_masses(self) -> dict[str, float]:
+        """Molar mass (g/mol) of the drug each concentration endpoint measures (to read
+        molar units); empty when unknown."""
+        return {}
+
+    @property
+    def costly_endpoints(self) -> tuple[str, ...]:
+        """Endpoints worth predicting only for subjects with data on them (a fit groups
+        subjects by them, each group calling :meth:`with_endpoints`)."""
+        return ()
+
+    @property
+    def hill_levels(self) -> dict[str, tuple[str, str | None]]:
+        """``{ic50: (hill, scale)}``: IC50s NUTS samples through their Hill-scaled level."""
+        return {}
+
+    @property
+    def dose_compartment_names(self) -> tuple[str, ...]:
+        """Compartments that take doses, by name (dose modifiers ``f_<name>`` etc.)."""
+        return ()
+
+    @property
+    def default_dose_compartment(self) -> int:
+        """The compartment a dose with ``CMT`` 0 or missing goes into."""
+        return 1
+
+    # -- variants -----------------------------------------------------------------------------
+    def with_endpoints(self, endpoints: Sequence[str]) -> Model:
+        """The model predicting only ``endpoints``; default: the model itself, which must then
+        predict exactly those."""
+        eps = tuple(endpoints)
+        unknown = [e for e in eps if e not in self.endpoints]
+        if unknown or not eps:
+            raise ValueError(
+                f"model {self.name!r}: unknown endpoint(s) {unknown or list(eps)}; it predicts "
+                f"{', '.join(self.endpoints)}"
+            )
+        return self
+
+    def with_dose_kinds(self, kinds: tuple | None) -> Model:
+        """The model told which dose kinds the data hold (:func:`pkpd.pk.analytic.kinds_in_data`)
+        so it can skip the formulas of the others; default: the model itself."""
+        return self
+
+    # -- checks (outside jit) -----------------------------------------------------------------
+    def check_parameters(self, params: Mapping[str, object]) -> None:
+        """Raise ``ValueError`` naming unknown or missing parameters (static check)."""
+        unknown = sorted(set(params) - set(self.all_parameters))
+        missing = [p for p in self.structural_parameters if p not in params]
+        if unknown or missing:
+            problems = [
+                x
+                for x in (
+                    f"unknown parameter(s) {', '.join(unknown)}" if unknown else "",
+                    f"missing parameter(s) {', '.join(missing)}" if missing else "",
+                )
+                if x
+            ]
+            raise ValueError(
+                f"model {self.name!r}: {'; '.join(problems)}. Its parameters are: "
+                + ", ".join(f"{k} ({u})" for k, u in self.parameters.items())
+            )
+
+    def check_subject(self, subject) -> list[str]:
+        """Problems that make predictions meaningless for these subjects (one or a padded
+        batch), e.g. doses into a compartment the model cannot dose; empty when none."""
+        return []
+
+    # -- optional precomputation and fast forms -----------------------------------------------
+    def precompute(self, subjects):
+        """Arrays computed once from the (padded, trimmed) data of a fit's subjects and passed
+        to :meth:`predict` as ``subject.grid``; ``None`` (default) when there are none."""
+        return None
+
+    def modal_form(self, params: Mapping[str, Any]) -> ModalForm | None:
+        """The model as modes (:class:`ModalForm`) for fast simulation of doses into the
+        default compartment, or ``None`` (default) when it has none: simulations then call
+        :meth:`predict`. Parameters are scalars for one subject."""
+        return None
+
+    def modal_parameters_supported(self, parameters: Sequence[str]) -> bool:
+        """Whether :meth:`modal_form` reproduces :meth:`predict` with these parameters given
+        (e.g. not with dose modifiers such as a lag time); default: when it has a modal form."""
+        return False
+
+    # -- simulation metrics ---------------------------------------------------------------------
+    def combined_concentrations(self, endpoints: Sequence[str]) -> dict[str, dict]:
+        """Concentrations derived from several endpoints for the simulation's metrics:
+        ``{name: {"units": ..., "long_name": ..., "terms": {endpoint: factor}}}``, the value
+        ``Σ factor · endpoint`` (e.g. a molar sum of parent and metabolite); default none."""
+        return {}
+
+    def response_metrics(self, endpoints: Sequence[str], horizon_h: float) -> dict[str, MetricSpec]:
+        """The model's own response metrics in simulations (:class:`MetricSpec`), for the
+        simulated ``endpoints`` over ``horizon_h``; default none (concentration endpoints
+        always get Cmax, Ctrough and AUC)."""
+        return {}
+
+
+def check_model(model) -> None:
+    """Raise ``TypeError`` naming what ``model`` lacks of the contract (:class:`Model`)."""
+    if not isinstance(model, Model):
+        raise TypeError(
+            f"{type(model).__name__} is not a pkpd model: subclass pkpd.models.Model "
+            "(name, parameters, endpoint_units, compartments, predict)"
+        )
+    if not isinstance(getattr(model, "name", None), str) or not model.name:
+        raise TypeError(f"{type(model).__name__}: a model needs a non-empty str name")
+
+
+__all__ = ["MetricSpec", "ModalForm", "Model", "Turnover", "check_model"]
