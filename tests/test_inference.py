@@ -17,7 +17,7 @@ import xarray as xr
 import pkpd
 from pkpd.inference.fit import FitError, fit, load_fit, prepare, save_fit
 from pkpd.inference.likelihood import LOGIT, LOGNORMAL, NORMAL, pointwise_loglik
-from pkpd.models import load_model
+from pkpd.models import Model, load_model
 
 
 # -- likelihood ----------------------------------------------------------------------------------
@@ -180,7 +180,7 @@ def test_same_seed_same_draws(study):
 
 
 @dataclass(frozen=True)
-class FailsAboveCl:
+class FailsAboveCl(Model):
     """one_cmt_iv whose 'solver' fails whenever cl > 2.6 (as an ODE failure would)."""
 
     name: str = "one_cmt_iv"
@@ -190,12 +190,12 @@ class FailsAboveCl:
         return {"cl": "L/h", "v": "L"}
 
     @property
-    def structural_parameters(self):
-        return ("cl", "v")
+    def endpoint_units(self):
+        return {"conc": "ng/mL"}
 
     @property
-    def endpoints(self):
-        return {"conc": "ng/mL"}
+    def compartments(self):
+        return {1: "central"}
 
     def predict(self, params, subject):
         out = dict(load_model("one_cmt_iv").predict(params, subject))

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
 
 import jax.numpy as jnp
 import numpy as np
@@ -13,6 +13,7 @@ import scipy.stats as st
 
 import pkpd
 from pkpd.inference.priors import Dist, PriorsError, load_priors
+from pkpd.models import Model
 
 PRIORS = Path(__file__).resolve().parents[1] / "priors"
 GENERIC = [
@@ -51,20 +52,49 @@ def test_temsirolimus_priors_cover_the_joint_model():
     assert p.parameters["pd1_base"].prior.params["median"] == pytest.approx(0.168)
 
 
+@dataclass(frozen=True)
+class Described(Model):
+    """A model that only describes itself (priors are checked against the contract)."""
+
+    name: str
+    units: tuple
+    required: tuple = ()
+
+    @property
+    def parameters(self):
+        return dict(self.units)
+
+    @property
+    def structural_parameters(self):
+        return self.required or tuple(self.parameters)
+
+    @property
+    def endpoint_units(self):
+        return {"conc": "ng/mL"}
+
+    @property
+    def compartments(self):
+        return {1: "central"}
+
+    def predict(self, params, subject):  # pragma: no cover - never called here
+        raise NotImplementedError
+
+
 def test_default_priors_by_model_name():
     p = load_priors(
-        model=SimpleNamespace(
-            name="two_cmt_oral",
-            parameters={"cl": "L/h", "v1": "L", "q": "L/h", "v2": "L", "ka": "1/h"},
+        model=Described(
+            "two_cmt_oral",
+            (("cl", "L/h"), ("v1", "L"), ("q", "L/h"), ("v2", "L"), ("ka", "1/h")),
         )
     )
     assert set(p.parameters) == {"cl", "v1", "q", "v2", "ka"}
 
 
-MODEL = SimpleNamespace(
-    name="one_cmt_oral",
-    parameters={"cl": "L/h", "v": "L", "ka": "1/h", "lag_depot": "h"},
-    defaults={"lag_depot": 0.0},
+# lag_depot is optional (outside the structural parameters)
+MODEL = Described(
+    "one_cmt_oral",
+    (("cl", "L/h"), ("v", "L"), ("ka", "1/h"), ("lag_depot", "h")),
+    required=("cl", "v", "ka"),
 )
 
 

@@ -150,13 +150,14 @@ def subject_effect_parameters(spec, names=None) -> tuple[list[str], list[str]]:
 
 def new_subject_effects(draw: Mapping, independent, correlated, z, zc=None) -> dict:
     r"""Subject effects of new subjects from standard normals: ``η_p = ω_p z_p`` for the
-    independent parameters (``z`` ``[len(independent), n]``) and ``η = diag(ω) L z_c`` for the
-    correlated block (``zc`` ``[n, k]``, ``L = draw["corr_cholesky"]``)."""
+    independent parameters (``z`` ``[len(independent), ...]``: ``z[i]`` is parameter ``i``'s) and
+    ``η = diag(ω) L z_c`` for the correlated block (``zc`` ``[..., k]``, ``L =
+    draw["corr_cholesky"]``); ``...`` is nothing for one subject or ``[n]`` for ``n``."""
     eta = {p: draw[f"omega_{p}"] * z[i] for i, p in enumerate(independent)}
     if correlated:
         oms = jnp.stack([draw[f"omega_{p}"] for p in correlated])
         ec = (zc @ draw["corr_cholesky"].T) * oms
-        eta.update({p: ec[:, i] for i, p in enumerate(correlated)})
+        eta.update({p: ec[..., i] for i, p in enumerate(correlated)})
     return eta
 
 
