@@ -82,8 +82,8 @@ class _Objective:
     Finding a start, the MAP optimisation and the checks of the chain starts all call the same
     compiled function from the host, so the model is compiled once for all of them (each
     ``jax.jit`` of a function containing the model compiles the model again; NumPyro's own
-    ``initialize_model`` evaluates the gradient eagerly, op by op, which took 14 s on the
-    temsirolimus PK model against 1.5 s to compile it).
+    ``initialize_model`` evaluates the gradient eagerly, op by op: benchmarks/RESULTS.md,
+    "Design measurements moved from docstrings").
     """
 
     def __init__(self, numpyro_model, obs, proto):
@@ -269,8 +269,7 @@ def fit(
         are correlated a posteriori; or dense over everything (only for small models: it is
         estimated from the warmup draws). Adaptation starts from the Laplace covariance at the
         chain start (:func:`_laplace_covariance`; its population block for the dense block),
-        not NumPyro's identity: on the full temsirolimus data the first warmup iterations
-        took about 110 leapfrog steps instead of 550.
+        not NumPyro's identity (fewer leapfrog steps in early warmup; benchmarks/RESULTS.md).
 
     Returns
     -------

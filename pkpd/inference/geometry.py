@@ -94,8 +94,8 @@ def _jittered_starts(objective, u0, key, chains, scale=0.05):
 
 def _centered_start(spec, nm, nm_start, obs, u_start):
     """The unconstrained start of the chain model (partly centred, levelled: ``spec.centered``,
-    ``spec.levels``) at the non-centred MAP point (compiled: run eagerly, the two model passes
-    took seconds)."""
+    ``spec.levels``) at the non-centred MAP point (compiled: the two model passes run eagerly
+    are slow)."""
     from numpyro.infer.util import constrain_fn, unconstrain_fn
 
     pri = spec.priors
@@ -155,10 +155,9 @@ def _choose_centered(spec, objective, flat_map):
     A correlated block is centred, for every subject, when the mean variance of each of its
     parameters qualifies.
 
-    Study effects stay non-centred. Centring them where a study's subjects pin its mean (the
-    same curvature, summed over the study) was tried on the bundled 365-subject data: CL
-    centred in two of four studies, VEGF baseline in one; divergences rose from 3 to 59 per
-    400 draws (two, three studies per parameter are too few for the centred form's funnel).
+    Study effects stay non-centred: two or three studies per parameter are too few for the
+    centred form's funnel (centring them where a study's subjects pin its mean was tried and
+    gave far more divergences: benchmarks/RESULTS.md).
 
     Returns ``(parameters, subjects)``: the parameters centred for at least one subject, and
     for those centred for some subjects only, a bool array over subjects.
