@@ -325,11 +325,12 @@ def test_auto_checks_its_centring_by_a_noncentred_rerun(study, monkeypatch):
     always happens; the rerun must be exactly ``parameterization="noncentered"`` with the same
     seed, and the kept run the one whose divergence count is lower."""
     import pkpd.inference.fit as F
+    import pkpd.inference.geometry as G
 
     sparse = study[(study.EVID == 1) | (study.TIME == 24) | (study.TIME == 1)]
     kw = dict(chains=1, warmup=30, draws=20, seed=4, progress_bar=False)
     nc = fit("one_cmt_iv", sparse, parameterization="noncentered", **kw)
-    monkeypatch.setattr(F, "FALLBACK_DIVERGENCE_FRACTION", float("inf"))
+    monkeypatch.setattr(G, "FALLBACK_DIVERGENCE_FRACTION", float("inf"))
     auto = fit("one_cmt_iv", sparse, **kw)
     assert json.loads(auto.attrs["parameterization_check"]) == {}
     assert json.loads(auto.attrs["centered_parameters"]), "the test needs auto to centre"

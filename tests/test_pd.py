@@ -304,3 +304,36 @@ def test_effect_compartment_matches_scipy_and_fast_ke0_gives_direct_model():
         np.asarray(direct)[away], np.asarray(sigmoid_emax(c, 100.0, -80.0, 50.0, 1.2))[away],
         rtol=1e-6,
     )  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", ["I", "II", "III", "IV"])
+def test_indirect_response_rates_are_the_vector_field(kind):
+    """production − loss·R equals the indirect response vector field (Dayneka 1993) at any
+    state and driver, hill 1."""
+    from pkpd.pd.turnover import indirect_response_field, indirect_response_rates
+
+    params = dict(r0=60.0, kout=0.011, imax=0.4, ic50=1.5, emax=2.0, ec50=3.0, hill=1.0)
+    for c in (0.0, 0.3, 1.5, 40.0):
+        field = indirect_response_field(kind, lambda t, p, c=c: c)
+        for r in (10.0, 60.0, 95.0):
+            p, loss = indirect_response_rates(
+                kind, jnp.asarray(c), 60.0, 0.011, imax=0.4, ic50=1.5, emax=2.0, ec50=3.0
+            )
+            expected = float(field(0.0, jnp.array([r]), params)[0])
+            np.testing.assert_allclose(float(p - loss * r), expected, rtol=1e-12, atol=1e-15)
+
+
+def test_bounded_turnover_rates_by_hand():
+    """dP/dt = kin(1 − I)(100 − P) − kout·P with kin = kout·P0/(100 − P0): zero at baseline."""
+    from pkpd.ode import DEFAULT_MAX_STEPS as ODE_MAX_STEPS
+    from pkpd.pd.turnover import DEFAULT_MAX_STEPS, bounded_turnover_rates
+
+    assert DEFAULT_MAX_STEPS == ODE_MAX_STEPS
+    p0, kout, imax, ic50 = 16.8, 0.005, 0.3, 1.46
+    kin = kout * p0 / (100 - p0)
+    for c, P in ((0.0, 16.8), (0.0, 30.0), (2.0, 16.8), (50.0, 5.0)):
+        p, loss = bounded_turnover_rates(jnp.asarray(c), p0, kout, imax, ic50)
+        by_hand = kin * (1 - imax * c / (ic50 + c)) * (100 - P) - kout * P
+        np.testing.assert_allclose(float(p - loss * P), by_hand, rtol=1e-12, atol=1e-15)
+    p, loss = bounded_turnover_rates(jnp.asarray(0.0), p0, kout, imax, ic50)
+    assert abs(float(p - loss * p0)) < 1e-15

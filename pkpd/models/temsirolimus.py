@@ -56,6 +56,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from pkpd.models.base import MetricSpec, ModalForm, Model, Turnover
+from pkpd.pd.direct import remaining_fraction
+from pkpd.pd.turnover import bounded_turnover_rates, indirect_response_rates
 from pkpd.pk import analytic, polyexp
 
 MW_TEM = 1030.3  # g/mol, temsirolimus (literature file header; rxreasoner substance page)
@@ -258,15 +260,14 @@ WEEK8_H = 8 * 168.0
 
 def s6k_from_effect(params, ce):
     """S6K phosphorylation (% of the subject's baseline) from the effect-site driver ``ce``
-    (nM): ``100·(1 − s6k_imax·Ce^h/(s6k_ic50^h + Ce^h))``, ``Ce`` floored at 0, with gradients
-    finite at ``Ce = 0``."""
-    ce = jnp.maximum(ce, 0.0)
-    h = _scalar(params, "s6k_hill")
-    ic50 = _scalar(params, "s6k_ic50")
-    pos = ce > 0
-    safe = jnp.where(pos, ce, ic50)  # keeps the untaken branch finite for gradients
-    frac = jnp.where(pos, 1.0 / (1.0 + (ic50 / safe) ** h), 0.0)
-    return 100.0 * (1.0 - _scalar(params, "s6k_imax") * frac)
+    (nM): ``100·(1 − s6k_imax·Ce^h/(s6k_ic50^h + Ce^h))`` (:func:`pkpd.pd.direct.remaining_fraction`),
+    ``Ce`` floored at 0."""
+    return 100.0 * remaining_fraction(
+        jnp.maximum(ce, 0.0),
+        _scalar(params, "s6k_imax"),
+        _scalar(params, "s6k_ic50"),
+        _scalar(params, "s6k_hill"),
+    )
 
 
 def turnover_parameters(params, use_vegf: bool, use_pd1: bool) -> dict:
@@ -286,19 +287,18 @@ def turnover_parameters(params, use_vegf: bool, use_pd1: bool) -> dict:
 
 
 def vegf_rates(k, c):
-    """VEGF ``(production, loss)`` at driver ``c`` (nM): ``dR/dt = production − loss·R``,
-    production ``kin·(1 − Imax·c/(IC50 + c))``, loss ``kout`` (module docstring)."""
-    kin = k["vegf_base"] * k["kout_v"]
-    return kin * (1.0 - k["imax_v"] * c / (k["ic50_v"] + c)), jnp.full_like(c, k["kout_v"])
+    """VEGF ``(production, loss)`` at driver ``c`` (nM): indirect response type I
+    (:func:`pkpd.pd.turnover.indirect_response_rates`, baseline ``vegf_base``, ``kout =
+    1/vegf_mrt``)."""
+    return indirect_response_rates(
+        "I", c, k["vegf_base"], k["kout_v"], imax=k["imax_v"], ic50=k["ic50_v"]
+    )
 
 
 def pd1_rates(k, c):
-    """PD-1 ``(production, loss)`` at driver ``c`` (nM): ``dP/dt = production − loss·P`` with
-    production ``100·g``, loss ``g + kout``, ``g = kin·(1 − Imax·c/(IC50 + c))`` (the bounded
-    turnover of the module docstring)."""
-    kin = k["kout_p"] * k["p0"] / (100.0 - k["p0"])
-    g = kin * (1.0 - k["imax_p"] * c / (k["ic50_p"] + c))
-    return 100.0 * g, g + k["kout_p"]
+    """PD-1 ``(production, loss)`` at driver ``c`` (nM): bounded turnover of a percentage
+    (:func:`pkpd.pd.turnover.bounded_turnover_rates`, baseline ``pd1_base``)."""
+    return bounded_turnover_rates(c, k["p0"], k["kout_p"], k["imax_p"], k["ic50_p"])
 
 
 #: The turnover constants in the order of the validity check, and the inert value each takes
@@ -618,7 +618,7 @@ class TemsirolimusModel(Model):
             sir = resp["sirolimus"]
             tem = resp["temsirolimus"]
             tem_c = jnp.concatenate([tem.coef, jnp.zeros_like(sir.coef[:, -1:])], axis=-1)
-            vals = polyexp.superpose_multi(
+            vals = analytic.superpose_many(
                 sir.poles, jnp.stack([tem_c, sir.coef]), doses, t, seq, seg, self.dose_kinds, pairs
             )
             out["temsirolimus"], out["sirolimus"] = vals[0], vals[1]

@@ -37,10 +37,11 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from pkpd.ode import DEFAULT_MAX_STEPS, solve
 from pkpd.pd.direct import hill_fraction, remaining_fraction
 
 __all__ = [
+    "bounded_turnover_rates",
+    "indirect_response_rates",
     "indirect_response_field",
     "indirect_response",
     "bounded_turnover_field",
@@ -61,6 +62,16 @@ PD_ATOL = 1e-12
 # 100 and back; Kvaerno5's chord iteration then rejects many steps (~2000 steps for a day at
 # kin = 500/h), so it gets a larger budget.
 BOUNDED_MAX_STEPS = 16384
+#: Step budget of the other solves (:data:`pkpd.ode.DEFAULT_MAX_STEPS`; pkpd.ode, and with it
+#: diffrax, is imported only when a solve runs).
+DEFAULT_MAX_STEPS = 4096
+
+
+def solve(*args, **kwargs):
+    """:func:`pkpd.ode.solve`, imported on first use."""
+    from pkpd.ode import solve as ode_solve
+
+    return ode_solve(*args, **kwargs)
 
 
 def _kind(kind) -> int:
@@ -81,6 +92,50 @@ def irm_baseline(params) -> jax.Array:
     if "kin" in params:
         return jnp.asarray(params["kin"]) / params["kout"]
     raise KeyError("turnover parameters need 'r0' (baseline) or 'kin', and 'kout'")
+
+
+def indirect_response_rates(kind, c, r0, kout, *, imax=0.0, ic50=1.0, emax=0.0, ec50=1.0):
+    r"""Production and loss of an indirect response at driver ``c``: ``dR/dt = p − l·R``.
+
+    The four models of :func:`indirect_response_field` with a hyperbolic drug effect
+    (:math:`I(c) = I_{max} c/(IC_{50} + c)`, :math:`S(c) = E_{max} c/(EC_{50} + c)`, Hill
+    coefficient 1) and :math:`k_{in} = R_0 k_{out}`:
+
+    ======  ==========================  ==========================
+    kind    production p                loss l
+    ======  ==========================  ==========================
+    I       :math:`k_{in}(1 - I(c))`    :math:`k_{out}`
+    II      :math:`k_{in}`              :math:`k_{out}(1 - I(c))`
+    III     :math:`k_{in}(1 + S(c))`    :math:`k_{out}`
+    IV      :math:`k_{in}`              :math:`k_{out}(1 + S(c))`
+    ======  ==========================  ==========================
+
+    This is the form the exponential integrators step (:mod:`pkpd.pd.forced`, the simulation's
+    modal engine): linear in the state given the driver. ``c`` (>= 0, the unit of ``ic50``)
+    may be an array; returns ``(p, l)`` of its shape.
+    """
+    k = _kind(kind)
+    kin = r0 * kout
+    one = jnp.ones_like(c)
+    if k in (1, 2):
+        rem = 1.0 - imax * c / (ic50 + c)
+        return (kin * rem, jnp.full_like(c, kout)) if k == 1 else (kin * one, kout * rem)
+    stim = 1.0 + emax * c / (ec50 + c)
+    return (kin * stim, jnp.full_like(c, kout)) if k == 3 else (kin * one, kout * stim)
+
+
+def bounded_turnover_rates(c, p0, kout, imax, ic50):
+    r"""Production and loss of the bounded turnover of a percentage at driver ``c``:
+    ``dP/dt = p − l·P`` (the model of :func:`bounded_turnover_field` on the percentage scale,
+    hyperbolic inhibition, Hill coefficient 1).
+
+    With :math:`g = k_{in}(1 - I(c))`, :math:`k_{in} = k_{out} P_0/(100 - P_0)`:
+    :math:`\dot P = g\,(100 - P) - k_{out} P`, so :math:`p = 100\,g` and
+    :math:`l = g + k_{out}`.
+    """
+    kin = kout * p0 / (100.0 - p0)
+    g = kin * (1.0 - imax * c / (ic50 + c))
+    return 100.0 * g, g + kout
 
 
 def indirect_response_field(kind, conc_fn: ConcFn):

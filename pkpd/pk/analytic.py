@@ -667,17 +667,46 @@ def superpose(response: StateResponse, doses: DoseTerms, t, seq, segment, kinds=
     pairs : PairLayout, optional
         The pairs of these points and doses (:func:`pair_layout`): only those are evaluated
         (same values at real points; padded points give 0).
+
+    One response of :func:`superpose_many` (the one superposition of pkpd).
+    """
+    return superpose_many(
+        response.poles, response.coef[None], doses, t, seq, segment, kinds, pairs
+    )[0]
+
+
+def superpose_many(poles, coefs, doses: DoseTerms, t, seq, segment, kinds=None, pairs=None):
+    """Several responses that share one set of poles, in one pass over doses and points.
+
+    Parameters
+    ----------
+    poles : array [C, M]
+        Poles per dose compartment.
+    coefs : array [K, C, M]
+        Coefficients of K responses on those poles (zero where a response lacks a pole).
+    doses, t, seq, segment, kinds, pairs
+        As in :func:`superpose`.
+
+    Returns
+    -------
+    array [K, P]
+        Equal to ``superpose`` of each response, with the exponentials computed once.
     """
     if pairs is not None:
-        g, cidx = pair_responses(response.poles, doses, t, pairs, kinds)
-        contrib = sum_modes(response.coef[cidx] * g)  # [K]
+        g, cidx = pair_responses(poles, doses, t, pairs, kinds)  # [Kp, M]
+        # one row per response, no broadcast over responses: its gradient would be a small
+        # reduction, which XLA's CPU backend runs slowly (see sum_modes)
+        contrib = jnp.stack(
+            [sum_modes(coefs[k][cidx] * g) for k in range(coefs.shape[0])]
+        )  # [K, Kp]
         return sum_to_points(contrib, pairs, t.shape[0])
-    poles = response.poles[doses.cidx]  # [D, M]
-    coef = response.coef[doses.cidx]  # [D, M]
+    p = poles[doses.cidx]  # [D, M]
     s = t[None, :] - doses.time[:, None] - doses.lag[:, None]  # [D, P]
     g = dose_pole_response(
-        poles[:, None, :], s[:, :, None], doses, lambda x: x[:, None, None], kinds
+        p[:, None, :], s[:, :, None], doses, lambda x: x[:, None, None], kinds
     )  # [D, P, M]
-    contrib = jnp.sum(coef[:, None, :] * g, axis=-1)  # [D, P]
     mask = given_mask(doses, t, seq, segment)
-    return jnp.sum(jnp.where(mask, contrib, 0.0), axis=0)
+    g = jnp.where(mask[:, :, None], g, 0.0)
+    c = coefs[:, doses.cidx, :]  # [K, D, M]
+    # a broadcast sum, not einsum: batched over subjects, small dots are slow on CPU
+    return jnp.sum(c[:, :, None, :] * g[None], axis=(1, 3))

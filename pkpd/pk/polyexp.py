@@ -81,40 +81,6 @@ def convolve(resp: StateResponse, poles, coef) -> StateResponse:
     )
 
 
-def superpose_multi(
-    poles, coefs, doses: analytic.DoseTerms, t, seq, segment, kinds=None, pairs=None
-):
-    """Several responses that share one set of poles, in one pass over doses and points.
-
-    Parameters
-    ----------
-    poles : array [C, M]
-        Poles per dose compartment.
-    coefs : array [K, C, M]
-        Coefficients of K responses on those poles (zero where a response lacks a pole).
-    doses, t, seq, segment, kinds, pairs
-        As in :func:`pkpd.pk.analytic.superpose`.
-
-    Returns
-    -------
-    array [K, P]
-        Equal to ``analytic.superpose`` of each response, with the exponentials computed once.
-    """
-    if pairs is not None:
-        g, cidx = analytic.pair_responses(poles, doses, t, pairs, kinds)  # [Kp, M]
-        # one row per response, no broadcast over responses: its gradient would be a small
-        # reduction, which XLA's CPU backend runs slowly (see analytic.sum_modes)
-        contrib = jnp.stack(
-            [analytic.sum_modes(coefs[k][cidx] * g) for k in range(coefs.shape[0])]
-        )  # [K, Kp]
-        return analytic.sum_to_points(contrib, pairs, t.shape[0])
-    p = poles[doses.cidx]  # [D, M]
-    s = t[None, :] - doses.time[:, None] - doses.lag[:, None]  # [D, P]
-    g = analytic.dose_pole_response(
-        p[:, None, :], s[:, :, None], doses, lambda x: x[:, None, None], kinds
-    )  # [D, P, M]
-    mask = analytic.given_mask(doses, t, seq, segment)
-    g = jnp.where(mask[:, :, None], g, 0.0)
-    c = coefs[:, doses.cidx, :]  # [K, D, M]
-    # a broadcast sum, not einsum: batched over subjects, small dots are slow on CPU
-    return jnp.sum(c[:, :, None, :] * g[None], axis=(1, 3))
+def superpose_multi(poles, coefs, doses, t, seq, segment, kinds=None, pairs=None):
+    """Several responses on one set of poles: :func:`pkpd.pk.analytic.superpose_many`."""
+    return analytic.superpose_many(poles, coefs, doses, t, seq, segment, kinds, pairs)
