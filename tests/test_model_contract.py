@@ -68,8 +68,9 @@ def test_predict_goes_through_jit_vmap_and_grad(name):
     params = _typical(model)
     batch = {p: jnp.full(2, v) for p, v in params.items()}
     out = jax.jit(jax.vmap(model.predict))(batch, subjects)
+    predict_one = jax.jit(model.predict)
     for i in range(2):
-        one = model.predict(params, jax.tree.map(lambda x, i=i: x[i], subjects))
+        one = predict_one(params, jax.tree.map(lambda x, i=i: x[i], subjects))
         for e in model.endpoints:
             np.testing.assert_allclose(out[e][i], one[e], rtol=1e-10, atol=1e-12)
     for e in model.endpoints:
@@ -80,7 +81,7 @@ def test_predict_goes_through_jit_vmap_and_grad(name):
         res = model.predict(p, jax.tree.map(lambda x: x[0], subjects))
         return sum(jnp.sum(res[e]) for e in model.endpoints)
 
-    grad = jax.grad(total)(params)
+    grad = jax.jit(jax.grad(total))(params)
     assert set(grad) == set(params)
     assert all(np.isfinite(float(g)) for g in grad.values()), grad
 
@@ -275,3 +276,35 @@ def test_a_model_written_outside_pkpd_is_read_checked_and_fitted(tmp_path):
 def test_an_object_that_is_not_a_model_is_refused_by_name():
     with pytest.raises(FitError, match="dict is not a pkpd model: subclass pkpd.models.Model"):
         prepare({"name": "x"}, pd.DataFrame({"ID": [1], "TIME": [0.0], "DV": [1.0]}))
+
+
+def test_a_registered_model_of_ones_own_is_simulated_by_name(tmp_path):
+    """register() makes a fit of one's own model usable wherever pkpd finds models by name:
+    its simulation (through predict: no modal form) gives the closed form of a bolus."""
+    from pkpd.models import MODELS, register
+    from pkpd.simulate.synthetic import fit_from_values
+
+    model = BolusEmax()
+    with pytest.raises(ValueError, match="bundled"):
+        register(BolusEmax(name="one_cmt_iv"))
+    register(model)
+    try:
+        with pytest.raises(ValueError, match="already registered"):
+            register(model)
+        (tmp_path / "p.toml").write_text(PRIORS)
+        rows = [dict(ID=1, TIME=0.0, EVID=1, AMT=100.0, DVID=0, DV=".")]
+        rows += [dict(ID=1, TIME=t, EVID=0, AMT=0, DVID=1, DV=1000.0) for t in (1.0, 4.0)]
+        f = fit_from_values(
+            model, pd.DataFrame(rows), {"cl": 2.0, "v": 20.0, "emax": 80.0, "ec50": 500.0},
+            priors=tmp_path / "p.toml", n_draws=2,
+        )  # fmt: skip
+        sim = pkpd.simulate(f, "100 mg once", n_subjects=2, n_draws=2, times=[0.5, 6.0],
+                            progress_bar=False)  # fmt: skip
+        cp = 1000 * 100 / 20.0 * np.exp(-2.0 / 20.0 * np.array([0.5, 6.0]))
+        np.testing.assert_allclose(sim["cp"].values[0, 0, 0], cp, rtol=1e-9)
+        np.testing.assert_allclose(
+            sim["effect"].values[0, 0, 0], 80.0 * cp / (500.0 + cp), rtol=1e-9
+        )
+        assert "cmax_cp_c1" in sim and "cmax_effect_c1" not in sim
+    finally:
+        MODELS.pop(model.name, None)

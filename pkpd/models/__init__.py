@@ -22,8 +22,28 @@ def _discover() -> dict:
     return found
 
 
-#: Every registered model, by name.
+#: Every registered model, by name (the bundled ones, then any added by :func:`register`).
 MODELS = _discover()
+_BUNDLED = frozenset(MODELS)
+
+
+def register(model, *, replace: bool = False):
+    """Add a model of your own (a :class:`Model`) to the registry of this process, so that
+    everything that finds a model by name (``load_model``, a fit file read back by
+    :func:`pkpd.simulate`, the diagnostics and the report) finds it. Returns the model.
+
+    Raises ``TypeError`` for an object that is not a :class:`Model`, ``ValueError`` for a name
+    already taken (unless ``replace=True``; a bundled model cannot be replaced).
+    """
+    check_model(model)
+    if model.name in _BUNDLED:
+        raise ValueError(f"{model.name!r} is a bundled pkpd model; give your model another name")
+    if model.name in MODELS and not replace:
+        raise ValueError(
+            f"a model called {model.name!r} is already registered; pass replace=True to replace it"
+        )
+    MODELS[model.name] = model
+    return model
 
 
 def endpoint_units(model) -> dict[str, str]:
@@ -63,4 +83,5 @@ __all__ = [
     "check_model",
     "endpoint_units",
     "load_model",
+    "register",
 ]
