@@ -360,12 +360,7 @@ def fit(
                 p: m for p, m in spec.centered_subjects.items() if p not in spec.levels
             }
         lap("levels")
-    nm, chain_objective = nm_start, objective
-    if spec.centered or spec.levels or spec.anchors:
-        nm = build_model(spec)
-        u0 = _centered_start(spec, nm, nm_start, obs, u0)
-        if method == "nuts":
-            chain_objective = _Objective(nm, obs, u0)
+    nm, u0, chain_objective = _chain_model(spec, nm_start, objective, obs, u0, method == "nuts")
     extra = {}
     inverse_mass = None
     laplace_flat_dirs = 0
@@ -390,14 +385,13 @@ def fit(
             # every subject effect non-centred (levels and anchors kept), and the run with
             # fewer divergent transitions kept (_fallback_centered)
             spec_nc = dataclasses.replace(spec, centered=(), centered_subjects={})
-            nm_nc = build_model(spec_nc) if (spec.levels or spec.anchors) else nm_start
-            u_nc = unravel(flat_map)
-            if spec.levels or spec.anchors:
-                u_nc = _centered_start(spec_nc, nm_nc, nm_start, obs, u_nc)
+            nm_nc, u_nc, objective_nc = _chain_model(
+                spec_nc, nm_start, objective, obs, unravel(flat_map), True
+            )
             run2 = _run_nuts(
                 spec_nc,
                 nm_nc,
-                _Objective(nm_nc, obs, u_nc),
+                objective_nc,
                 u_nc,
                 lap=lambda name: lap(f"{name}_noncentered"),
                 **nuts,
@@ -501,6 +495,17 @@ def fit(
     # pointwise (deterministics and log-likelihood of every draw), output
     idata.attrs["timing_s"] = json.dumps(timing)
     return idata
+
+
+def _chain_model(spec, nm_start, objective: _Objective, obs, u_start, compile_objective: bool):
+    """The model the chains run (``spec``'s centring, levels and anchors), its unconstrained
+    start from the non-centred MAP point ``u_start``, and its compiled objective (only when
+    ``compile_objective``; the start model's own ``objective`` where nothing changes it)."""
+    if not (spec.centered or spec.levels or spec.anchors):
+        return nm_start, u_start, objective
+    nm = build_model(spec)
+    u0 = _centered_start(spec, nm, nm_start, obs, u_start)
+    return nm, u0, (_Objective(nm, obs, u0) if compile_objective else objective)
 
 
 def _run_nuts(
