@@ -41,8 +41,9 @@ evaluated analytically inside the vector field and every dose and infusion end a
 Each endpoint can be switched off (``endpoints=``) so a fit only pays for what its data hold;
 the ODE is skipped when neither VEGF nor PD-1 is asked for.
 
-Default typical values (:data:`TYPICAL`) come from ../shared/literature/temsirolimus.md and the
-priors file ``priors/temsirolimus.toml``; each cites its source there.
+Default typical values (:data:`TYPICAL`) come from the published literature (the Torisel label,
+phase I/II studies, PD reports); each value's source is cited beside it in the priors file
+``priors/temsirolimus.toml``.
 """
 
 from __future__ import annotations
