@@ -9,11 +9,21 @@ fit ~25% cheaper on this project's 2-core machine (``benchmarks/RESULTS.md``).
 XLA aborts on flags it does not know, so the flag is set only for jaxlib versions where it was
 checked to exist (:data:`CHECKED_JAXLIB`), only when ``XLA_FLAGS`` does not already mention it,
 only before the backend starts, and never when ``PKPD_XLA_DEFAULTS=off``.
+
+Float64: pharmacometric models need it (concentrations span many decades; NONMEM parity is
+checked to 1e-4 relative), and JAX's switch is global to the process. ``import pkpd`` turns it
+on (:func:`enable_x64`), the only process-wide setting pkpd makes besides the XLA flag above,
+without importing JAX itself (``pkpd --help`` and ``pkpd validate`` never import it). A user
+who turns it off (``JAX_ENABLE_X64=0`` before importing pkpd, or
+``jax.config.update("jax_enable_x64", False)`` after) gets a clear error from pkpd's entry
+points (:func:`require_x64`) instead of silently rounded results.
 """
 
 from __future__ import annotations
 
 import os
+import sys
+from importlib import metadata
 
 YNN_FLAG = "--xla_cpu_experimental_ynn_fusion_type="
 #: jaxlib (major, minor) versions whose XLA has the flag.
@@ -28,13 +38,48 @@ def apply_cpu_defaults() -> bool:
     if "xla_cpu_experimental_ynn_fusion_type" in flags:
         return False
     try:
-        import jaxlib
-        from jax._src import xla_bridge
-
-        version = tuple(int(x) for x in jaxlib.__version__.split(".")[:2])
-        if version not in CHECKED_JAXLIB or xla_bridge.backends_are_initialized():
+        version = tuple(int(x) for x in metadata.version("jaxlib").split(".")[:2])
+        if version not in CHECKED_JAXLIB:
             return False
+        if "jax" in sys.modules:  # JAX imported already: is its backend up?
+            from jax._src import xla_bridge
+
+            if xla_bridge.backends_are_initialized():
+                return False
     except Exception:  # an unexpected jaxlib layout: leave XLA alone
         return False
     os.environ["XLA_FLAGS"] = (flags + " " + YNN_FLAG).strip()
     return True
+
+
+_FALSY = ("0", "false", "off", "no")
+
+
+def enable_x64() -> None:
+    """Turn on JAX's float64: through ``JAX_ENABLE_X64`` when JAX is not imported yet (JAX
+    reads it when it starts), through ``jax.config`` when it is. An explicit
+    ``JAX_ENABLE_X64=0`` of the user's is left alone (:func:`require_x64` then refuses)."""
+    if "jax" in sys.modules:
+        if os.environ.get("JAX_ENABLE_X64", "").lower() not in _FALSY:
+            sys.modules["jax"].config.update("jax_enable_x64", True)
+        return
+    if os.environ.get("JAX_ENABLE_X64", "").lower() not in _FALSY:
+        os.environ["JAX_ENABLE_X64"] = "1"
+
+
+class Float64Off(RuntimeError):
+    """JAX's float64 is off in this process: pkpd will not compute in float32."""
+
+
+def require_x64(what: str = "pkpd") -> None:
+    """Raise :class:`Float64Off` when JAX's float64 is off (see the module docstring)."""
+    import jax
+
+    if not jax.config.jax_enable_x64:
+        raise Float64Off(
+            f"{what} computes in float64, but JAX's float64 is off in this process "
+            f"(JAX_ENABLE_X64={os.environ.get('JAX_ENABLE_X64', '<unset>')}, "
+            "jax_enable_x64=False). Concentrations span many decades and float32 rounds them: "
+            "turn it on with jax.config.update('jax_enable_x64', True) before creating any "
+            "array, or unset JAX_ENABLE_X64."
+        )

@@ -21,8 +21,11 @@ NAMES = {
 
 
 def datasets_dir() -> Path:
-    """The ``datasets/`` folder of this source tree."""
-    return Path(__file__).resolve().parents[1] / "datasets"
+    """The folder of the bundled datasets (the repository's ``datasets/``, installed as
+    package data)."""
+    from pkpd._bundled import folder
+
+    return folder("datasets")
 
 
 def path(name: str) -> Path:

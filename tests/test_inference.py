@@ -155,6 +155,20 @@ def test_save_load_round_trip_and_bad_files(nuts_fit, tmp_path):
         load_fit(junk)
 
 
+def test_chains_without_a_device_each_run_one_after_another_compiled(nuts_fit):
+    from pkpd.inference.fit import chain_method
+
+    assert chain_method(1, devices=1, platform="cpu") == "sequential"
+    assert chain_method(4, devices=4, platform="cpu") == "parallel"
+    assert chain_method(4, devices=2, platform="gpu") == "vectorized"
+    assert callable(chain_method(4, devices=2, platform="cpu"))
+    # this process has one device: the fixture's two chains went through the compiled map, each
+    # with its own key and start (not copies of one chain)
+    assert jax.local_device_count() == 1
+    cl = nuts_fit.posterior["pop_cl"].values
+    assert cl.shape == (2, 250) and not np.allclose(cl[0], cl[1])
+
+
 def test_same_seed_same_draws(study):
     a = fit(
         "one_cmt_iv",

@@ -33,7 +33,7 @@ def test_notebooks_run_top_to_bottom(tmp_path, monkeypatch):
         nb = nbformat.read(NOTEBOOKS / name, as_version=4)
         client = nbclient.NotebookClient(
             nb,
-            timeout=600,
+            timeout=3600,  # per cell: a hang guard, not a time limit (a busy machine is slow)
             kernel_name="python3",
             resources={"metadata": {"path": str(tmp_path)}},
         )

@@ -219,7 +219,7 @@ def test_report_renders_in_headless_chromium(report_html, tmp_path):
     res = subprocess.run(
         [exe, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom",
          probe.as_uri()],
-        capture_output=True, text=True, timeout=180,
+        capture_output=True, text=True, timeout=1800,  # a hang guard, not a time limit
     )  # fmt: skip
     m = re.search(r'<pre id="pkpd-render-check">(.*?)</pre>', res.stdout, re.S)
     assert m, f"no probe output; chromium said: {res.stderr[-2000:]}"
@@ -232,7 +232,7 @@ def test_report_renders_in_headless_chromium(report_html, tmp_path):
     subprocess.run(
         [exe, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile2'}", "--hide-scrollbars",
          "--window-size=1200,3000", f"--screenshot={shot}", path.as_uri()],
-        capture_output=True, text=True, timeout=180,
+        capture_output=True, text=True, timeout=1800,  # a hang guard, not a time limit
     )  # fmt: skip
     im = np.asarray(Image.open(shot).convert("L"), dtype=float)
     assert im.shape == (3000, 1200) and im.std() > 10

@@ -358,7 +358,12 @@ def test_four_devices_give_the_one_device_result(tem_fit, one_cmt_fit, tmp_path)
         "JAX_PLATFORMS": "cpu",
     }
     proc = subprocess.run(
-        [sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, timeout=300
+        [sys.executable, "-c", code],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=1800,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     four = load_simulation(tmp_path / "four.nc")

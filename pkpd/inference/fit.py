@@ -302,6 +302,9 @@ def fit(
         raise FitError(
             f"parameterization={parameterization!r}; expected 'auto', 'centered' or 'noncentered'"
         )
+    from pkpd._xla import require_x64
+
+    require_x64("pkpd.fit")
     timing: dict[str, float] = {}
     clock = time.perf_counter()
 

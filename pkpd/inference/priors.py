@@ -333,8 +333,11 @@ def _merge(a: Mapping, b: Mapping) -> dict:
 
 
 def bundled_priors_dir() -> Path:
-    """The ``priors/`` folder of this source tree."""
-    return Path(__file__).resolve().parents[2] / "priors"
+    """The folder of the bundled priors files (the repository's ``priors/``, installed as
+    package data)."""
+    from pkpd._bundled import folder
+
+    return folder("priors")
 
 
 def load_priors(

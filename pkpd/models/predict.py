@@ -86,6 +86,9 @@ def predict_dataset(
         doses without the ``rate_<cmt>``/``dur_<cmt>`` parameter, or a parameter value outside
         its domain (named with the subject and value).
     """
+    from pkpd._xla import require_x64
+
+    require_x64("pkpd predict")
     eps_model = list(model.endpoint_units)
     wanted = [e for e in eps_model if e in ds.endpoints] or eps_model[:1]
     model = model.with_endpoints(wanted)

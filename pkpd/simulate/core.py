@@ -176,6 +176,9 @@ def simulate(
     xarray.Dataset
         See the module docstring of :mod:`pkpd.simulate` for the variables and attributes.
     """
+    from pkpd._xla import require_x64
+
+    require_x64("pkpd.simulate")
     from pkpd.inference import hierarchy as H
     from pkpd.inference.posterior import restore_spec
 

@@ -1,0 +1,183 @@
+"""pkpd outside its checkout: the wheel carries the priors and datasets, the distribution has a
+name of its own, ``import pkpd`` and ``pkpd --help``/``validate`` do not start JAX, and
+float64 is on (or its absence refused with a clear error)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tomllib
+import venv
+import zipfile
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DEPS = next(p for p in map(Path, sys.path) if p.name == "site-packages" and (p / "jax").is_dir())
+
+
+def _clean_env(**extra) -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "JAX_ENABLE_X64")}
+    env.update(extra)
+    return env
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> Path:
+    """The wheel, built from a copy of the sources (a build writes into its source folder)."""
+    tmp = tmp_path_factory.mktemp("wheel")
+    src = tmp / "src"
+    src.mkdir()
+    for name in ("pyproject.toml", "setup.py", "README.md"):
+        shutil.copy(ROOT / name, src / name)
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.nc")
+    for name in ("pkpd", "priors", "datasets"):
+        shutil.copytree(ROOT / name, src / name, ignore=ignore)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp / "dist"), "."],
+        cwd=src,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (whl,) = (tmp / "dist").glob("*.whl")
+    return whl
+
+
+@pytest.fixture(scope="module")
+def installed(wheel, tmp_path_factory) -> Path:
+    """A new venv with the wheel installed and no access to the checkout; the dependencies
+    (JAX, NumPyro, ...) come from this test run's environment through a ``.pth`` line, which
+    does not run that environment's editable-install hook."""
+    env_dir = tmp_path_factory.mktemp("venv") / "env"
+    venv.create(env_dir, with_pip=True)
+    py = env_dir / "bin" / "python"
+    site = Path(
+        subprocess.run(
+            [py, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    )
+    (site / "_pkpd_test_deps.pth").write_text(str(DEPS) + "\n")
+    proc = subprocess.run(
+        [py, "-m", "pip", "install", "--no-deps", "-q", str(wheel)],
+        capture_output=True,
+        text=True,
+        env=_clean_env(),
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return env_dir
+
+
+def _run(env_dir: Path, args: list[str], cwd: Path, **env) -> subprocess.CompletedProcess:
+    return subprocess.run(args, cwd=cwd, capture_output=True, text=True, env=_clean_env(**env))
+
+
+def test_the_wheel_has_a_free_name_and_carries_priors_and_datasets(wheel):
+    # "pkpd" on the public index is an unrelated project; the import name stays pkpd
+    meta = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert meta["name"] == "pkpd-jax"
+    assert wheel.name.startswith("pkpd_jax-")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for toml in (ROOT / "priors").glob("*.toml"):
+        assert f"pkpd/_bundled/priors/{toml.name}" in names, toml.name
+    for data in list((ROOT / "datasets").glob("*/*.csv")) + list(
+        (ROOT / "datasets").glob("*/*.json")
+    ):
+        rel = data.relative_to(ROOT / "datasets").as_posix()
+        assert f"pkpd/_bundled/datasets/{rel}" in names, rel
+    assert "pkpd/cli.py" in names
+
+
+def test_installed_wheel_works_outside_the_checkout(installed, tmp_path):
+    py = installed / "bin" / "python"
+    code = (
+        "import sys, json, pkpd\n"
+        "assert 'jax' not in sys.modules, 'import pkpd started JAX'\n"
+        "ds, truth = pkpd.datasets.load('temsirolimus_small')\n"
+        "pri = pkpd.load_priors(model='temsirolimus')\n"
+        "import jax\n"
+        "print(json.dumps(dict(file=pkpd.__file__, n=int(ds.records.ID.nunique()),"
+        " rows=len(ds.records), cl=pri.typical()['cl'], x64=bool(jax.config.jax_enable_x64),"
+        " truth_cl=truth['typical']['cl'], csv=str(pkpd.datasets.path('temsirolimus_small')))))\n"
+    )
+    proc = _run(installed, [str(py), "-c", code], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    import json
+
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert Path(got["file"]).is_relative_to(installed), got["file"]  # not the checkout
+    assert Path(got["csv"]).is_relative_to(installed), got["csv"]
+    # the same numbers as the repository's own files, read here without pkpd
+    raw = pd.read_csv(ROOT / "datasets" / "temsirolimus" / "temsirolimus_small.csv", comment="#")
+    assert (got["n"], got["rows"]) == (raw.ID.nunique(), len(raw))
+    toml = tomllib.loads((ROOT / "priors" / "temsirolimus.toml").read_text())
+    assert got["cl"] == pytest.approx(toml["parameters"]["cl"]["prior"]["median"])
+    assert got["x64"] is True
+
+    # the command: --help and validate without JAX, then a quick fit of the bundled model
+    pkpd_cmd = str(installed / "bin" / "pkpd")
+    proc = _run(installed, [pkpd_cmd, "--help"], tmp_path)
+    assert proc.returncode == 0 and "validate" in proc.stdout, proc.stderr
+    proc = _run(installed, [pkpd_cmd, "validate", got["csv"]], tmp_path)
+    assert proc.returncode == 0 and "OK" in proc.stdout, proc.stdout + proc.stderr
+    # a fit with the bundled priors of a model (a quick one: the temsirolimus model's compile
+    # alone takes ~50 s, and the checkout's tests fit it)
+    csv = tmp_path / "two.csv"
+    csv.write_text(
+        "ID,TIME,EVID,AMT,DV\n1,0,1,100,.\n1,1,0,0,4524\n1,4,0,0,3352\n1,12,0,0,1506\n"
+        "2,0,1,100,.\n2,1,0,0,3900\n2,4,0,0,3100\n2,12,0,0,1700\n"
+    )
+    out = tmp_path / "fit.nc"
+    cmd = [pkpd_cmd, "fit", str(csv), "--model", "one_cmt_iv", "--method", "map"]
+    proc = _run(installed, [*cmd, "--out", str(out)], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert out.stat().st_size > 0 and "pop_cl" in proc.stdout
+
+
+def test_float64_off_is_refused_with_a_clear_error(tmp_path):
+    csv = tmp_path / "d.csv"
+    csv.write_text("ID,TIME,EVID,AMT,DV\n1,0,1,100,.\n1,1,0,0,4.5\n1,4,0,0,2.0\n")
+    code = (
+        "import pkpd\n"
+        f"ds = pkpd.read_dataset({str(csv)!r})\n"
+        "try:\n"
+        "    pkpd.fit('one_cmt_iv', ds, method='map', draws=10, progress_bar=False)\n"
+        "except Exception as e:\n"
+        "    print(type(e).__name__, e)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=_clean_env(JAX_ENABLE_X64="0", PYTHONPATH=str(ROOT)),
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.startswith("Float64Off"), proc.stdout
+    assert "jax_enable_x64" in proc.stdout and "float64" in proc.stdout
+
+
+def test_validate_and_help_do_not_import_jax(tmp_path):
+    csv = tmp_path / "d.csv"
+    csv.write_text("ID,TIME,EVID,AMT,DV\n1,0,1,100,.\n1,1,0,0,4.5\n")
+    code = (
+        "import sys\n"
+        "from pkpd.cli import main\n"
+        "for argv in (['validate', sys.argv[1]],):\n"
+        "    assert main(argv) == 0\n"
+        "print('JAX', 'jax' in sys.modules)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(csv)],
+        capture_output=True,
+        text=True,
+        env=_clean_env(PYTHONPATH=str(ROOT)),
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip().endswith("JAX False"), proc.stdout
