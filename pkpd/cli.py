@@ -175,7 +175,13 @@ def _validate(args: argparse.Namespace) -> int:
             from pkpd.models import load_model
 
             model = load_model(args.model)
-        ds = read_dataset(args.data, dose_unit=args.dose_unit, model=model, **data_options(args))
+        ds = read_dataset(
+            args.data,
+            dose_unit=args.dose_unit,
+            model=model,
+            occasions=args.occasions,
+            **data_options(args),
+        )
     except DatasetError as e:
         print(str(e), file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -654,6 +660,14 @@ def build_parser() -> argparse.ArgumentParser:
         default="mg",
         choices=["mg", "mg/m2"],
         help="unit of AMT where the data have no AMTU column (default mg)",
+    )
+    v.add_argument(
+        "--occasions",
+        default=None,
+        metavar="RULE",
+        help="derive occasions from the doses where the data have no OCC column: 'dose' (each "
+        "dose record followed by an observation starts one) or 'every N h|d|w' (cycles from "
+        "each subject's first dose); the summary shows occasions per subject",
     )
     _add_data_options(v)
     v.set_defaults(func=_validate)

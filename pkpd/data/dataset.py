@@ -63,6 +63,9 @@ class Dataset:
         model, ``--dvid``/``endpoints=``, or pkpd's default temsirolimus codes).
     endpoint_units : tuple of (str, str)
         The unit of each endpoint's ``DV`` and ``LLOQ`` in :attr:`records`.
+    occasions : str
+        Where the occasions in ``records["OCC"]`` come from (``"column OCC"``, or the rule
+        that derived them from the doses); ``""``: the data have none (no ``OCC`` column).
     """
 
     records: pd.DataFrame
@@ -77,6 +80,7 @@ class Dataset:
     endpoint_codes: tuple[tuple[str, str], ...] = ()
     endpoint_mapping: str = ""
     endpoint_units: tuple[tuple[str, str], ...] = ()
+    occasions: str = ""
 
     # -- basic facts ---------------------------------------------------------------------------
     @property
@@ -284,6 +288,20 @@ class Dataset:
             "endpoint_mapping": self.endpoint_mapping,
             "endpoint_units": dict(self.endpoint_units),
             "dv_conversions": self._conversions(),
+            "occasions": self._occasions(),
+        }
+
+    def _occasions(self) -> dict | None:
+        """Occasions per subject (min, median, max) and where they come from; None without."""
+        if not self.occasions or "OCC" not in self.records:
+            return None
+        per = self.records.groupby("ID", sort=False)["OCC"].nunique()
+        return {
+            "source": self.occasions,
+            "min": int(per.min()),
+            "median": float(per.median()),
+            "max": int(per.max()),
+            "subjects_with_several": int((per > 1).sum()),
         }
 
     def _conversions(self) -> dict[str, dict[str, int]]:
@@ -324,6 +342,13 @@ class Dataset:
             )
         )
         lines += self._endpoint_lines(s)
+        occ = s["occasions"]
+        if occ:
+            lines.append(
+                f"  occasions ({occ['source']}): {occ['min']}-{occ['max']} per subject "
+                f"(median {occ['median']:g}); {occ['subjects_with_several']} of "
+                f"{s['subjects']} subjects have several"
+            )
         lines.append(
             f"  below LLOQ (censored, M3): {s['blq']}"
             + (

@@ -74,10 +74,15 @@ UNIT_COLUMNS = ("AMTU", "AMT_UNIT", "DOSE_UNIT")
 #: Unit of each record's DV and LLOQ (text, e.g. ``mg/L``); empty: the endpoint's unit.
 DV_UNIT_COLUMNS = ("DVU", "DV_UNIT")
 STUDY_COLUMNS = ("STUDY", "STUDYID")
+#: The occasion of each record (integer or text): a period of time within a subject, e.g. a
+#: sampled cycle, over which inter-occasion variability holds parameters constant.
+OCCASION_COLUMNS = ("OCC", "OCCASION")
 COMMENT_COLUMN = "C"
 #: Columns that may hold text; a line starting with ``C`` can be data only when its first column
 #: is one of these (a number column cannot hold a value starting with ``C``).
-TEXT_COLUMNS = ("ID",) + STUDY_COLUMNS + ENDPOINT_COLUMNS + UNIT_COLUMNS + DV_UNIT_COLUMNS
+TEXT_COLUMNS = (
+    ("ID",) + STUDY_COLUMNS + OCCASION_COLUMNS + ENDPOINT_COLUMNS + UNIT_COLUMNS + DV_UNIT_COLUMNS
+)
 #: Columns that apply to dose records only; on any other record they would be ignored.
 DOSE_ONLY_COLUMNS = ("ADDL", "II", "SS", "RATE", "DUR")
 
@@ -557,6 +562,7 @@ def read_dataset(
     max_implied_doses: int = MAX_IMPLIED_DOSES_PER_RECORD,
     max_implied_doses_per_subject: int = MAX_IMPLIED_DOSES_PER_SUBJECT,
     max_problems_shown: int | None = MAX_PROBLEMS_SHOWN_PER_KIND,
+    occasions: str | None = None,
 ) -> Dataset:
     """Read a NONMEM-style dataset and check every record.
 
@@ -627,6 +633,15 @@ def read_dataset(
         How many problems of each kind the :class:`DatasetError` message shows (default
         :data:`~pkpd.data.errors.MAX_PROBLEMS_SHOWN_PER_KIND`, 20; ``None``: all). The error's
         ``problems`` always holds every problem.
+    occasions : str, optional
+        Occasions derived from the dose records when the data have no ``OCC`` column (CLI
+        ``pkpd validate --occasions RULE``); :func:`parse_occasion_rule` gives the grammar:
+        ``"dose"`` (each dose record followed by an observation of the same subject before the
+        next dose record starts an occasion) or ``"every N h|d|w"`` (cycles of N hours, days or
+        weeks from the subject's first dose). An ``OCC`` (or ``OCCASION``) column gives each
+        record's occasion itself (integer or text; every record needs one, and an occasion is
+        one period: a label that comes back after another is an error). Occasions are in
+        ``records["OCC"]`` (labels ``"1"``, ``"2"``, ... for a rule) and in the summary.
 
     Returns
     -------
@@ -647,6 +662,7 @@ def read_dataset(
     (1, 1)
     """
     ignore = _check_ignore(ignore)
+    rule = parse_occasion_rule(occasions)
     info = _model_endpoints(model)
     table = _load(source, delimiter, ignore, max_problems_shown)
     limits = (int(max_implied_doses), int(max_implied_doses_per_subject))
@@ -654,7 +670,89 @@ def read_dataset(
         table, endpoints, dose_unit, compartments, ignore, limits, max_problems_shown, info
     )
     builder.set_units(dv_units, molar_mass)
+    builder.occasion_rule = rule
     return builder.build()
+
+
+_EVERY = re.compile(
+    r"every\s+(" + NUMBER_PATTERN + r")\s*(h|hr|hrs|hours?|d|days?|w|wk|wks|weeks?)\Z", re.I
+)
+_HOURS = {"h": 1.0, "d": 24.0, "w": 168.0}
+
+
+def parse_occasion_rule(rule: str | None) -> tuple[str, float] | None:
+    """Parse a rule deriving occasions from the doses: ``"dose"`` → ``("dose", 0)``;
+    ``"every 7 d"`` (``h``/``hours``, ``d``/``days``, ``w``/``weeks``) → ``("every", 168.0)``
+    (hours); ``None`` → ``None``.
+
+    Raises
+    ------
+    DatasetError
+        For anything else, saying what was expected.
+    """
+    if rule is None:
+        return None
+    text = str(rule).strip()
+    if text.lower() in ("dose", "doses"):
+        return ("dose", 0.0)
+    m = _EVERY.match(text)
+    if m:
+        hours = float(m.group(1)) * _HOURS[m.group(2)[0].lower()]
+        if math.isfinite(hours) and hours > 0:
+            return ("every", hours)
+    raise DatasetError(
+        [
+            Problem(
+                f"argument occasions (--occasions) = {rule!r} is not an occasion rule; expected "
+                "'dose' (each dose followed by an observation starts an occasion) or "
+                "'every N h', 'every N d', 'every N w' (cycles from the subject's first dose)"
+            )
+        ]
+    )
+
+
+def describe_occasion_rule(rule: tuple[str, float]) -> str:
+    """Words for a parsed rule, e.g. ``"every 168 h from the first dose"``."""
+    if rule[0] == "dose":
+        return "each dose record followed by an observation starts one"
+    return f"every {rule[1]:g} h from the subject's first dose"
+
+
+def _derived_occasions(rule, ids, time, is_dose, is_obs) -> list[str]:
+    """Occasion labels (``"1"``, ``"2"``, ...) of every record by a parsed rule.
+
+    ``("dose", 0)``: a subject's occasion k starts at its k-th dose record that an observation
+    record of the subject follows before its next dose record (records in file order; records
+    before the first such dose are in occasion 1; a dose nothing is sampled after stays in the
+    current occasion; ``ADDL`` doses belong to their record's occasion). ``("every", H)``:
+    occasion ``floor((TIME - first dose time) / H) + 1``, records before the first dose in 1.
+    """
+    n = len(ids)
+    by_subject: dict[str, list[int]] = {}
+    for i, s in enumerate(ids):
+        by_subject.setdefault(s, []).append(i)
+    out = ["1"] * n
+    for rows in by_subject.values():
+        if rule[0] == "dose":
+            k = 0
+            for j, i in enumerate(rows):
+                if is_dose[i]:
+                    for later in rows[j + 1 :]:
+                        if is_dose[later]:
+                            break
+                        if is_obs[later]:
+                            k += 1
+                            break
+                out[i] = str(max(k, 1))
+        else:
+            doses = [time[i] for i in rows if is_dose[i] and math.isfinite(time[i])]
+            if not doses:
+                continue
+            t0 = min(doses)
+            for i in rows:
+                if math.isfinite(time[i]) and time[i] > t0:
+                    out[i] = str(int(math.floor((time[i] - t0) / rule[1])) + 1)
+    return out
 
 
 class _Builder:
@@ -673,6 +771,7 @@ class _Builder:
     ):
         self.t = table
         self.ignore = ignore
+        self.occasion_rule: tuple[str, float] | None = None
         self.max_per_record, self.max_per_subject = limits or (
             MAX_IMPLIED_DOSES_PER_RECORD,
             MAX_IMPLIED_DOSES_PER_SUBJECT,
@@ -827,9 +926,17 @@ class _Builder:
                 Problem("both DVID and ENDPOINT columns given; expected only one endpoint column")
             )
         study_cols = [c for c in STUDY_COLUMNS if c in seen]
+        occ_cols = [c for c in OCCASION_COLUMNS if c in seen]
         unit_cols = [c for c in UNIT_COLUMNS if c in seen]
         dvu_cols = [c for c in DV_UNIT_COLUMNS if c in seen]
-        for cols in (study_cols, unit_cols, dvu_cols):
+        if occ_cols and self.occasion_rule is not None:
+            self.problems.append(
+                Problem(
+                    f"the data have an {occ_cols[0]} column and occasions (--occasions) were "
+                    "also given as a rule; use one"
+                )
+            )
+        for cols in (study_cols, occ_cols, unit_cols, dvu_cols):
             if len(cols) > 1:
                 self.problems.append(
                     Problem(f"more than one column for the same role ({', '.join(cols)}); keep one")
@@ -873,10 +980,11 @@ class _Builder:
 
         ep_col = ep_cols[0] if ep_cols else None
         study_col = study_cols[0] if study_cols else None
+        occ_col = occ_cols[0] if occ_cols else None
         unit_col = unit_cols[0] if unit_cols else None
         dvu_col = dvu_cols[0] if dvu_cols else None
         text_cols = {"ID", COMMENT_COLUMN} | {
-            c for c in (study_col, unit_col, ep_col, dvu_col) if c
+            c for c in (study_col, occ_col, unit_col, ep_col, dvu_col) if c
         }
         numeric_names = [h for h in seen if h not in text_cols]
         num: dict[str, np.ndarray] = {}
@@ -1009,6 +1117,23 @@ class _Builder:
             only = next(iter(present)) if len(present) == 1 else None
             study = [only if (_is_missing(s) and only) else s for s in study]
 
+        # Occasions: given per record, or derived from the doses by a rule
+        occ = None
+        if occ_col is not None:
+            occ = [_id_text(s) for s in col[occ_col]]
+            for i, s in enumerate(occ):
+                if _is_missing(s):
+                    self.add(
+                        f"{occ_col} is missing; the data give occasions, so every record needs "
+                        "the occasion it belongs to",
+                        i,
+                        occ_col,
+                        col[occ_col][i],
+                    )
+            self._check_occasions(ids, occ, occ_col, col[occ_col])
+        elif self.occasion_rule is not None:
+            occ = _derived_occasions(self.occasion_rule, ids, time, is_dose, is_obs)
+
         # Dose units
         units = [self.dose_unit] * n
         if unit_col is not None:
@@ -1097,9 +1222,18 @@ class _Builder:
                 "ENDPOINT": pd.array(list(endpoint), dtype=object),
             }
         )
+        if occ is not None:
+            records.insert(records.columns.get_loc("STUDY") + 1, "OCC", pd.array(occ, dtype=object))
         for c in cov_names:
             records[c] = cov_filled[c]
+        if occ_col is not None:
+            occasion_source = f"column {occ_col}"
+        elif self.occasion_rule is not None:
+            occasion_source = describe_occasion_rule(self.occasion_rule)
+        else:
+            occasion_source = ""
         return Dataset(
+            occasions=occasion_source,
             records=records,
             covariates=tuple(cov_names),
             source=t.name,
@@ -1402,6 +1536,27 @@ class _Builder:
                     "ADDL",
                     col["ADDL"][i],
                 )
+
+    def _check_occasions(self, ids, occ, occ_col, cells) -> None:
+        """An occasion is one period of a subject's records: a label that comes back after
+        another label of the same subject is an error (give the later period its own)."""
+        current: dict[str, str] = {}
+        closed: dict[str, set[str]] = {}
+        for i, (s, o) in enumerate(zip(ids, occ, strict=True)):
+            if _is_missing(s) or _is_missing(o):
+                continue
+            prev = current.get(s)
+            if prev is not None and o != prev:
+                closed.setdefault(s, set()).add(prev)
+                if o in closed[s]:
+                    self.add(
+                        f"occasion {o} of subject {s} comes back after occasion {prev}; an "
+                        "occasion is one period of time (give the later period its own label)",
+                        i,
+                        occ_col,
+                        cells[i],
+                    )
+            current[s] = o
 
     def _check_subjects(self, ids, time, evid, study, col, num, cov_names):
         n = len(ids)
