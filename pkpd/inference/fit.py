@@ -420,9 +420,18 @@ def fit(
     else:
         from pkpd.inference.laplace import laplace_marginal_fit
 
-        samples, map_attrs, map_log_density = laplace_marginal_fit(
-            spec, nm, obs, flat_map, unravel, k_run, draws, map_steps
-        )
+        try:
+            samples, map_attrs, map_log_density = laplace_marginal_fit(
+                spec, nm, obs, flat_map, unravel, k_run, draws, map_steps
+            )
+        except TypeError as e:
+            if "forward-mode" not in str(e):
+                raise
+            raise FitError(
+                f"method='map' needs forward-mode derivatives of model {spec.model.name!r}'s "
+                "predictions (the subjects' Hessians), which its ODE solver (diffrax, "
+                "reverse-mode only) does not give; fit it with method='nuts'"
+            ) from None
         map_energy = -map_log_density
         laplace_flat_dirs = map_attrs.pop("laplace_flat_directions")
         n_chains = 1

@@ -1,6 +1,7 @@
 """Structural models. ``load_model(name)`` returns a model from the registry."""
 
 from pkpd.models.base import MetricSpec, ModalForm, Model, Turnover, check_model
+from pkpd.models.equations import ODEModel
 from pkpd.models.library import LinearPKModel
 from pkpd.models.temsirolimus import TemsirolimusModel
 
@@ -78,6 +79,7 @@ __all__ = [
     "MetricSpec",
     "ModalForm",
     "Model",
+    "ODEModel",
     "TemsirolimusModel",
     "Turnover",
     "check_model",

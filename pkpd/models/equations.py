@@ -1,0 +1,282 @@
+r"""A model from its own differential equations: :class:`ODEModel`.
+
+A pharmacometrician writes the right-hand side and the observations in ``jax.numpy``, names the
+states, parameters (with units) and endpoints (with units), and says which data compartment
+(``CMT``) doses which state; pkpd integrates the equations with diffrax between dose events
+(:func:`pkpd.pk.nonlinear.predict_ode`: boluses add to their state, infusions (``RATE`` or
+``DUR``) are a constant input while they run, resets (EVID 3/4) and steady state are refused by
+the solver's ``ok`` flag). It is a :class:`~pkpd.models.Model`: ``pkpd.fit(model, data,
+priors=...)`` samples it with NUTS (``method="map"`` is refused with a clear error: the quick
+fit needs forward-mode derivatives, which diffrax's solves do not give), and
+:meth:`~ODEModel.predict` gives every endpoint at a subject's points. Not yet: simulating
+regimens from its fits (``pkpd.simulate`` fails inside diffrax under the simulation's
+device mesh; issue 20 continues there)::
+
+    import jax.numpy as jnp
+    from pkpd.models import ODEModel, register
+
+    def rhs(t, y, p):
+        conc = y["central"] / p["v"]                       # mg/L
+        inhibition = p["imax"] * conc / (p["ic50"] + conc)
+        return {
+            "depot": -p["ka"] * y["depot"],
+            "central": p["ka"] * y["depot"] - p["vmax"] * conc / (p["km"] + conc),
+            "response": p["kin"] * (1 - inhibition) - p["kout"] * y["response"],
+        }
+
+    def observe(t, y, p):
+        return {"cp": 1000 * y["central"] / p["v"], "marker": y["response"]}
+
+    model = register(ODEModel(
+        name="mm_idr",
+        states=("depot", "central", "response"),
+        params={"ka": "1/h", "v": "L", "vmax": "mg/h", "km": "mg/L", "imax": "",
+                "ic50": "mg/L", "kin": "U/h", "kout": "1/h"},
+        outputs={"cp": "ng/mL", "marker": "U"},
+        rhs=rhs,
+        observe=observe,
+        doses={1: "depot", 2: "central"},
+        initial=lambda p: {"response": p["kin"] / p["kout"]},   # at baseline before any dose
+        concentrations={"cp": "v"},
+    ))
+
+Conventions: amounts in mg and time in h, as in the data (doses arrive in mg; an endpoint in
+ng/mL from an amount in mg and a volume in L is ``1000 * amount / v``). ``y`` and the returned
+derivatives are dicts by state name; every state must be given a derivative and every endpoint
+an observation (checked when the model is made, by calling both once with every value 1).
+``initial(p)`` gives the states that do not start at 0 (at the first event or point, or time 0
+if earlier). Dose modifiers (lag time, bioavailability as parameters) are not applied: write
+them into the equations (a depot state) or the data.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import jax
+import jax.numpy as jnp
+
+from pkpd.models.base import Model
+
+
+@dataclass(frozen=True, eq=False)
+class ODEModel(Model):
+    """A model given by its differential equations (module docstring).
+
+    Parameters
+    ----------
+    name : str
+        The model's name (fit files store it; :func:`pkpd.models.register` makes it findable).
+    states : sequence of str
+        State names, in order (amounts in mg for drug compartments, any unit for responses).
+    params : mapping of str to str
+        Parameter name → unit. The priors file names the same parameters in the same units.
+    outputs : mapping of str to str
+        Endpoint → unit of what ``observe`` returns for it.
+    rhs : callable
+        ``rhs(t, y, p) -> {state: dstate/dt}``; ``t`` in h, ``y`` the states by name, ``p`` the
+        parameters by name (scalars). Pure ``jax.numpy`` (it is differentiated).
+    observe : callable
+        ``observe(t, y, p) -> {endpoint: value}`` at one time.
+    doses : mapping of int to str
+        Data compartment number (``CMT``) → the state its doses go into.
+    default_dose : int, optional
+        The compartment of a dose with ``CMT`` 0 or missing (default: the first of ``doses``).
+    initial : callable, optional
+        ``initial(p) -> {state: value}`` for states that do not start at 0.
+    codes : mapping of int to str, optional
+        DVID code → endpoint (default: a one-endpoint model takes the data's one code; a
+        several-endpoint model without codes needs ``--dvid`` or an ENDPOINT column).
+    concentrations : mapping of str to str, optional
+        Concentration endpoint → the volume parameter that scales it: simulations give these
+        endpoints Cmax, Ctrough and AUC, and the data's scale is checked against the volume.
+    solver, rtol, atol, max_steps
+        As in :func:`pkpd.ode.solve` (stiff ``"kvaerno5"`` by default).
+    """
+
+    name: str
+    states: Sequence[str]
+    params: Mapping[str, str]
+    outputs: Mapping[str, str]
+    rhs: Callable
+    observe: Callable
+    doses: Mapping[int, str]
+    default_dose: int | None = None
+    initial: Callable | None = None
+    codes: Mapping[int, str] | None = None
+    concentrations: Mapping[str, str] = field(default_factory=dict)
+    solver: str = "kvaerno5"
+    rtol: float = 1e-8
+    atol: float = 1e-10
+    max_steps: int = 4096
+    #: Endpoints predicted (a subset after :meth:`with_endpoints`; ``None``: all).
+    selected: tuple[str, ...] | None = None
+
+    def __post_init__(self):
+        object.__setattr__(self, "states", tuple(self.states))
+        object.__setattr__(self, "params", dict(self.params))
+        object.__setattr__(self, "outputs", dict(self.outputs))
+        object.__setattr__(self, "doses", {int(k): v for k, v in self.doses.items()})
+        if self.codes is not None:
+            object.__setattr__(self, "codes", {int(k): v for k, v in self.codes.items()})
+        object.__setattr__(self, "concentrations", dict(self.concentrations))
+        problems = self._definition_problems()
+        if problems:
+            raise ValueError(f"ODEModel {self.name!r}: " + "; ".join(problems))
+
+    # -- the definition checked once ------------------------------------------------------------
+    def _definition_problems(self) -> list[str]:
+        out = []
+        if not isinstance(self.name, str) or not self.name:
+            out.append("name must be a non-empty str")
+        if not self.states or len(set(self.states)) != len(self.states):
+            out.append(f"states must be distinct names, got {list(self.states)}")
+        if not self.params:
+            out.append("no parameters (params)")
+        if not self.outputs:
+            out.append("no endpoints (outputs)")
+        if not self.doses:
+            out.append("doses must map at least one CMT number to a state")
+        for cmt, state in self.doses.items():
+            if state not in self.states:
+                out.append(f"doses: CMT {cmt} goes to {state!r}, which is not a state")
+        if self.default_dose is not None and self.default_dose not in self.doses:
+            out.append(f"default_dose {self.default_dose} is not a CMT of doses")
+        for ep, volume in self.concentrations.items():
+            if ep not in self.outputs:
+                out.append(f"concentrations: {ep!r} is not an endpoint")
+            if volume not in self.params:
+                out.append(f"concentrations: volume {volume!r} of {ep!r} is not a parameter")
+        for code, ep in (self.codes or {}).items():
+            if ep not in self.outputs:
+                out.append(f"codes: {code} -> {ep!r}, which is not an endpoint")
+        if out:
+            return out
+        ones_y = {s: jnp.asarray(1.0) for s in self.states}
+        ones_p = {p: jnp.asarray(1.0) for p in self.params}
+        try:
+            d = self.rhs(jnp.asarray(0.0), ones_y, ones_p)
+            obs = self.observe(jnp.asarray(0.0), ones_y, ones_p)
+            init = self.initial(ones_p) if self.initial is not None else {}
+        except KeyError as e:  # a name used in the equations that is not declared
+            return [f"the equations use {e.args[0]!r}, which is not a declared state or parameter"]
+        for what, got, want in (
+            ("rhs", d, self.states),
+            ("observe", obs, tuple(self.outputs)),
+        ):
+            if not isinstance(got, Mapping):
+                out.append(f"{what} must return a dict by name, got {type(got).__name__}")
+                continue
+            missing = [k for k in want if k not in got]
+            extra = [k for k in got if k not in want]
+            if missing:
+                out.append(f"{what} returns nothing for {missing}")
+            if extra:
+                out.append(f"{what} returns {extra}, which are not declared")
+        if not isinstance(init, Mapping) or any(k not in self.states for k in init):
+            out.append(f"initial must return {{state: value}} for declared states, got {init!r}")
+        return out
+
+    # -- the contract -------------------------------------------------------------------------
+    @property
+    def parameters(self) -> dict[str, str]:
+        return dict(self.params)
+
+    @property
+    def endpoint_units(self) -> dict[str, str]:
+        return {e: self.outputs[e] for e in self.endpoints}
+
+    @property
+    def endpoint_codes(self) -> dict[int, str] | None:
+        return None if self.codes is None else dict(self.codes)
+
+    @property
+    def compartments(self) -> dict[int, str]:
+        return dict(self.doses)
+
+    @property
+    def default_dose_compartment(self) -> int:
+        return self.default_dose if self.default_dose is not None else next(iter(self.doses))
+
+    @property
+    def dose_compartment_names(self) -> tuple[str, ...]:
+        return tuple(self.doses.values())
+
+    @property
+    def concentration_endpoints(self) -> tuple[str, ...]:
+        return tuple(e for e in self.concentrations if e in self.endpoints)
+
+    @property
+    def concentration_volumes(self) -> dict[str, str]:
+        return {e: v for e, v in self.concentrations.items() if e in self.endpoints}
+
+    @property
+    def endpoints(self) -> tuple[str, ...]:
+        return self.selected if self.selected is not None else tuple(self.outputs)
+
+    def with_endpoints(self, endpoints: Sequence[str]) -> ODEModel:
+        eps = tuple(endpoints)
+        unknown = [e for e in eps if e not in self.outputs]
+        if unknown or not eps:
+            raise ValueError(
+                f"model {self.name!r}: unknown endpoint(s) {unknown or list(eps)}; it predicts "
+                f"{', '.join(self.outputs)}"
+            )
+        return dataclasses.replace(self, selected=eps)
+
+    def check_subject(self, subject) -> list[str]:
+        import numpy as np
+
+        cmt = np.asarray(subject.dose_cmt)
+        mask = np.asarray(subject.dose_mask, dtype=bool)
+        used = set(np.unique(cmt[mask]).tolist()) - {0}
+        bad = sorted(used - set(self.doses))
+        if bad:
+            return [
+                f"doses into compartment(s) {bad}: model {self.name!r} doses "
+                + ", ".join(f"CMT {k} ({v})" for k, v in self.doses.items())
+            ]
+        return []
+
+    def predict(self, params, subject):
+        from pkpd.pk.nonlinear import predict_ode
+
+        names = self.states
+        index = {s: i for i, s in enumerate(names)}
+        eps = self.endpoints
+
+        def field_fn(t, y, p):
+            d = self.rhs(t, {s: y[i] for i, s in enumerate(names)}, p)
+            return jnp.stack([jnp.broadcast_to(jnp.asarray(d[s], y.dtype), ()) for s in names])
+
+        def output_fn(t, y, p):
+            obs = self.observe(t, {s: y[i] for i, s in enumerate(names)}, p)
+            return {e: obs[e] for e in eps}
+
+        dtype = jnp.result_type(jnp.asarray(subject.point_time).dtype, jnp.float32)
+        y0 = jnp.zeros(len(names), dtype)
+        if self.initial is not None:
+            for s, v in self.initial(params).items():
+                y0 = y0.at[index[s]].set(v)
+        out, ok = predict_ode(
+            field_fn,
+            len(names),
+            params,
+            subject,
+            output_fn=output_fn,
+            dose_states={k: index[v] for k, v in self.doses.items()},
+            default_state=index[self.doses[self.default_dose_compartment]],
+            y0=y0,
+            solver=self.solver,
+            rtol=self.rtol,
+            atol=self.atol,
+            max_steps=self.max_steps,
+        )
+        return {**out, "ok": ok}
+
+
+jax.tree_util.register_static(ODEModel)
+
+__all__ = ["ODEModel"]

@@ -1,0 +1,168 @@
+"""A model from its own equations (issue 20, first part): :class:`pkpd.models.ODEModel`.
+
+Predictions against scipy's ``solve_ivp`` of the same equations (an independent integrator),
+the definition checked when the model is made, and the model contract's parts."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.integrate import solve_ivp
+
+import pkpd
+from pkpd.models import ODEModel, check_model
+
+P = dict(ka=1.2, v=30.0, vmax=8.0, km=2.0, imax=0.9, ic50=1.5, kin=10.0, kout=0.2)
+UNITS = {"ka": "1/h", "v": "L", "vmax": "mg/h", "km": "mg/L", "imax": "", "ic50": "mg/L",
+         "kin": "U/h", "kout": "1/h"}  # fmt: skip
+
+
+def rhs(t, y, p):
+    conc = y["central"] / p["v"]  # mg/L
+    inhibition = p["imax"] * conc / (p["ic50"] + conc)
+    return {
+        "depot": -p["ka"] * y["depot"],
+        "central": p["ka"] * y["depot"] - p["vmax"] * conc / (p["km"] + conc),
+        "response": p["kin"] * (1 - inhibition) - p["kout"] * y["response"],
+    }
+
+
+def observe(t, y, p):
+    return {"cp": 1000 * y["central"] / p["v"], "marker": y["response"]}
+
+
+def make(**kw):
+    args = dict(
+        name="mm_idr",
+        states=("depot", "central", "response"),
+        params=UNITS,
+        outputs={"cp": "ng/mL", "marker": "U"},
+        rhs=rhs,
+        observe=observe,
+        doses={1: "depot", 2: "central"},
+        initial=lambda p: {"response": p["kin"] / p["kout"]},
+        concentrations={"cp": "v"},
+        codes={1: "cp", 2: "marker"},
+    )
+    args.update(kw)
+    return ODEModel(**args)
+
+
+TIMES = [0.5, 1, 2, 4, 8, 12, 13, 14, 15, 24, 36, 48]
+
+
+def _data():
+    """An oral dose (CMT 1) at 0 and a 2-h IV infusion of 100 mg (CMT 2, RATE 50) at 12 h."""
+    rows = [dict(ID=1, TIME=0, EVID=1, AMT=200, CMT=1, RATE=0, DVID=".", DV="."),
+            dict(ID=1, TIME=12, EVID=1, AMT=100, CMT=2, RATE=50, DVID=".", DV=".")]  # fmt: skip
+    for t in TIMES:
+        for code in (1, 2):
+            rows.append(dict(ID=1, TIME=t, EVID=0, AMT=0, CMT=2, RATE=0, DVID=code, DV=1.0))
+    return pd.DataFrame(rows).sort_values("TIME", kind="stable")
+
+
+def _scipy_reference():
+    def f(t, y):
+        depot, central, response = y
+        conc = central / P["v"]
+        inhibition = P["imax"] * conc / (P["ic50"] + conc)
+        infusion = 50.0 if 12 <= t < 14 else 0.0
+        return [
+            -P["ka"] * depot,
+            P["ka"] * depot - P["vmax"] * conc / (P["km"] + conc) + infusion,
+            P["kin"] * (1 - inhibition) - P["kout"] * response,
+        ]
+
+    y0 = [200.0, 0.0, P["kin"] / P["kout"]]
+    kw = dict(method="LSODA", rtol=1e-11, atol=1e-12, dense_output=True)
+    pieces = []
+    for a, b in ((0, 12), (12, 14), (14, 48)):
+        sol = solve_ivp(f, (a, b), y0, **kw)
+        pieces.append((a, b, sol))
+        y0 = sol.y[:, -1]
+
+    def at(t):
+        a, b, sol = next(p for p in pieces if p[0] <= t <= p[1])
+        return sol.sol(t)
+
+    return at
+
+
+def test_predictions_match_scipy_through_oral_and_infusion_doses():
+    model = make()
+    ds = pkpd.read_dataset(_data(), model=model)
+    pad = ds.to_arrays()
+    subject = jax.tree.map(lambda x: jnp.asarray(x[0]), pad.data)
+    out = jax.jit(model.predict)({k: jnp.asarray(v) for k, v in P.items()}, subject)
+    assert bool(out["ok"])
+    ref = _scipy_reference()
+    mask = np.asarray(subject.point_mask, dtype=bool)
+    pt = np.asarray(subject.point_time)[mask]
+    cp = np.array([1000 * ref(t)[1] / P["v"] for t in pt])
+    marker = np.array([ref(t)[2] for t in pt])
+    np.testing.assert_allclose(np.asarray(out["cp"])[mask], cp, rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(out["marker"])[mask], marker, rtol=1e-6)
+    # the response starts at its baseline kin/kout and is inhibited: it falls below it
+    assert marker.min() < 0.8 * P["kin"] / P["kout"]
+
+
+def test_the_gradient_matches_finite_differences():
+    model = make()
+    pad = pkpd.read_dataset(_data(), model=model).to_arrays()
+    subject = jax.tree.map(lambda x: jnp.asarray(x[0]), pad.data)
+
+    def total(logp):
+        p = {k: jnp.exp(v) for k, v in logp.items()}
+        out = model.predict(p, subject)
+        return jnp.sum(jnp.log(out["cp"][:10])) + jnp.sum(jnp.log(out["marker"][:10]))
+
+    logp = {k: jnp.log(v) for k, v in P.items()}
+    g = jax.jit(jax.grad(total))(logp)
+    f = jax.jit(total)
+    for k in ("ka", "vmax", "ic50", "kout"):
+        h = 1e-5
+        up = dict(logp, **{k: logp[k] + h})
+        dn = dict(logp, **{k: logp[k] - h})
+        fd = (float(f(up)) - float(f(dn))) / (2 * h)
+        assert float(g[k]) == pytest.approx(fd, rel=1e-4, abs=1e-6), k
+
+
+def test_the_contract_parts():
+    model = make()
+    check_model(model)
+    assert model.parameters == UNITS and model.endpoints == ("cp", "marker")
+    assert model.endpoint_units == {"cp": "ng/mL", "marker": "U"}
+    assert model.compartments == {1: "depot", 2: "central"}
+    assert model.default_dose_compartment == 1
+    assert model.endpoint_codes == {1: "cp", 2: "marker"}
+    assert model.concentration_volumes == {"cp": "v"}
+    only = model.with_endpoints(["marker"])
+    assert only.endpoints == ("marker",) and only.concentration_endpoints == ()
+    with pytest.raises(ValueError, match="unknown endpoint"):
+        model.with_endpoints(["auc"])
+    # a dose into a compartment the model does not have is named before any fit
+    bad = _data().assign(CMT=lambda d: np.where(d.EVID == 1, 3, d.CMT))
+    pad = pkpd.read_dataset(bad, model=model).to_arrays()
+    (msg,) = model.check_subject(pad.data)
+    assert "compartment(s) [3]" in msg and "CMT 1 (depot)" in msg
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (dict(rhs=lambda t, y, p: {"depot": 0.0, "central": 0.0}), "rhs returns nothing for"),
+        (dict(observe=lambda t, y, p: {"cp": y["central"], "auc": 0.0}), "observe returns"),
+        (dict(doses={1: "gut"}), "goes to 'gut', which is not a state"),
+        (dict(concentrations={"cp": "vc"}), "volume 'vc' of 'cp' is not a parameter"),
+        (dict(params={k: u for k, u in UNITS.items() if k != "km"}), "'km'"),
+        (dict(codes={1: "conc"}), "codes: 1 -> 'conc'"),
+        (dict(initial=lambda p: {"effect": 1.0}), "initial must return"),
+    ],
+)
+def test_a_wrong_definition_is_named_when_the_model_is_made(change, message):
+    with pytest.raises(ValueError, match="ODEModel 'mm_idr'") as err:
+        make(**change)
+    assert message in str(err.value)
