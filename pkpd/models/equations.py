@@ -8,9 +8,11 @@ states, parameters (with units) and endpoints (with units), and says which data 
 the solver's ``ok`` flag). It is a :class:`~pkpd.models.Model`: ``pkpd.fit(model, data,
 priors=...)`` samples it with NUTS (``method="map"`` is refused with a clear error: the quick
 fit needs forward-mode derivatives, which diffrax's solves do not give), and
-:meth:`~ODEModel.predict` gives every endpoint at a subject's points. Not yet: simulating
-regimens from its fits (``pkpd.simulate`` fails inside diffrax under the simulation's
-device mesh; issue 20 continues there)::
+:meth:`~ODEModel.predict` gives every endpoint at a subject's points. Simulating regimens
+from its fits (``pkpd.simulate``) needs an explicit solver for now (``solver="tsit5"``, for
+non-stiff equations): the default implicit ``"kvaerno5"`` fails inside the simulation's
+``shard_map`` (lineax compares the state's structure with one that carries the device
+mesh)::
 
     import jax.numpy as jnp
     from pkpd.models import ODEModel, register
