@@ -99,6 +99,19 @@ class MetricSpec:
     time_h: float | None = None
 
 
+def known_endpoints(model: str, wanted: Sequence[str], available: Sequence[str]) -> tuple[str, ...]:
+    """``wanted`` as a tuple, or ``ValueError`` naming the endpoints ``model`` does not predict
+    (and what it does predict); an empty selection is refused too."""
+    eps = tuple(wanted)
+    unknown = [e for e in eps if e not in available]
+    if unknown or not eps:
+        raise ValueError(
+            f"model {model!r}: unknown endpoint(s) {unknown or list(eps)}; it predicts "
+            f"{', '.join(available)}"
+        )
+    return eps
+
+
 class Model(abc.ABC):
     """Base class of every pkpd model (the contract: module docstring).
 
@@ -197,13 +210,7 @@ class Model(abc.ABC):
     def with_endpoints(self, endpoints: Sequence[str]) -> Model:
         """The model predicting only ``endpoints``; default: the model itself, which must then
         predict exactly those."""
-        eps = tuple(endpoints)
-        unknown = [e for e in eps if e not in self.endpoints]
-        if unknown or not eps:
-            raise ValueError(
-                f"model {self.name!r}: unknown endpoint(s) {unknown or list(eps)}; it predicts "
-                f"{', '.join(self.endpoints)}"
-            )
+        known_endpoints(self.name, endpoints, self.endpoints)
         return self
 
     def with_dose_kinds(self, kinds: tuple | None) -> Model:

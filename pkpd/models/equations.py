@@ -60,7 +60,7 @@ from dataclasses import dataclass, field
 import jax
 import jax.numpy as jnp
 
-from pkpd.models.base import Model
+from pkpd.models.base import Model, known_endpoints
 
 
 @dataclass(frozen=True, eq=False)
@@ -219,13 +219,7 @@ class ODEModel(Model):
         return self.selected if self.selected is not None else tuple(self.outputs)
 
     def with_endpoints(self, endpoints: Sequence[str]) -> ODEModel:
-        eps = tuple(endpoints)
-        unknown = [e for e in eps if e not in self.outputs]
-        if unknown or not eps:
-            raise ValueError(
-                f"model {self.name!r}: unknown endpoint(s) {unknown or list(eps)}; it predicts "
-                f"{', '.join(self.outputs)}"
-            )
+        eps = known_endpoints(self.name, endpoints, tuple(self.outputs))
         return dataclasses.replace(self, selected=eps)
 
     def check_subject(self, subject) -> list[str]:

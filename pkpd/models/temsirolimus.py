@@ -56,7 +56,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from pkpd.models.base import MetricSpec, ModalForm, Model, Turnover
+from pkpd.models.base import MetricSpec, ModalForm, Model, Turnover, known_endpoints
 from pkpd.pd.direct import remaining_fraction
 from pkpd.pd.turnover import bounded_turnover_rates, indirect_response_rates
 from pkpd.pk import analytic, polyexp
@@ -360,12 +360,7 @@ class TemsirolimusModel(Model):
     dose_kinds: tuple | None = None
 
     def __post_init__(self):
-        eps = tuple(self.endpoints)
-        unknown = [e for e in eps if e not in ENDPOINTS]
-        if unknown or not eps:
-            raise ValueError(
-                f"unknown endpoint(s) {unknown}; the temsirolimus model has {', '.join(ENDPOINTS)}"
-            )
+        eps = known_endpoints(self.name, self.endpoints, ENDPOINTS)
         object.__setattr__(self, "endpoints", eps)
         if self.pd_solver not in ("grid", "diffrax"):
             raise ValueError(f"pd_solver={self.pd_solver!r}; expected 'grid' or 'diffrax'")
