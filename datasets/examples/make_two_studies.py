@@ -3,9 +3,8 @@
 It exists to show the NONMEM-style layout pkpd reads (several studies, mg and mg/m2 doses,
 ADDL, an endpoint column, LLOQ/BLQ, covariates) and to run ``pkpd validate`` in ``make demo``.
 It is not trial data. Concentrations come from a two-compartment temsirolimus model with the
-typical values derived in ../shared/literature/temsirolimus.md §6 (CL 16.2 L/h from the Torisel
-label; V1 35 L, Q 8.7 L/h, V2 137 L solved to reproduce the label Cmax of 585 ng/mL after 25 mg
-over 30 min), with 15% log-normal between-subject variability on CL and V1 and 10%
+typical values derived from the Torisel label (CL 16.2 L/h from the label; V1 35 L, Q 8.7 L/h,
+V2 137 L solved to reproduce the label Cmax of 585 ng/mL after 25 mg over 30 min), with 15% log-normal between-subject variability on CL and V1 and 10%
 proportional noise. Run: ``python datasets/examples/make_two_studies.py``.
 """
 

@@ -383,18 +383,28 @@ def simulate(
     n_dev = jax.device_count()
     N = n_used * S
     B = int(min(chunk_size, N))
-    # One program for any number of devices: the batch axis is split over a mesh of all devices
-    # (of one device, too), and each device runs the same per-device program on its batch
-    # (no collectives, hence no varying-axis checks).
-    from jax.sharding import NamedSharding
-    from jax.sharding import PartitionSpec as P
+    # Every device runs the same per-device program on its batch (no collectives, hence no
+    # varying-axis checks): on several devices the batch axis is split over a mesh by a
+    # shard_map; on one device the program is jitted as it is. (A one-device shard_map would
+    # give the same numbers, but equinox's closure conversion, used by diffrax's implicit
+    # solvers such as an ODEModel's kvaerno5, rejects the manual mesh's sharding inside a
+    # shard_map: diffrax issue 765, equinox PR 1261, still open in 2026-09. Several devices
+    # with an implicit solver hit it still.)
+    if n_dev == 1:
+        fn = jax.jit(compute)
+        put_b, g_dev = jnp.asarray, jax.tree.map(jnp.asarray, grid_arrays)
+    else:
+        from jax.sharding import NamedSharding
+        from jax.sharding import PartitionSpec as P
 
-    mesh = jax.make_mesh((n_dev,), ("b",))
-    fn = jax.jit(
-        jax.shard_map(compute, mesh=mesh, in_specs=(P("b"), P()), out_specs=P("b"), check_vma=False)
-    )
-    put_b = lambda x: jax.device_put(x, NamedSharding(mesh, P("b")))  # noqa: E731
-    g_dev = jax.device_put(grid_arrays, NamedSharding(mesh, P()))
+        mesh = jax.make_mesh((n_dev,), ("b",))
+        fn = jax.jit(
+            jax.shard_map(
+                compute, mesh=mesh, in_specs=(P("b"), P()), out_specs=P("b"), check_vma=False
+            )
+        )
+        put_b = lambda x: jax.device_put(x, NamedSharding(mesh, P("b")))  # noqa: E731
+        g_dev = jax.device_put(grid_arrays, NamedSharding(mesh, P()))
 
     R, T = len(plans), len(out_times)
     prof = {e: np.full((R, n_used, S, T), np.nan) for e in eps}
