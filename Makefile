@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.pkpd-installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test docs lint bench clean
 
 $(STAMP): pyproject.toml setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,11 @@ test: $(STAMP)
 	  || echo "chromium not installed: the report's rendering test will be skipped"
 	$(PY) -m pytest -q
 
+# The documentation site (Sphinx): build/docs/html/index.html. The tutorials are the notebooks,
+# run with their small settings (a few minutes); `docs/build.py --execute off` skips running them.
+docs: $(STAMP)
+	$(PY) docs/build.py --out build/docs
+
 # Issue 9's tables, each measured side by side in one run: (c) simulation vs a scipy loop,
 # (d) gradient vs subjects, (a, b) NUTS ESS/s vs Stan (pystan, the `bench` extra; ~1 h).
 bench: $(STAMP)
@@ -35,8 +40,8 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_fit.py
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check pkpd tests benchmarks
-	$(VENV)/bin/ruff format --check pkpd tests benchmarks
+	$(VENV)/bin/ruff check pkpd tests benchmarks docs
+	$(VENV)/bin/ruff format --check pkpd tests benchmarks docs
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

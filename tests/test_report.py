@@ -19,12 +19,10 @@ from __future__ import annotations
 
 import base64
 import io
-import json
 import re
-import shutil
-import subprocess
 from html.parser import HTMLParser
 
+import browser
 import numpy as np
 import pytest
 from PIL import Image
@@ -190,50 +188,19 @@ window.addEventListener('load', function () {
 </script>"""
 
 
-def _chromium():
-    for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
-        path = shutil.which(name)
-        if path:
-            return path
-    return None
-
-
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-extensions",
-    "--no-first-run",
-    "--host-resolver-rules=MAP * ~NOTFOUND",
-    "--virtual-time-budget=15000",
-]
-
-
-@pytest.mark.skipif(_chromium() is None, reason="chromium is not installed (make test installs it)")
+@pytest.mark.skipif(
+    browser.chromium() is None, reason="chromium is not installed (make test installs it)"
+)
 def test_report_renders_in_headless_chromium(report_html, tmp_path):
     path, text = report_html
-    probe = tmp_path / "probe.html"
-    probe.write_text(text.replace("</body>", _PROBE + "</body>"), encoding="utf-8")
-    exe = _chromium()
-    res = subprocess.run(
-        [exe, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom",
-         probe.as_uri()],
-        capture_output=True, text=True, timeout=1800,  # a hang guard, not a time limit
-    )  # fmt: skip
-    m = re.search(r'<pre id="pkpd-render-check">(.*?)</pre>', res.stdout, re.S)
-    assert m, f"no probe output; chromium said: {res.stderr[-2000:]}"
-    info = json.loads(m.group(1).replace("&quot;", '"'))
+    info = browser.probe(path, _PROBE, tmp_path / "profile")
     n_img = text.count("<img ")
     assert info["images"] == n_img and info["loaded"] == n_img, info
     assert info["external"] == [] and info["sections"] == 8 and info["height"] > 5000
     # and a screenshot of the unmodified report is not blank
     shot = tmp_path / "shot.png"
-    subprocess.run(
-        [exe, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile2'}", "--hide-scrollbars",
-         "--window-size=1200,3000", f"--screenshot={shot}", path.as_uri()],
-        capture_output=True, text=True, timeout=1800,  # a hang guard, not a time limit
-    )  # fmt: skip
+    browser.run(["--hide-scrollbars", "--window-size=1200,3000", f"--screenshot={shot}",
+                 path.as_uri()], tmp_path / "profile2")  # fmt: skip
     im = np.asarray(Image.open(shot).convert("L"), dtype=float)
     assert im.shape == (3000, 1200) and im.std() > 10
 
