@@ -708,5 +708,4 @@ def superpose_many(poles, coefs, doses: DoseTerms, t, seq, segment, kinds=None, 
     mask = given_mask(doses, t, seq, segment)
     g = jnp.where(mask[:, :, None], g, 0.0)
     c = coefs[:, doses.cidx, :]  # [K, D, M]
-    # a broadcast sum, not einsum: batched over subjects, small dots are slow on CPU
-    return jnp.sum(c[:, :, None, :] * g[None], axis=(1, 3))
+    return jnp.einsum("kdm,dpm->kp", c, g)
