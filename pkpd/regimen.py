@@ -405,6 +405,14 @@ class Regimen:
     max_doses : int
         Most doses the regimen may have (default :data:`MAX_DOSES`).
 
+    Attributes
+    ----------
+    route_stated : bool
+        Whether the text says how the drug is given (``iv``, ``oral``, an infusion time or
+        ``bolus``); phases given as values always state theirs. A regimen that does not is
+        read as IV here, and :func:`pkpd.simulate` gives its doses the route of the model's
+        dosing compartment (by mouth for a model whose doses go into a depot).
+
     Raises
     ------
     RegimenError
@@ -416,12 +424,14 @@ class Regimen:
     holds: tuple[Hold, ...] = field(default=())
     text: str | None = field(default=None, compare=False)
     max_doses: int = field(default=MAX_DOSES, compare=False, repr=False)
+    route_stated: bool = field(default=True, compare=False, repr=False)
 
     def __init__(self, phases=None, holds=(), *, text=None, max_doses=MAX_DOSES):
         max_doses = _check_limit(max_doses)
+        route_stated = True
         if isinstance(phases, str):
             text = phases
-            phases, holds = _parse(phases, max_doses)
+            phases, holds, route_stated = _parse(phases, max_doses)
         if phases is None or len(phases) == 0:
             raise RegimenError("a regimen needs at least one phase")
         phases = tuple(phases)
@@ -442,6 +452,7 @@ class Regimen:
         object.__setattr__(self, "holds", holds)
         object.__setattr__(self, "text", text)
         object.__setattr__(self, "max_doses", max_doses)
+        object.__setattr__(self, "route_stated", route_stated)
         self._phase_starts()  # checks that every phase has a start
         self._check_size()
         self._check_holds()
@@ -1120,8 +1131,12 @@ def _parse(text: str, max_doses: int = MAX_DOSES) -> tuple[list[Phase], list[Hol
         start = low.find(s, offset) if s else offset
         raws.append(_parse_phase(text, s, max(start, 0), max_doses))
         offset = start + len(s)
+    # the text says how the drug is given: a route, an infusion time or "bolus" (IV)
+    stated = infusion_all is not None or any(
+        r.route is not None or r.infusion is not None for r in raws
+    )
     phases = _bind(text, raws, infusion_all)
-    return phases, [Hold(kind, tuple(r)) for kind, r in holds]
+    return phases, [Hold(kind, tuple(r)) for kind, r in holds], stated
 
 
 def parse_regimen(text: str, *, max_doses: int = MAX_DOSES) -> Regimen:

@@ -57,6 +57,13 @@ for _path, _text in SOURCES.items():
 # text -> the dose table it is meant to give: times (h), amounts (in ``unit``), infusion
 # times (h); ``horizon_h`` for open-ended regimens. Written by hand, not from the parser.
 EXPECTED: dict[str, dict] = {
+    # docs/getting-started.md: oral regimens of a one-compartment oral model (no infusion)
+    "200 mg q12h x14": dict(
+        time=[12.0 * k for k in range(14)], amount=[200.0] * 14, unit="mg", dur=[0.0] * 14
+    ),
+    "400 mg q24h x7": dict(
+        time=[24.0 * k for k in range(7)], amount=[400.0] * 7, unit="mg", dur=[0.0] * 7
+    ),
     "25 mg q1w x12 over 30 min": dict(
         time=[k * WEEK for k in range(12)], amount=[25.0] * 12, unit="mg", dur=[0.5] * 12
     ),

@@ -549,3 +549,43 @@ def test_cli_simulate(one_cmt_fit, tmp_path, capsys):
     rc = main(["simulate", str(fit), "--regimen", "100 mg every blue moon", "--out", str(out)])
     err = capsys.readouterr().err
     assert rc == 2 and "cannot read regimen" in err
+
+
+# -- the route of a regimen's doses ---------------------------------------------------------------
+def _bateman(t, doses, ka, cl, v):
+    """Closed-form one-compartment oral concentration (ng/mL) of mg doses at ``doses`` (h)."""
+    k = cl / v
+    out = np.zeros_like(t)
+    for td, amt in doses:
+        dt = np.clip(t - td, 0.0, None)
+        out += 1000 * amt * ka / (v * (ka - k)) * (np.exp(-k * dt) - np.exp(-ka * dt))
+    return out
+
+
+def test_a_regimen_takes_the_route_of_the_models_dosing_compartment():
+    """An oral model's regimen without a route is simulated and described as oral doses into
+    the depot (the closed form); a route or an infusion the model cannot give is refused, and
+    so is an oral regimen on an IV model, instead of being put into the default compartment."""
+    from pkpd.simulate import SimulationError, fit_from_values
+
+    data = pd.DataFrame(
+        [dict(ID=1, TIME=0.0, EVID=1, AMT=100.0, DV="."), dict(ID=1, TIME=2.0, EVID=0, DV=1.0)]
+    )
+    values = {"cl": 4.0, "v": 40.0, "ka": 0.8}
+    oral = fit_from_values("one_cmt_oral", data, values, n_draws=1)
+    times = np.array([1.0, 5.0, 25.0, 30.0])
+    sim = simulate(oral, ["100 mg q24h x2", "100 mg q24h x2 oral"], n_subjects=1, n_draws=1,
+                   times=times, typical=True, **QUIET)  # fmt: skip
+    want = _bateman(
+        times, [(0.0, 100.0), (24.0, 100.0)], **{k: values[k] for k in ("ka", "cl", "v")}
+    )
+    for r in range(2):
+        np.testing.assert_allclose(sim["conc"].values[r, 0, 0], want, rtol=1e-9)
+        assert "oral" in str(sim["regimen_description"].values[r])
+        assert "IV" not in str(sim["regimen_description"].values[r])
+    for text, said in (("100 mg q24h x2 over 1 h", "IV doses"), ("100 mg q24h x2 iv", "IV doses")):
+        with pytest.raises(SimulationError, match=f"{said}, but model 'one_cmt_oral'.*depot"):
+            simulate(oral, [text], n_subjects=1, n_draws=1, times=times, **QUIET)
+    iv = fit_from_values("one_cmt_iv", data, {"cl": 4.0, "v": 40.0}, n_draws=1)
+    with pytest.raises(SimulationError, match="doses by mouth, but model 'one_cmt_iv'"):
+        simulate(iv, ["100 mg q24h x2 oral"], n_subjects=1, n_draws=1, times=times, **QUIET)

@@ -99,6 +99,10 @@ class MetricSpec:
     time_h: float | None = None
 
 
+#: Compartment names that mean "an absorption depot" (doses by mouth): :attr:`Model.dose_route`.
+ABSORPTION_COMPARTMENTS = ("depot", "gut", "absorption", "oral")
+
+
 def known_endpoints(model: str, wanted: Sequence[str], available: Sequence[str]) -> tuple[str, ...]:
     """``wanted`` as a tuple, or ``ValueError`` naming the endpoints ``model`` does not predict
     (and what it does predict); an empty selection is refused too."""
@@ -205,6 +209,15 @@ class Model(abc.ABC):
     def default_dose_compartment(self) -> int:
         """The compartment a dose with ``CMT`` 0 or missing goes into."""
         return 1
+
+    @property
+    def dose_route(self) -> str:
+        """How a dose into :attr:`default_dose_compartment` is given: ``"oral"`` when that
+        compartment is an absorption depot (named one of :data:`ABSORPTION_COMPARTMENTS`),
+        else ``"iv"``. A regimen simulated from the model's fits must have this route
+        (:func:`pkpd.simulate` puts every dose into the default compartment)."""
+        name = self.compartments.get(self.default_dose_compartment, "")
+        return "oral" if str(name).lower() in ABSORPTION_COMPARTMENTS else "iv"
 
     # -- variants -----------------------------------------------------------------------------
     def with_endpoints(self, endpoints: Sequence[str]) -> Model:

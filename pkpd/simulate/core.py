@@ -21,7 +21,13 @@ from pkpd.simulate.engines import (
     metrics_and_profiles,
 )
 from pkpd.simulate.errors import SimulationError
-from pkpd.simulate.plan import build_grid, default_horizon, normalize_regimens, plan_regimen
+from pkpd.simulate.plan import (
+    build_grid,
+    default_horizon,
+    normalize_regimens,
+    plan_regimen,
+    with_model_route,
+)
 from pkpd.simulate.population import build_population, check_population
 
 MARKER = "pkpd_simulation"
@@ -129,7 +135,10 @@ def simulate(
         A pkpd fit (:func:`pkpd.fit`) or its netCDF file (:func:`pkpd.save_fit`).
     regimens : str, Regimen, sequence of them, or mapping label -> regimen
         Dosing regimens (:class:`pkpd.Regimen` text such as ``"25 mg q1w x12 over 30 min"``).
-        Doses go into the model's default compartment.
+        Doses go into the model's default compartment, with its route
+        (:attr:`pkpd.models.Model.dose_route`): a regimen that states no route is given that
+        way (by mouth for a model dosed into a depot), one that states another route or an
+        infusion the model cannot take is refused.
     population : None, DataFrame, CSV path or mapping
         Covariates of the virtual subjects (:mod:`pkpd.simulate.population`); default: resampled
         from the fitted data. The same subjects are used for every draw and regimen.
@@ -204,7 +213,10 @@ def simulate(
         or (chunk_size < 1)
     ):
         raise SimulationError(f"chunk_size={chunk_size!r}; expected a whole number >= 1")
-    regs = normalize_regimens(regimens)
+    regs = [
+        (label, with_model_route(label, reg, spec.model))
+        for label, reg in normalize_regimens(regimens)
+    ]
 
     # endpoints
     fitted = list(spec.model.endpoints)

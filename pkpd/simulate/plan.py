@@ -23,6 +23,7 @@ change) of a 1e-11 reference solution.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -90,6 +91,35 @@ def normalize_regimens(regimens) -> list[tuple[str, Regimen]]:
     if dup:
         raise SimulationError(f"regimen label(s) given twice: {dup}; give each regimen once")
     return out
+
+
+def with_model_route(label: str, reg: Regimen, model) -> Regimen:
+    """``reg`` as the model gives it: a regimen that states no route takes the route of the
+    model's dosing compartment (:attr:`pkpd.models.Model.dose_route`: by mouth into a depot,
+    else IV), so its text and description say what is simulated; a regimen that states a
+    different route is refused (every simulated dose goes into the default compartment)."""
+    route = model.dose_route
+    routes = sorted({p.route for p in reg.phases})
+    if not reg.route_stated:
+        if route == "iv":
+            return reg
+        phases = [dataclasses.replace(p, route=route) for p in reg.phases]
+        return Regimen(phases, reg.holds, text=reg.text, max_doses=reg.max_doses)
+    if routes != [route]:
+        comp = model.compartments.get(model.default_dose_compartment, "?")
+        given = " and ".join("doses by mouth" if r == "oral" else "IV doses" for r in routes)
+        takes = "by mouth (an absorption depot)" if route == "oral" else "IV"
+        fix = (
+            "write the regimen without a route (or 'oral'), and without an infusion time"
+            if route == "oral"
+            else "simulate it from a model with an absorption compartment (e.g. one_cmt_oral)"
+        )
+        raise SimulationError(
+            f"regimen '{label}' gives {given}, but model {model.name!r} puts a regimen's "
+            f"doses into compartment {model.default_dose_compartment} ({comp}), which is "
+            f"{takes}; {fix}"
+        )
+    return reg
 
 
 def default_horizon(regimens: Sequence[Regimen]) -> float:
