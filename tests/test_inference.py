@@ -169,6 +169,29 @@ def test_chains_without_a_device_each_run_one_after_another_compiled(nuts_fit):
     assert cl.shape == (2, 250) and not np.allclose(cl[0], cl[1])
 
 
+def test_one_chain_runs_as_one_compiled_program(study, monkeypatch):
+    """A lone chain's initialisation is traced into the compiled program (NumPyro would run it
+    op by op, outside any program: 20 s against 5.5 s for this fit's NUTS phase on the
+    project's machine), and its draws are a real chain: they move, and reproduce."""
+    from numpyro.infer import NUTS
+
+    seen = []
+    original = NUTS.init
+
+    def init(self, rng_key, *a, **k):
+        seen.append(isinstance(rng_key, jax.core.Tracer))
+        return original(self, rng_key, *a, **k)
+
+    monkeypatch.setattr(NUTS, "init", init)
+    kw = dict(chains=1, warmup=30, draws=20, seed=11, progress_bar=True)
+    a = fit("one_cmt_iv", study, **kw)
+    assert seen == [True]
+    cl = a.posterior["pop_cl"].values
+    assert cl.shape == (1, 20) and np.unique(cl).size > 10
+    b = fit("one_cmt_iv", study, **kw)
+    np.testing.assert_array_equal(cl, b.posterior["pop_cl"].values)
+
+
 def test_same_seed_same_draws(study):
     a = fit(
         "one_cmt_iv",
