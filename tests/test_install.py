@@ -1,6 +1,7 @@
 """pkpd outside its checkout: the wheel carries the priors and datasets, the distribution has a
-name of its own, ``import pkpd`` and ``pkpd --help``/``validate`` do not start JAX, and
-float64 is on (or its absence refused with a clear error)."""
+name of its own, ``import pkpd`` and ``pkpd --help``/``validate`` do not start JAX, the
+installed ``pkpd demo --quick`` runs (bundled data and priors, a temsirolimus fit, a
+simulation and the report), and float64 is on (or its absence refused with a clear error)."""
 
 from __future__ import annotations
 
@@ -13,8 +14,11 @@ import venv
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
+
+import pkpd
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPS = next(p for p in map(Path, sys.path) if p.name == "site-packages" and (p / "jax").is_dir())
@@ -127,18 +131,17 @@ def test_installed_wheel_works_outside_the_checkout(installed, tmp_path):
     assert proc.returncode == 0 and "validate" in proc.stdout, proc.stderr
     proc = _run(installed, [pkpd_cmd, "validate", got["csv"]], tmp_path)
     assert proc.returncode == 0 and "OK" in proc.stdout, proc.stdout + proc.stderr
-    # a fit with the bundled priors of a model (a quick one: the temsirolimus model's compile
-    # alone takes ~50 s, and the checkout's tests fit it)
-    csv = tmp_path / "two.csv"
-    csv.write_text(
-        "ID,TIME,EVID,AMT,DV\n1,0,1,100,.\n1,1,0,0,4524\n1,4,0,0,3352\n1,12,0,0,1506\n"
-        "2,0,1,100,.\n2,1,0,0,3900\n2,4,0,0,3100\n2,12,0,0,1700\n"
-    )
-    out = tmp_path / "fit.nc"
-    cmd = [pkpd_cmd, "fit", str(csv), "--model", "one_cmt_iv", "--method", "map"]
-    proc = _run(installed, [*cmd, "--out", str(out)], tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert out.stat().st_size > 0 and "pop_cl" in proc.stdout
+    # the demo: validate the bundled data, a quick fit of the temsirolimus model with its
+    # bundled priors, a simulation and the report, all from the installed wheel
+    out = tmp_path / "demo"
+    proc = _run(installed, [pkpd_cmd, "demo", "--quick", "--out", str(out)], tmp_path)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert "pkpd demo done" in proc.stdout, proc.stdout[-3000:]
+    for name in ("fit.nc", "sim.nc", "REPORT.html"):
+        assert (out / name).stat().st_size > 0, name
+    fit = pkpd.load_fit(out / "fit.nc")
+    assert fit.attrs["model"] == "temsirolimus"
+    assert np.isfinite(fit.posterior["pop_cl"].values).all()
 
 
 def test_float64_off_is_refused_with_a_clear_error(tmp_path):
