@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 import pytest
+from closed_forms import one_cmt_oral_conc
 from scipy.integrate import solve_ivp
 
 import pkpd
@@ -216,16 +217,6 @@ def _one_cmt_oral(solver):
     )
 
 
-def _bateman(t, doses, ka, cl, v):
-    """Closed-form one-compartment oral concentration (ng/mL) of mg doses at ``doses`` (h)."""
-    k = cl / v
-    out = np.zeros_like(t)
-    for td, amt in doses:
-        dt = np.clip(t - td, 0.0, None)
-        out += 1000 * amt * ka / (v * (ka - k)) * (np.exp(-k * dt) - np.exp(-ka * dt))
-    return out
-
-
 def test_a_fit_of_an_ode_model_simulates_regimens_with_the_stiff_solver(tmp_path):
     """NUTS fits the model (non-stiff tsit5, the cheaper compile) and ``pkpd.simulate`` runs
     the same model with the default implicit kvaerno5 (re-registered under the fit's name);
@@ -241,7 +232,7 @@ def test_a_fit_of_an_ode_model_simulates_regimens_with_the_stiff_solver(tmp_path
         ka, cl, v = 1.0 * np.exp(0.2 * rng.normal()), 5 * np.exp(0.2 * rng.normal()), 50.0
         rows.append(dict(ID=i, TIME=0.0, EVID=1, AMT=100.0, CMT=1, DV="."))
         for t in (0.5, 2.0, 6.0, 24.0):
-            c = _bateman(np.array([t]), [(0.0, 100.0)], ka, cl, v)[0]
+            c = one_cmt_oral_conc(np.array([t]), [(0.0, 100.0)], ka, cl, v)[0]
             rows.append(dict(ID=i, TIME=t, EVID=0, AMT=0.0, CMT=2, DV=c * (1 + 0.1 * rng.normal())))
     idata = pkpd.fit("test_ode_one_cmt_oral", pd.DataFrame(rows), priors, chains=2, warmup=5,
                      draws=5, seed=1, progress_bar=False)  # fmt: skip
@@ -257,5 +248,5 @@ def test_a_fit_of_an_ode_model_simulates_regimens_with_the_stiff_solver(tmp_path
     for d in range(2):
         for s in range(3):
             ka, cl, v = (float(sim[f"param_{p}"][d, s]) for p in ("ka", "cl", "v"))
-            want = _bateman(times, doses, ka, cl, v)
+            want = one_cmt_oral_conc(times, doses, ka, cl, v)
             np.testing.assert_allclose(sim["conc"].values[0, d, s], want, rtol=1e-5)

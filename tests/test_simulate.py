@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import xarray as xr
+from closed_forms import one_cmt_oral_conc
 from scipy.integrate import solve_ivp
 
 import pkpd
@@ -552,16 +553,6 @@ def test_cli_simulate(one_cmt_fit, tmp_path, capsys):
 
 
 # -- the route of a regimen's doses ---------------------------------------------------------------
-def _bateman(t, doses, ka, cl, v):
-    """Closed-form one-compartment oral concentration (ng/mL) of mg doses at ``doses`` (h)."""
-    k = cl / v
-    out = np.zeros_like(t)
-    for td, amt in doses:
-        dt = np.clip(t - td, 0.0, None)
-        out += 1000 * amt * ka / (v * (ka - k)) * (np.exp(-k * dt) - np.exp(-ka * dt))
-    return out
-
-
 def test_a_regimen_takes_the_route_of_the_models_dosing_compartment():
     """An oral model's regimen without a route is simulated and described as oral doses into
     the depot (the closed form); a route or an infusion the model cannot give is refused, and
@@ -576,7 +567,7 @@ def test_a_regimen_takes_the_route_of_the_models_dosing_compartment():
     times = np.array([1.0, 5.0, 25.0, 30.0])
     sim = simulate(oral, ["100 mg q24h x2", "100 mg q24h x2 oral"], n_subjects=1, n_draws=1,
                    times=times, typical=True, **QUIET)  # fmt: skip
-    want = _bateman(
+    want = one_cmt_oral_conc(
         times, [(0.0, 100.0), (24.0, 100.0)], **{k: values[k] for k in ("ka", "cl", "v")}
     )
     for r in range(2):
