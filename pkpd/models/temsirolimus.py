@@ -144,7 +144,7 @@ TYPICAL = {
 #: Parameters whose value in :data:`TYPICAL` differs by more than 5% from the prior's median, and
 #: why. The Imax priors are Beta distributions set from the literature's range, not centred on
 #: one value; the synthetic truth takes a point inside each prior's central 90% so that a fit
-#: must move the posterior away from the prior's centre (tests/test_priors.py checks both).
+#: must move the posterior away from the prior's centre (tests/inference/test_priors.py checks both).
 PRIOR_CENTRE_DIFFERENCES = {
     "s6k_imax": "0.9 (>95% inhibition reported by Boulay 2004, 56% by Fukudo) vs the Beta(4, 1.5) "
     "prior's median 0.756, which spans both reports",

@@ -33,7 +33,7 @@ import jax.numpy as jnp
 #: roughly geometric after that. With the exponential step (:func:`exponential_affine`) this
 #: grid is within 1e-5 of scipy's Radau at the typical temsirolimus parameters (measured 6.0e-6
 #: for VEGF, 2.4e-6 for PD-1 over 12 weekly doses; 1.9e-6 and 8.9e-7 over three doses) and
-#: within 3e-4 at the prior's extremes (measured 1.4e-4; tests/test_temsirolimus_model.py).
+#: within 3e-4 at the prior's extremes (measured 1.4e-4; tests/models/test_temsirolimus_model.py).
 #: 1e-6 is reachable (benchmarks/RESULTS.md, 2026-12-03): the error comes from the steps
 #: 0.003 -> 0.03 -> 0.25 h into the first infusion (nodes at 0.01 and 0.1 h fix them), the
 #: 8 -> 24 h step (a node at 16 h) and the uniform grid's ~65 h steps late after a dose, where

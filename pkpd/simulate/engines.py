@@ -42,7 +42,7 @@ average): second order in :math:`h`. On the default grid (:mod:`pkpd.simulate.pl
 PD-1 are within about 2e-5 relative (the PD-1 change at week 8 within 1e-4) of a reference
 solution of the coupled ODE restarted at every dose start and infusion end (DOP853/LSODA, rtol
 1e-11); ``model.predict``'s own diffrax solution differs from that reference by up to ~1e-3
-(tests: ``tests/test_simulate.py``). The poles, output coefficients, pointwise endpoints and
+(tests: ``tests/simulate/test_simulate.py``). The poles, output coefficients, pointwise endpoints and
 turnover equations all come from the model (:meth:`pkpd.models.base.Model.modal_form`); this
 module knows no model and no endpoint by name.
 """

@@ -15,14 +15,13 @@ DOSE = 100.0  # mg, one IV bolus
 
 
 @pytest.fixture(scope="module")
-def data():
+def data(one_cmt_iv_design):
     """Ten subjects; WT 60..78 kg (median 69), AGE 30..75 (median 52.5), a 0/1 flag."""
-    rows = []
-    for i in range(10):
-        cov = dict(WT=60.0 + 2 * i, AGE=30.0 + 5 * i, INH=float(i % 3 == 0))
-        rows.append(dict(ID=i + 1, TIME=0.0, EVID=1, AMT=100.0, DV=np.nan, **cov))
-        rows += [dict(ID=i + 1, TIME=t, EVID=0, AMT=0.0, DV=1.0, **cov) for t in (1.0, 4.0, 12.0)]
-    return pd.DataFrame(rows)
+    return one_cmt_iv_design(
+        10,
+        (1.0, 4.0, 12.0),
+        covariates=lambda i: dict(WT=60.0 + 2 * i, AGE=30.0 + 5 * i, INH=float(i % 3 == 0)),
+    )
 
 
 def closed_form(cl, v, times):

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 
 import pytest
 
 from pkpd import Regimen
 
-ROOT = Path(__file__).parents[1]
+from paths import ROOT
+
 WEEK = 168.0
 
 _DOSE_START = r"\d+(?:\.\d+)?\s*(?:mg/m2|mg/m²|mg/kg|mg|mcg|µg|ug|g)(?![a-z0-9])"
@@ -119,7 +119,7 @@ def test_documented_regimen_gives_its_intended_dose_table(text):
     if text not in EXPECTED:
         pytest.fail(
             f"regimen string {text!r} (in {where}) has no expected dose table: add one to EXPECTED "
-            "in tests/test_regimen_docs.py (dose times in h, amounts, unit, infusion times in h, "
+            "in tests/simulate/test_regimen_docs.py (dose times in h, amounts, unit, infusion times in h, "
             "and horizon_h if it is open-ended), worked out by hand from what the text means"
         )
     exp = EXPECTED[text]

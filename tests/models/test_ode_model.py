@@ -10,11 +10,12 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 import pytest
-from closed_forms import one_cmt_oral_conc
 from scipy.integrate import solve_ivp
 
 import pkpd
 from pkpd.models import ODEModel, check_model
+
+from closed_forms import one_cmt_oral_conc
 
 P = dict(ka=1.2, v=30.0, vmax=8.0, km=2.0, imax=0.9, ic50=1.5, kin=10.0, kout=0.2)
 UNITS = {"ka": "1/h", "v": "L", "vmax": "mg/h", "km": "mg/L", "imax": "", "ic50": "mg/L",

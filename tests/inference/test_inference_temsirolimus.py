@@ -14,6 +14,8 @@ import pytest
 
 import pkpd
 
+from paths import ROOT
+
 PK = ["cl", "v1", "q", "v2", "cl_sir", "v_sir"]
 PD = ["potency", "s6k_imax", "s6k_ic50", "s6k_hill", "s6k_ke0", "vegf_base", "vegf_mrt",
       "vegf_imax", "vegf_ic50", "pd1_base", "pd1_kout", "pd1_imax", "pd1_ic50"]  # fmt: skip
@@ -75,7 +77,6 @@ def test_a_parameter_with_study_effects_is_sampled_through_the_informed_studies_
     is a shift (Jacobian 1): the chain potential equals the plain model's at the same point,
     and the population, study and individual values agree."""
     import dataclasses
-    from pathlib import Path
 
     import jax
     import jax.numpy as jnp
@@ -84,7 +85,7 @@ def test_a_parameter_with_study_effects_is_sampled_through_the_informed_studies_
 
     from pkpd.inference import fit as F
 
-    path = Path(__file__).resolve().parents[1] / "datasets/temsirolimus/temsirolimus_small.csv"
+    path = ROOT / "datasets/temsirolimus/temsirolimus_small.csv"
     csv = pd.read_csv(path, comment="#", na_values=".")
     spec = F.prepare("temsirolimus", path)
     studies = list(spec.padded.studies)

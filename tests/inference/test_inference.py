@@ -19,6 +19,8 @@ from pkpd.inference.fit import FitError, fit, load_fit, prepare, save_fit
 from pkpd.inference.likelihood import LOGIT, LOGNORMAL, NORMAL, pointwise_loglik
 from pkpd.models import Model, load_model
 
+from paths import ROOT
+
 
 # -- likelihood ----------------------------------------------------------------------------------
 @pytest.mark.parametrize("use_static", [False, True], ids=["general", "static-kinds"])
@@ -78,14 +80,10 @@ TRUTH = {"cl": 2.0, "v": 30.0, "omega_cl": 0.3, "omega_v": 0.2, "prop": 0.1}
 
 
 @pytest.fixture(scope="module")
-def study():
+def study(one_cmt_iv_design):
     rng = np.random.default_rng(7)
-    S, times = 20, [0.25, 1, 2, 4, 8, 12, 24]
-    rows = []
-    for i in range(S):
-        rows.append(dict(ID=i + 1, TIME=0.0, EVID=1, AMT=100.0, DV=np.nan, WT=70.0))
-        rows += [dict(ID=i + 1, TIME=t, EVID=0, AMT=0.0, DV=1.0, WT=70.0) for t in times]
-    df = pd.DataFrame(rows)
+    S = 20
+    df = one_cmt_iv_design(S, [0.25, 1, 2, 4, 8, 12, 24])
     pad = pkpd.read_dataset(df).to_arrays()
     eta = rng.normal(0, [TRUTH["omega_cl"], TRUTH["omega_v"]], size=(S, 2))
     params = {"cl": TRUTH["cl"] * np.exp(eta[:, 0]), "v": TRUTH["v"] * np.exp(eta[:, 1])}
@@ -308,7 +306,7 @@ def test_fit_predictor_equals_plain_per_subject_predictions():
 
     from pkpd.inference.fit import observation_predictor
 
-    root = Path(__file__).resolve().parents[1] / "datasets" / "temsirolimus"
+    root = ROOT / "datasets" / "temsirolimus"
     spec = prepare("temsirolimus", root / "temsirolimus_small.csv")
     truth = pd.read_csv(root / "truth_subjects.csv").set_index("ID")
     ids = [int(float(s)) for s in spec.padded.subject_ids]

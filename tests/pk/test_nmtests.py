@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 from functools import cache
-from pathlib import Path
 
 import jax
 import numpy as np
@@ -33,12 +32,10 @@ from pkpd.data.arrays import unpad_points
 from pkpd.models import load_model
 from pkpd.pk.analytic import pair_layout
 
-REF = Path(__file__).resolve().parents[1].parent / "shared/reference/nmtests"
-pytestmark = pytest.mark.skipif(
-    not REF.is_dir(),
-    reason=f"NONMEM reference tables not found at {REF} (they live beside the clone, in "
-    "../shared/reference/nmtests; GPL upstream, so not copied into the repository)",
-)
+from paths import NMTESTS, needs_nmtests
+
+REF = NMTESTS
+pytestmark = needs_nmtests
 
 RTOL = 1e-4
 ATOL = 1e-6

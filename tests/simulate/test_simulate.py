@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -14,7 +13,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import xarray as xr
-from closed_forms import one_cmt_oral_conc
 from scipy.integrate import solve_ivp
 
 import pkpd
@@ -34,7 +32,9 @@ from pkpd.simulate import (
 )
 from pkpd.simulate.plan import plan_regimen, subject_arrays
 
-ROOT = Path(__file__).resolve().parents[1]
+from closed_forms import one_cmt_oral_conc
+from paths import ROOT
+
 TRUTH = json.loads((ROOT / "datasets" / "temsirolimus" / "truth.json").read_text())
 #: Covariates at the references of every temsirolimus covariate effect (multipliers all 1).
 REFERENCE_SUBJECT = {"BSA": 1.85, "HCT": 35.1, "CYP3A4_INH": 0, "CYP3A4_IND": 0}
@@ -42,16 +42,9 @@ QUIET = dict(progress_bar=False)
 
 
 @pytest.fixture(scope="module")
-def one_cmt_data():
+def one_cmt_data(one_cmt_iv_design):
     """A 10-subject one-compartment IV study (the data only give studies and provenance)."""
-    rows = []
-    for i in range(10):
-        rows.append(dict(ID=i + 1, TIME=0.0, EVID=1, AMT=100.0, DV=np.nan, WT=60.0 + 2 * i))
-        rows += [
-            dict(ID=i + 1, TIME=t, EVID=0, AMT=0.0, DV=1.0, WT=60.0 + 2 * i)
-            for t in (1.0, 4.0, 12.0)
-        ]
-    return pd.DataFrame(rows)
+    return one_cmt_iv_design(10, (1.0, 4.0, 12.0), covariates=lambda i: {"WT": 60.0 + 2 * i})
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import subprocess
 import sys
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -17,7 +16,8 @@ import pkpd
 from pkpd.data import DatasetError
 from pkpd.data.arrays import events_frame, unpad_points
 
-ROOT = Path(__file__).resolve().parents[1]
+from paths import ROOT
+
 EXAMPLE = ROOT / "datasets" / "examples" / "two_studies.csv"
 
 

@@ -60,7 +60,7 @@ def test_dose_grid_holds_every_dose_and_evaluation_time():
     nodes = np.asarray(nodes)
     per_dose = 1 + len(forced.START_OFFSETS) + len(forced.INFUSION_FRACTIONS)
     per_dose += 1 + len(forced.DEFAULT_OFFSETS)
-    # the size the accuracy (tests/test_temsirolimus_model.py) and the cost
+    # the size the accuracy (tests/models/test_temsirolimus_model.py) and the cost
     # (benchmarks/RESULTS.md) were measured with: 11 nodes a dose, 32 uniform ones
     assert per_dose == 11
     assert nodes.shape == (32 + 3 * per_dose + 4,)

@@ -12,7 +12,7 @@ import pytest
 import pkpd
 from pkpd.data import DatasetError
 
-BAD = Path(__file__).parent / "data" / "bad"
+BAD = Path(__file__).parent / "bad"
 EXPECTED = tomllib.loads((BAD / "expected.toml").read_text())
 
 

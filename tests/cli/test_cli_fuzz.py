@@ -14,11 +14,12 @@ import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from memory_limits import memory_allowance
 
 import pkpd
 from pkpd.cli import main
 from pkpd.data import DatasetError
+
+from memory_limits import memory_allowance
 
 HEADER = ["ID", "TIME", "EVID", "AMT", "DV", "WT", "LAG"]
 ROWS = [

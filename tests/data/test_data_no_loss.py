@@ -12,12 +12,13 @@ import io
 import numpy as np
 import pandas as pd
 import pytest
-from memory_limits import memory_allowance
 
 import pkpd
 from pkpd.data import DatasetError
 from pkpd.data.errors import MAX_PROBLEMS_SHOWN_PER_KIND
 from pkpd.data.reader import MAX_IMPLIED_DOSES_PER_RECORD, MAX_IMPLIED_DOSES_PER_SUBJECT
+
+from memory_limits import memory_allowance
 
 
 def read_text(text: str, **kw) -> pkpd.Dataset:

@@ -20,7 +20,8 @@ import pytest
 
 import pkpd
 
-ROOT = Path(__file__).resolve().parents[1]
+from paths import ROOT
+
 DEPS = next(p for p in map(Path, sys.path) if p.name == "site-packages" and (p / "jax").is_dir())
 
 

@@ -12,13 +12,13 @@ from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-import browser
 import pytest
+
+import browser
+from paths import ROOT
 
 pytest.importorskip("sphinx")
 pytest.importorskip("myst_nb")
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")

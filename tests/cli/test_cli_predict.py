@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -12,11 +11,10 @@ import pytest
 
 from pkpd.cli import main
 
-REF = Path(__file__).resolve().parents[1].parent / "shared/reference/nmtests"
-needs_ref = pytest.mark.skipif(
-    not REF.is_dir(),
-    reason=f"NONMEM reference tables not found at {REF} (kept beside the clone, GPL upstream)",
-)
+from paths import NMTESTS, needs_nmtests
+
+REF = NMTESTS
+needs_ref = needs_nmtests
 PRIMARY = REF / "mrgsolve_nmtests" / "1001_input.csv"
 PARAMS = "cl=1.1,v=20,ka=1.5,lag_central=LAGT,f_central=BIOAV,dur_central=DUR2"
 

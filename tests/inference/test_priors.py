@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
 import jax.numpy as jnp
 import numpy as np
@@ -15,7 +14,9 @@ import pkpd
 from pkpd.inference.priors import Dist, PriorsError, load_priors
 from pkpd.models import Model
 
-PRIORS = Path(__file__).resolve().parents[1] / "priors"
+from paths import ROOT
+
+PRIORS = ROOT / "priors"
 GENERIC = [
     "one_cmt_iv",
     "one_cmt_oral",

@@ -22,15 +22,16 @@ import io
 import re
 from html.parser import HTMLParser
 
-import browser
 import numpy as np
 import pytest
 from PIL import Image
-from test_diagnostics import PRIORS, fake_simulation, quick_fit, simulate_study
 
 import pkpd
 from pkpd.cli import main
 from pkpd.report import build_sections
+
+import browser
+from studies import PRIORS, fake_simulation, quick_fit, simulate_study
 
 HOSTILE_ID = "<b>S{}</b>&"
 HOSTILE_STUDIES = ("A<i>&", "B<script>")
