@@ -139,6 +139,18 @@ def _add_data_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_occasions_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--occasions",
+        default=None,
+        metavar="RULE",
+        help="derive occasions from the doses where the data have no OCC column: 'dose' (each "
+        "dose record followed by an observation starts one) or 'every N h|d|w' (cycles from "
+        "each subject's first dose); the summary shows occasions per subject, and a fit "
+        "whose priors give a parameter an iov entry varies it between them",
+    )
+
+
 class _PrintUnitWarnings:
     """Within the block, :class:`pkpd.data.DataUnitWarning` is printed at once as one
     ``WARNING: ...`` line on stderr (other warnings as usual)."""
@@ -261,7 +273,12 @@ def _fit(args: argparse.Namespace) -> int:
     try:
         check_outputs({"--out": args.out}, {"data": args.data, "--priors": args.priors})
         # read with the model's DVID codes and units (and --dvid, --dv-unit, --molar-mass)
-        ds = read_dataset(args.data, model=load_model(args.model), **data_options(args))
+        ds = read_dataset(
+            args.data,
+            model=load_model(args.model),
+            occasions=args.occasions,
+            **data_options(args),
+        )
         priors = args.priors
         if args.error:
             from pkpd.inference.priors import load_priors
@@ -661,14 +678,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["mg", "mg/m2"],
         help="unit of AMT where the data have no AMTU column (default mg)",
     )
-    v.add_argument(
-        "--occasions",
-        default=None,
-        metavar="RULE",
-        help="derive occasions from the doses where the data have no OCC column: 'dose' (each "
-        "dose record followed by an observation starts one) or 'every N h|d|w' (cycles from "
-        "each subject's first dose); the summary shows occasions per subject",
-    )
+    _add_occasions_option(v)
     _add_data_options(v)
     v.set_defaults(func=_validate)
     pr = sub.add_parser(
@@ -738,6 +748,7 @@ def build_parser() -> argparse.ArgumentParser:
         "default: every endpoint in the data",
     )
     _add_data_options(f)
+    _add_occasions_option(f)
     f.add_argument(
         "--error",
         action="append",

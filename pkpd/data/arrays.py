@@ -79,6 +79,24 @@ class SubjectData:
     #: ``[S, D]``) when it depends on the data only, computed once on the host by the fit
     #: (:meth:`pkpd.models.Model.precompute`); ``None`` elsewhere.
     grid: Any = None
+    #: Occasions (data with an ``OCC`` column or occasions derived from the doses; ``None``
+    #: elsewhere). ``point_occ`` ``[S, P]`` and ``dose_occ`` ``[S, D]``: the occasion index
+    #: (0-based, in time order within the subject) of each point and dose (a record's own
+    #: occasion; an implied ``ADDL`` dose takes the occasion its time falls in, a dose at an
+    #: occasion's first time belonging to that occasion). ``occ_start``, ``occ_seq``,
+    #: ``occ_segment`` ``[S, O]``: time, ``seq`` and ``segment`` of each occasion's first
+    #: record; ``occ_valid`` ``[S, O]``: a real occasion (padding repeats the last one).
+    point_occ: Any = None
+    dose_occ: Any = None
+    occ_start: Any = None
+    occ_seq: Any = None
+    occ_segment: Any = None
+    occ_valid: Any = None
+
+    @property
+    def has_occasions(self) -> bool:
+        """Whether the arrays carry occasions (:attr:`point_occ` and friends)."""
+        return self.point_occ is not None
 
 
 jax.tree_util.register_dataclass(
@@ -154,6 +172,9 @@ def pad_dataset(ds, *, prediction_rows: str = "observations") -> PaddedData:
         point_cov=np.zeros((S, P, K)), cov=np.zeros((S, K)), study=np.zeros(S, dtype=np.int32),
     )  # fmt: skip
     time = r["TIME"].to_numpy(dtype=float)
+    occ = _occasion_arrays(r, subjects, rows_by_subject, ev_groups, is_point, seq, segment, D, P)
+    if occ is not None:
+        out.update(occ)
     for si, s in enumerate(subjects):
         rows = rows_by_subject[s]
         out["cov"][si] = cov_all[rows[0]]
@@ -204,6 +225,55 @@ def pad_dataset(ds, *, prediction_rows: str = "observations") -> PaddedData:
         covariates=tuple(covs),
         prediction_rows=prediction_rows,
     )
+
+
+def _occasion_arrays(r, subjects, rows_by_subject, ev_groups, is_point, seq, segment, D, P):
+    """The occasion fields of :class:`SubjectData` (``None`` when the records have no ``OCC``)."""
+    if "OCC" not in r.columns:
+        return None
+    S = len(subjects)
+    labels = r["OCC"].astype(str).to_numpy()
+    time = r["TIME"].to_numpy(dtype=float)
+    starts = []  # per subject: record rows of each occasion's first record
+    for s in subjects:
+        rows = rows_by_subject[s]
+        first = {}
+        for i in rows:
+            first.setdefault(labels[i], i)
+        starts.append(list(first.values()))
+    n_occ = max(len(x) for x in starts)
+    out = dict(
+        point_occ=np.zeros((S, P), dtype=np.int32),
+        dose_occ=np.zeros((S, D), dtype=np.int32),
+        occ_start=np.zeros((S, n_occ)),
+        occ_seq=np.zeros((S, n_occ), dtype=np.int32),
+        occ_segment=np.zeros((S, n_occ), dtype=np.int32),
+        occ_valid=np.zeros((S, n_occ), dtype=bool),
+    )
+    for si, s in enumerate(subjects):
+        rows = rows_by_subject[s]
+        first = starts[si]
+        index = {labels[i]: k for k, i in enumerate(first)}
+        n = len(first)
+        pad = first + [first[-1]] * (n_occ - n)
+        out["occ_start"][si] = time[pad]
+        out["occ_seq"][si] = seq[pad]
+        out["occ_segment"][si] = segment[pad]
+        out["occ_valid"][si, :n] = True
+        prow = rows[is_point[rows]]
+        out["point_occ"][si, : len(prow)] = [index[labels[i]] for i in prow]
+        if len(prow):
+            out["point_occ"][si, len(prow) :] = index[labels[prow[-1]]]
+        g = ev_groups.get(s)
+        if g is not None and len(g):
+            own = np.array([index[labels[i]] for i in g["ROW"].to_numpy()], dtype=np.int32)
+            # an implied ADDL dose (SEQ -1) acts in the occasion its time falls in
+            by_time = np.searchsorted(time[first], g["TIME"].to_numpy(dtype=float), "right") - 1
+            implied = g["SEQ"].to_numpy() < 0
+            d_occ = np.where(implied, np.maximum(by_time, 0), own)
+            out["dose_occ"][si, : len(g)] = d_occ
+            out["dose_occ"][si, len(g) :] = d_occ[-1]
+    return out
 
 
 def unpad_points(padded: PaddedData, values: np.ndarray, n_records: int) -> np.ndarray:

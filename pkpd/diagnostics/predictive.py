@@ -264,12 +264,20 @@ def posterior_predictive(
     with_bsv, corr = H.subject_effect_parameters(spec, post)
     with_study = [p for p in spec.estimated if f"eta_study_{p}" in post]
 
+    occ_valid = None if not spec.iov else jnp.asarray(spec.padded.data.occ_valid)
+
     def replicate_fn(d, key):
-        k_eta, k_corr, k_eps = jax.random.split(key, 3)
+        k_eta, k_corr, k_eps, k_occ = jax.random.split(key, 4)
         z = jax.random.normal(k_eta, (len(with_bsv), S))
         zc = jax.random.normal(k_corr, (S, len(corr))) if corr else None
         eta = H.new_subject_effects(d, with_bsv, corr, z, zc)
         eta_study = {p: d[f"eta_study_{p}"][study] for p in with_study}
+        # new occasions too: κ ~ N(0, ω_iov²) per subject and occasion of the design
+        zk = jax.random.normal(k_occ, (len(spec.iov),) + (occ_valid.shape if spec.iov else ()))
+        kappa = {
+            p: jnp.where(occ_valid, d[f"omega_iov_{p}"] * zk[i], 0.0)
+            for i, p in enumerate(spec.iov)
+        }
         params = H.individual_parameters(
             spec,
             H.population(spec, d),
@@ -278,6 +286,7 @@ def posterior_predictive(
             beta=H.covariate_effects(spec, d),
             effect_values=eff_vals,
             n=S,
+            kappa=kappa,
         )
         f = predict(params)
         add, prop, sig = H.residual_sds(spec, d)
@@ -300,6 +309,7 @@ def posterior_predictive(
         needed
         | {f"omega_{p}" for p in with_bsv + corr}
         | {f"eta_study_{p}" for p in with_study}
+        | {f"omega_iov_{p}" for p in spec.iov}
         | set(sigma_names)
         | ({"corr_cholesky"} if corr else set())
     )

@@ -41,6 +41,8 @@ def prior_distributions(fit) -> dict[str, tuple[object, float]]:
             out[f"omega_{p}"] = (pp.bsv, 1.0)
         if pp.bsv_study is not None:
             out[f"omega_study_{p}"] = (pp.bsv_study, 1.0)
+        if pp.iov is not None:
+            out[f"omega_iov_{p}"] = (pp.iov, 1.0)
     for eff in json.loads(idata.attrs.get("covariate_effects_detail", "[]")):
         prior = dict(eff["prior"])
         fam = prior.pop("family")

@@ -17,7 +17,19 @@ import pandas as pd
 from pkpd.diagnostics._common import as_fit
 from pkpd.inference.summary import ESS_MIN, RHAT_MAX  # the thresholds `pkpd fit` uses
 
-_KIND_ORDER = ("typical value", "covariate effect", "between-subject SD", "between-study SD")
+_KIND_ORDER = (
+    "typical value",
+    "covariate effect",
+    "between-subject SD",
+    "between-occasion SD",
+    "between-study SD",
+)
+#: Kinds of SD whose CV a log-normal parameter's row shows, and the prefix of their variables.
+_SD_PREFIX = {
+    "between-subject SD": "omega_",
+    "between-occasion SD": "omega_iov_",
+    "between-study SD": "omega_study_",
+}
 
 
 def _kind(name: str) -> str:
@@ -25,6 +37,8 @@ def _kind(name: str) -> str:
         return "typical value"
     if name.startswith("omega_study_"):
         return "between-study SD"
+    if name.startswith("omega_iov_"):
+        return "between-occasion SD"
     if name.startswith("omega_"):
         return "between-subject SD"
     if name.startswith("beta_"):
@@ -108,6 +122,8 @@ def _prior_text(idata) -> dict[str, str]:
             out[f"omega_{p}"] = fmt(e["bsv"])
         if e.get("bsv_study"):
             out[f"omega_study_{p}"] = fmt(e["bsv_study"])
+        if e.get("iov"):
+            out[f"omega_iov_{p}"] = fmt(e["iov"])
     for name, e in (raw.get("covariates") or {}).items():
         if isinstance(e, dict) and "prior" in e:
             out[f"beta_{name}"] = fmt(e["prior"])
@@ -122,7 +138,9 @@ def _prior_text(idata) -> dict[str, str]:
 
 
 def shrinkage(fit) -> pd.Series:
-    r"""Shrinkage (%) of each parameter's subject effects, ``100 (1 − SD(E[η_i|y]) / ω)``.
+    r"""Shrinkage (%) of each parameter's subject effects, ``100 (1 − SD(E[η_i|y]) / ω)``, and
+    of its occasion effects (index ``iov_<p>``), ``100 (1 − SD(E[κ_ik|y]) / ω_iov)`` over the
+    subjects' real occasions.
 
     ``E[η_i|y]`` is the posterior mean of subject ``i``'s effect and ``ω`` the posterior median
     of the between-subject SD. Near 0: the data pin down each subject; above ~30%: individual
@@ -141,6 +159,15 @@ def shrinkage(fit) -> pd.Series:
         mean_eta = post[v].mean(("chain", "draw")).values
         om = float(post[f"omega_{p}"].median().values)
         out[p] = 100.0 * (1.0 - float(np.std(mean_eta, ddof=1)) / om) if om > 0 else np.nan
+    for v in post.data_vars:
+        if not v.startswith("kappa_") or f"omega_iov_{v[len('kappa_') :]}" not in post:
+            continue
+        p = v[len("kappa_") :]
+        mean_k = post[v].mean(("chain", "draw")).values
+        valid = np.asarray(idata.constant_data["occasion_valid"].values, dtype=bool)
+        om = float(post[f"omega_iov_{p}"].median().values)
+        sd = float(np.std(mean_k[valid], ddof=1))
+        out[f"iov_{p}"] = 100.0 * (1.0 - sd / om) if om > 0 else np.nan
     return pd.Series(out, name="shrinkage_percent", dtype=float)
 
 
@@ -193,8 +220,8 @@ def parameter_table(fit, *, prob: float = 0.90) -> pd.DataFrame:
             f"cv_{hi_c}": np.nan,
             "shrinkage_percent": np.nan,
         }
-        if kind in ("between-subject SD", "between-study SD"):
-            p = v[len("omega_study_") :] if kind == "between-study SD" else v[len("omega_") :]
+        if kind in _SD_PREFIX:
+            p = v[len(_SD_PREFIX[kind]) :]
             if transforms.get(p, "log") == "log":
                 # monotone in omega: quantiles of the CV are the CV of omega's quantiles
                 row["cv_percent"] = float(cv_percent(row["median"]))
@@ -203,6 +230,8 @@ def parameter_table(fit, *, prob: float = 0.90) -> pd.DataFrame:
             row["unit"] = "SD, logit scale" if transforms.get(p) == "logit" else "SD, log scale"
             if kind == "between-subject SD" and p in shr.index:
                 row["shrinkage_percent"] = float(shr[p])
+            if kind == "between-occasion SD" and f"iov_{p}" in shr.index:
+                row["shrinkage_percent"] = float(shr[f"iov_{p}"])
         row.update(
             r_hat=_rhat(x),
             ess_bulk=_ess(x, "bulk"),

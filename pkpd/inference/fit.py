@@ -345,7 +345,11 @@ def fit(
     unravel = objective.unravel
     u0 = unravel(flat_map)
     lap("map")
-    bsv = tuple(p for p in spec.estimated if spec.priors.parameters[p].bsv is not None)
+    # a parameter with inter-occasion variability keeps its subject effects non-centred (its
+    # individual values are per occasion; the centred form would need them per subject)
+    bsv = tuple(
+        p for p in spec.estimated if spec.priors.parameters[p].bsv is not None and p not in spec.iov
+    )
     if spec.parameterization == "centered":
         spec.centered = bsv
     elif spec.parameterization == "auto" and bsv:

@@ -171,6 +171,8 @@ def _choose_centered(spec, objective, flat_map):
         if pri.parameters[p].bsv is not None and p not in where:
             where[p] = (f"z_{p}", None)
     names = list(where)
+    # parameters with inter-occasion variability stay non-centred (values per occasion)
+    skip = set(spec.iov)
 
     def column(tree, p):
         site, k = where[p]
@@ -196,13 +198,15 @@ def _choose_centered(spec, objective, flat_map):
         except np.linalg.LinAlgError:
             pass  # not positive definite at the MAP: count the subject as uninformed
     chosen, subjects = [], {}
-    if spec.correlated and all(
-        float(np.mean(var[:, names.index(p)])) <= 0.5 for p in spec.correlated
+    if (
+        spec.correlated
+        and not skip & set(spec.correlated)
+        and all(float(np.mean(var[:, names.index(p)])) <= 0.5 for p in spec.correlated)
     ):
         chosen += list(spec.correlated)
     for j, p in enumerate(names):
         rich = var[:, j] <= 0.5
-        if p in spec.correlated or not rich.any():
+        if p in spec.correlated or p in skip or not rich.any():
             continue
         chosen.append(p)
         if not rich.all():

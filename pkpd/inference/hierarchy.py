@@ -14,11 +14,14 @@ For parameter :math:`p` with transform :math:`T` (log, logit or identity) and mu
 
 with :math:`η_{p,i} = ω_p z_{p,i}`, :math:`z \sim N(0, 1)` (correlated parameters:
 :math:`η_i = \mathrm{diag}(ω) L z_i`, :math:`L` the Cholesky factor of their correlation)
-and :math:`η_{study} = ω_{study} z_{study}`.
+and :math:`η_{study} = ω_{study} z_{study}`. A parameter with inter-occasion variability adds
+:math:`κ_{p,i,k} = ω^{iov}_p z^{iov}_{p,i,k}` in occasion :math:`k` of subject :math:`i` (one SD
+shared by every occasion), so its individual value is ``[subject, occasion]``.
 
 Site names (the variables of a fit's posterior): ``pop_<p>``, ``omega_<p>``,
-``omega_study_<p>``, ``eta_<p>`` [subject], ``eta_study_<p>`` [study], ``theta_<p>``
-[subject], ``beta_<effect>``, ``corr_cholesky``, and per endpoint ``sigma_add_<e>``,
+``omega_study_<p>``, ``omega_iov_<p>``, ``eta_<p>`` [subject], ``eta_study_<p>`` [study],
+``kappa_<p>`` [subject, occasion], ``theta_<p>`` [subject] (or [subject, occasion] with
+inter-occasion variability), ``beta_<effect>``, ``corr_cholesky``, and per endpoint ``sigma_add_<e>``,
 ``sigma_prop_<e>``, ``sigma_log_<e>``, ``sigma_logit_<e>`` (:data:`SIGMA_PREFIX`).
 """
 
@@ -88,7 +91,7 @@ def subject_mean(spec, p, pop, eta_study, beta, effect_values, n):
     return z
 
 
-def individual_parameters(spec, pop, *, eta, eta_study, beta, effect_values, n):
+def individual_parameters(spec, pop, *, eta, eta_study, beta, effect_values, n, kappa=None):
     r"""Individual parameter values of ``n`` subjects (the module docstring's equation).
 
     Parameters
@@ -105,14 +108,20 @@ def individual_parameters(spec, pop, *, eta, eta_study, beta, effect_values, n):
         Value of each covariate effect (by effect name).
     effect_values : mapping
         Covariate value of each subject for each effect (by effect name), ``[n]``.
+    kappa : mapping, optional
+        Occasion effects per parameter on the transformed scale, ``[n, O]``: that
+        parameter's values are then ``[n, O]``.
     """
     pri = spec.priors
+    kappa = kappa or {}
     params = {}
     for p in spec.estimated:
         pp = pri.parameters[p]
         z = subject_mean(spec, p, pop, eta_study, beta, effect_values, n)
         if p in eta:
             z = z + eta[p]
+        if p in kappa:
+            z = z[..., None] + kappa[p]
         params[p] = from_unconstrained(z, pp.transform) * pp.multiplier
     for p, v in spec.fixed.items():
         params[p] = jnp.full(n, v)

@@ -219,8 +219,8 @@ class LaplaceProblem:
             if site["type"] != "sample":
                 continue
             lp = site["fn"].log_prob(site["value"])
-            if name in self.subj_sites:
-                per = per + lp
+            if name in self.subj_sites:  # [S] or [S, ...] (e.g. occasion effects [S, O])
+                per = per + jnp.sum(lp.reshape(self.S, -1), axis=1)
             elif name == "y":
                 per = per + jax.ops.segment_sum(lp, self._obs_subject, num_segments=self.S)
             elif name == "solver_ok":

@@ -20,7 +20,9 @@ def _trim(sub, n_d, n_p):
     out = {}
     for f in dc.fields(sub):
         x = getattr(sub, f.name)
-        if f.name.startswith("dose_"):
+        if x is None:
+            pass
+        elif f.name.startswith("dose_"):
             x = x[:, :n_d]
         elif f.name.startswith("point_"):
             x = x[:, :n_p]
@@ -32,8 +34,8 @@ def _unique_points(sub):
     """Subject arrays with each subject's prediction points made unique, and the map back.
 
     Two records predict the same value when they share the time, the segment, the doses that
-    act on them (:func:`pkpd.pk.analytic.host_given_mask`: order at equal times included) and
-    the point covariates: e.g. a parent and a metabolite sample drawn together. Models may use
+    act on them (:func:`pkpd.pk.analytic.host_given_mask`: order at equal times included), the
+    occasion and the point covariates: e.g. a parent and a metabolite sample drawn together. Models may use
     only those (the prediction API's contract), so each such set is predicted once. Returns
     ``(unique, inverse)`` with ``inverse[s, p]`` the unique slot of point ``p``; padded points
     map to an invalid slot (whose value is 0 with pair layouts).
@@ -48,6 +50,7 @@ def _unique_points(sub):
     valid = np.asarray(sub.point_valid)
     cov = np.asarray(sub.point_cov, dtype=float).reshape(S, P, -1)
     seg = np.asarray(sub.point_segment)
+    occ = np.zeros((S, P), dtype=np.int32) if sub.point_occ is None else np.asarray(sub.point_occ)
     reps, inverse = [], np.zeros((S, P), dtype=np.int32)
     for i in range(S):
         slots: dict[tuple, int] = {}
@@ -57,6 +60,7 @@ def _unique_points(sub):
                 bool(valid[i, j]),
                 round(float(p_t[i, j]) / TIME_TOL),
                 int(seg[i, j]),
+                int(occ[i, j]),
                 given[i, :, j].tobytes(),
                 cov[i, j].tobytes(),
             )
@@ -72,7 +76,7 @@ def _unique_points(sub):
     out = {}
     for f in dc.fields(sub):
         x = getattr(sub, f.name)
-        if f.name.startswith("point_"):
+        if f.name.startswith("point_") and x is not None:
             x = np.take_along_axis(
                 np.asarray(x), take.reshape(take.shape + (1,) * (np.ndim(x) - 2)), axis=1
             )

@@ -71,6 +71,9 @@ def build_model(spec: FitSpec):
         bool(np.any(spec.obs_blq)),
     )
     predict = observation_predictor(spec)
+    n_occ = spec.n_occasions
+    if spec.iov:
+        occ_valid = jnp.asarray(spec.padded.data.occ_valid)
 
     levels = spec.levels
 
@@ -172,8 +175,22 @@ def build_model(spec: FitSpec):
                     with numpyro.plate("subject", S):
                         zi = numpyro.sample(f"z_{p}", nd.Normal(0.0, 1.0))
                     eta[p] = numpyro.deterministic(f"eta_{p}", om * zi)
+        kappa = {}
+        for p in spec.iov:
+            om = _sample(f"omega_iov_{p}", pri.parameters[p].iov)
+            with numpyro.plate("subject", S, dim=-2), numpyro.plate("occasion", n_occ, dim=-1):
+                zk = numpyro.sample(f"z_iov_{p}", nd.Normal(0.0, 1.0))
+            # padded occasions (a subject with fewer than the most) have no data: κ = 0 there
+            kappa[p] = numpyro.deterministic(f"kappa_{p}", jnp.where(occ_valid, om * zk, 0.0))
         params = individual_parameters(
-            spec, pop, eta=eta, eta_study=eta_study, beta=beta, effect_values=eff_vals, n=S
+            spec,
+            pop,
+            eta=eta,
+            eta_study=eta_study,
+            beta=beta,
+            effect_values=eff_vals,
+            n=S,
+            kappa=kappa,
         )
         for p in spec.estimated:
             numpyro.deterministic(f"theta_{p}", params[p])

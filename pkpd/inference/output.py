@@ -115,6 +115,10 @@ def _to_inference_data(spec: FitSpec, flat, ll, n_chains, extra, attrs):
         post[name] = arr
         if name.startswith(("eta_study_",)):
             dims[name] = ["study"]
+        elif name.startswith("kappa_") or (
+            name.startswith("theta_") and name[len("theta_") :] in spec.iov
+        ):
+            dims[name] = ["subject", "occasion"]
         elif name.startswith(("eta_", "theta_")):
             dims[name] = ["subject"]
         elif name == "corr_cholesky":
@@ -129,6 +133,9 @@ def _to_inference_data(spec: FitSpec, flat, ll, n_chains, extra, attrs):
         "covariate": list(spec.padded.covariates),
         "dose": np.arange(d.dose_time.shape[1]),
     }
+    if spec.iov:
+        # the k-th occasion of each subject in time order (labels: constant_data occasion_label)
+        coords["occasion"] = np.arange(1, spec.n_occasions + 1)
     if spec.correlated:
         coords["corr_row"] = spec.correlated
         coords["corr_col"] = spec.correlated
@@ -149,6 +156,10 @@ def _to_inference_data(spec: FitSpec, flat, ll, n_chains, extra, attrs):
         "dose_mask": np.asarray(d.dose_mask).astype(np.int8),
     }
     cdims = {k: ["obs"] for k in constant if k.startswith("obs_")}
+    if spec.iov:
+        constant["occasion_start"] = np.asarray(d.occ_start)
+        constant["occasion_valid"] = np.asarray(d.occ_valid).astype(np.int8)
+        cdims.update(occasion_start=["subject", "occasion"], occasion_valid=["subject", "occasion"])
     # the checked data records, so a fit file alone can be diagnosed and simulated from; each
     # column under its netCDF-safe name (pkpd.inference.names), the original in the
     # variable's original_name attribute and in attrs["data_columns"]
@@ -184,6 +195,7 @@ def _to_inference_data(spec: FitSpec, flat, ll, n_chains, extra, attrs):
         ),
         "estimated": json.dumps(spec.estimated),
         "fixed": json.dumps(spec.fixed),
+        "iov": json.dumps(spec.iov),
         "data_columns": json.dumps([[str(c), safe[c]] for c in rec.columns], ensure_ascii=False),
         "covariate_effects": json.dumps([e.name for e in spec.effects]),
         "covariate_effects_detail": json.dumps([describe_effect(e) for e in spec.effects]),

@@ -150,9 +150,9 @@ class Dist:
 class ParameterPrior:
     """Prior of one structural parameter's typical value, with its variability priors.
 
-    ``bsv`` and ``bsv_study`` are priors on the standard deviations of the subject and study
-    random effects on the ``transform`` scale (log: ω ≈ CV for small ω); ``None`` = no such
-    effect.
+    ``bsv``, ``bsv_study`` and ``iov`` are priors on the standard deviations of the subject,
+    study and occasion (inter-occasion, within subject) random effects on the ``transform``
+    scale (log: ω ≈ CV for small ω); ``None`` = no such effect.
     """
 
     name: str
@@ -161,6 +161,7 @@ class ParameterPrior:
     transform: str = "log"
     bsv: Dist | None = None
     bsv_study: Dist | None = None
+    iov: Dist | None = None
     source: str = ""
     assumption: bool = False
     #: The parameter's value is ``multiplier`` x a draw from ``prior`` (100 for percentages,
@@ -608,7 +609,8 @@ class _Checker:
                 return None
             expected = self.known[name]
         allowed = {
-            "unit", "prior", "transform", "bsv", "bsv_study", "source", "assumption", "optional",
+            "unit", "prior", "transform", "bsv", "bsv_study", "iov", "source", "assumption",
+            "optional",
         }  # fmt: skip
         for k in entry:
             if k not in allowed:
@@ -640,6 +642,7 @@ class _Checker:
             if "bsv_study" in entry
             else None
         )
+        iov = self._dist(where, "iov", entry["iov"], "positive") if "iov" in entry else None
         source = self._source(where, entry)
         if prior is None:
             return None
@@ -650,6 +653,7 @@ class _Checker:
             transform=transform,
             bsv=bsv,
             bsv_study=bsv_study,
+            iov=iov,
             source=source,
             assumption=bool(entry.get("assumption", False)),
             multiplier=multiplier,

@@ -78,6 +78,9 @@ class FitSpec:
     #: samples those studies' mean value, not the population's (:func:`_choose_anchors`);
     #: set by :func:`fit`.
     anchors: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    #: Parameters with inter-occasion variability (an ``iov`` prior): one effect per subject
+    #: and occasion, ``kappa_<p>`` [subject, occasion].
+    iov: list[str] = field(default_factory=list)
 
     def centered_mask(self, p: str) -> np.ndarray:
         """Which subjects' effects on ``p`` are sampled centred (bool array [subjects])."""
@@ -92,6 +95,12 @@ class FitSpec:
     @property
     def n_studies(self) -> int:
         return len(self.padded.studies)
+
+    @property
+    def n_occasions(self) -> int:
+        """Occasions of the subject with the most (1 when the data have none)."""
+        d = self.padded.data
+        return 1 if d.occ_start is None else int(np.shape(d.occ_start)[1])
 
 
 def prepare(
@@ -180,6 +189,7 @@ def prepare(
     ]
     if problems:
         raise FitError("; ".join(problems))
+    iov = iov_parameters(model, priors, padded, ds, estimated)
 
     # covariate effects: names of effects in the priors, or expressions ("cl,v~WT ...")
     from pkpd.inference.covariates import CovariateSpecError, is_expression, parse_expression
@@ -286,7 +296,43 @@ def prepare(
         obs_line=line,
         correlated=[p for p in corr if p in estimated],
         requested_covariates=requested,
+        iov=iov,
     )
+
+
+def iov_parameters(model, priors, padded, ds, estimated) -> list[str]:
+    """The parameters with inter-occasion variability, checked against the data and model
+    (``FitError`` listing every problem)."""
+    with_iov = [p for p, pp in priors.parameters.items() if pp.iov is not None]
+    if not with_iov:
+        return []
+    problems = []
+    fixed = [p for p in with_iov if p not in estimated]
+    if fixed:
+        problems.append(
+            f"iov prior on parameter(s) {', '.join(fixed)} that the fit does not estimate (a "
+            "fixed prior or not a parameter of the model); remove their iov entries"
+        )
+    d = padded.data
+    if d.occ_start is None:
+        problems.append(
+            f"the priors give inter-occasion variability (iov) on {', '.join(with_iov)}, but the "
+            "data have no occasions: add an OCC column, or derive occasions from the doses "
+            "(pkpd.read_dataset(..., occasions='dose' or 'every 1 w'); CLI --occasions)"
+        )
+    unsupported = [p for p in with_iov if p in estimated and p not in model.occasion_parameters]
+    if unsupported:
+        can = ", ".join(model.occasion_parameters) or "none"
+        problems.append(
+            f"model {model.name!r} cannot change parameter(s) {', '.join(unsupported)} between "
+            f"occasions (parameters it can: {can}); remove their iov entries"
+        )
+    if d.occ_start is not None:
+        lines = ds.records["LINE"].to_numpy()
+        problems += model.occasion_problems(d, lambda row: int(lines[row]))
+    if problems:
+        raise FitError("; ".join(problems))
+    return [p for p in estimated if priors.parameters[p].iov is not None]
 
 
 def model_options(model) -> dict:

@@ -219,6 +219,16 @@ class Model(abc.ABC):
         name = self.compartments.get(self.default_dose_compartment, "")
         return "oral" if str(name).lower() in ABSORPTION_COMPARTMENTS else "iv"
 
+    @property
+    def occasion_parameters(self) -> tuple[str, ...]:
+        """Parameters that may change from one occasion to the next (inter-occasion
+        variability). :meth:`predict` takes each of them as a scalar or as ``[O]`` (one value
+        per occasion of ``subject``: its ``point_occ``, ``dose_occ``, ``occ_start``, ... fields,
+        :class:`pkpd.data.arrays.SubjectData`), and says in its docstring what happens to drug
+        given in one occasion and still present in the next. Default: none (a fit with an
+        ``iov`` prior on a parameter not listed here is refused before sampling)."""
+        return ()
+
     # -- variants -----------------------------------------------------------------------------
     def with_endpoints(self, endpoints: Sequence[str]) -> Model:
         """The model predicting only ``endpoints``; default: the model itself, which must then
@@ -253,6 +263,12 @@ class Model(abc.ABC):
     def check_subject(self, subject) -> list[str]:
         """Problems that make predictions meaningless for these subjects (one or a padded
         batch), e.g. doses into a compartment the model cannot dose; empty when none."""
+        return []
+
+    def occasion_problems(self, subjects, line) -> list[str]:
+        """Problems that keep parameters per occasion from being exact on these data (a padded
+        batch with occasions; ``line(row)`` gives a record's data line); checked by a fit with
+        inter-occasion variability before sampling. Default none."""
         return []
 
     # -- optional precomputation and fast forms -----------------------------------------------

@@ -238,25 +238,61 @@ class ODEModel(Model):
             ]
         return []
 
+    @property
+    def occasion_parameters(self) -> tuple[str, ...]:
+        """Every parameter may change between occasions (see :meth:`predict`)."""
+        return tuple(self.params)
+
     def predict(self, params, subject):
+        """Every endpoint at each point of one subject (``{endpoint: [P], "ok": bool}``).
+
+        A parameter may be given per occasion (``[O]``, data with occasions): the equations
+        then use occasion ``k``'s value from its first record's time until the next occasion
+        starts (the solver restarts there), so drug given in one occasion and still present in
+        the next simply moves on under the new values; observations at a time use the values
+        in force then (at an occasion's first time, the new occasion's). ``initial`` sees the
+        first occasion's values.
+        """
         from pkpd.pk.nonlinear import predict_ode
 
         names = self.states
         index = {s: i for i, s in enumerate(names)}
         eps = self.endpoints
+        by_occ = [k for k, v in params.items() if jnp.ndim(v) == 1]
+        jump_ts = None
+        if by_occ:
+            if getattr(subject, "occ_start", None) is None:
+                raise ValueError(
+                    f"model {self.name!r}: parameter(s) {', '.join(by_occ)} given per occasion, "
+                    "but the subject's data have no occasions"
+                )
+            starts = jnp.asarray(subject.occ_start)
+            jump_ts = starts
+
+            def at(t, p):  # the values in force at time t
+                k = jnp.clip(jnp.searchsorted(starts, t, side="right") - 1, 0, starts.shape[0] - 1)
+                return {n: (v[k] if n in by_occ else v) for n, v in p.items()}
+
+            first = {n: (v[0] if n in by_occ else v) for n, v in params.items()}
+        else:
+
+            def at(t, p):
+                return p
+
+            first = params
 
         def field_fn(t, y, p):
-            d = self.rhs(t, {s: y[i] for i, s in enumerate(names)}, p)
+            d = self.rhs(t, {s: y[i] for i, s in enumerate(names)}, at(t, p))
             return jnp.stack([jnp.broadcast_to(jnp.asarray(d[s], y.dtype), ()) for s in names])
 
         def output_fn(t, y, p):
-            obs = self.observe(t, {s: y[i] for i, s in enumerate(names)}, p)
+            obs = self.observe(t, {s: y[i] for i, s in enumerate(names)}, at(t, p))
             return {e: obs[e] for e in eps}
 
         dtype = jnp.result_type(jnp.asarray(subject.point_time).dtype, jnp.float32)
         y0 = jnp.zeros(len(names), dtype)
         if self.initial is not None:
-            for s, v in self.initial(params).items():
+            for s, v in self.initial(first).items():
                 y0 = y0.at[index[s]].set(v)
         out, ok = predict_ode(
             field_fn,
@@ -267,6 +303,7 @@ class ODEModel(Model):
             dose_states={k: index[v] for k, v in self.doses.items()},
             default_state=index[self.doses[self.default_dose_compartment]],
             y0=y0,
+            jump_ts=jump_ts,
             solver=self.solver,
             rtol=self.rtol,
             atol=self.atol,

@@ -51,6 +51,7 @@ from dataclasses import dataclass
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 
 from pkpd.models.base import ModalForm, Model
 from pkpd.pk import analytic
@@ -205,12 +206,110 @@ class LinearPKModel(Model):
             v = jnp.asarray(params[p], dtype=float)
             if v.ndim != 0:
                 raise ValueError(
-                    f"structural parameter {p!r} must be a scalar for one subject (the analytic "
-                    f"engine superposes all doses with one set of disposition parameters); got "
-                    f"shape {tuple(v.shape)}"
+                    f"structural parameter {p!r} must be a scalar for one subject, or one value "
+                    f"per occasion ([O]) with data that have occasions; got shape "
+                    f"{tuple(v.shape)}"
                 )
             out[p] = v
         return out
+
+    @property
+    def occasion_parameters(self) -> tuple[str, ...]:
+        """Every structural parameter may change between occasions (see :meth:`predict`)."""
+        return self.structural_parameters
+
+    def _by_occasion(self, params) -> bool:
+        return any(jnp.ndim(params[p]) == 1 for p in self.structural_parameters if p in params)
+
+    def _occasion_amounts(self, params, subject, states) -> jnp.ndarray:
+        """Amounts (mg) of ``states`` at each point, ``[P, len(states)]``, with structural
+        parameters per occasion (the :meth:`predict` docstring's semantics)."""
+        if getattr(subject, "occ_start", None) is None:
+            raise ValueError(
+                f"model {self.name!r}: parameters given per occasion, but the subject's data "
+                "have no occasions (an OCC column, or occasions derived from the doses)"
+            )
+        timed = [m for m in self.modifier_parameters if m in params and not m.startswith("f_")]
+        if timed:
+            raise ValueError(
+                f"model {self.name!r}: parameters per occasion with modelled {', '.join(timed)} "
+                "are not supported (a lag or a modelled infusion can carry a dose across an "
+                "occasion boundary); give lags and infusion times in the data"
+            )
+        n_occ = subject.occ_start.shape[0]
+        sp = {}
+        for p in self.structural_parameters:
+            v = jnp.asarray(params[p], dtype=float)
+            if v.ndim not in (0, 1) or (v.ndim == 1 and v.shape[0] != n_occ):
+                raise ValueError(
+                    f"structural parameter {p!r} has shape {tuple(v.shape)}; expected a scalar "
+                    f"or one value per occasion, ({n_occ},)"
+                )
+            sp[p] = jnp.broadcast_to(v, (n_occ,))
+        doses = self._doses(params, subject)
+        t = jnp.asarray(subject.point_time, dtype=float)
+        seq, seg = jnp.asarray(subject.point_seq), jnp.asarray(subject.point_segment)
+        d_occ, p_occ = jnp.asarray(subject.dose_occ), jnp.asarray(subject.point_occ)
+        b = jnp.asarray(subject.occ_start, dtype=float)
+        b_seq, b_seg = jnp.asarray(subject.occ_seq), jnp.asarray(subject.occ_segment)
+        pairs = getattr(subject, "pairs", None)
+        n = len(self.compartments)
+
+        def system(k):
+            spk = {p: v[k] for p, v in sp.items()}
+            return self._disposition(spk), spk.get("ka")
+
+        def given_in(k):  # the doses of occasion k only
+            on = d_occ == k
+            return doses._replace(
+                amount=jnp.where(on, doses.amount, 0.0), rate=jnp.where(on, doses.rate, 0.0)
+            )
+
+        def amounts(k, which, t_, seq_, seg_, pairs_):
+            disp, ka = system(k)
+            dk = given_in(k)
+            return jnp.stack(
+                [
+                    analytic.superpose(
+                        analytic.state_response(disp, ka, state=i),
+                        dk,
+                        t_,
+                        seq_,
+                        seg_,
+                        self.dose_kinds,
+                        pairs_,
+                    )  # fmt: skip
+                    for i in which
+                ],
+                axis=-1,
+            )
+
+        # doses of a point's own occasion, with that occasion's parameters
+        inside = jax.vmap(lambda k: amounts(k, states, t, seq, seg, pairs))(jnp.arange(n_occ))
+        inside = jnp.take_along_axis(inside, p_occ[None, :, None], axis=0)[0]  # [P, ns]
+
+        # the state carried into each occasion: what the previous occasion's doses left at its
+        # start plus what was carried into the previous occasion, moved on with its parameters
+        lam, weights = jax.vmap(lambda k: analytic.state_propagator(*system(k)))(
+            jnp.arange(n_occ)
+        )  # [O, n], [O, n, n, n]
+
+        def move(k, u, x):  # expm(M_k u) @ x
+            return jnp.einsum("m,mij,j->i", jnp.exp(-lam[k] * u), weights[k], x)
+
+        def carry(x_prev, k):
+            left = amounts(k - 1, range(n), b[k][None], b_seq[k][None], b_seg[k][None], None)[0]
+            moved = move(k - 1, b[k] - b[k - 1], x_prev)
+            x = left + jnp.where(b_seg[k] == b_seg[k - 1], moved, 0.0)
+            return x, x
+
+        _, xs = lax.scan(carry, jnp.zeros(n), jnp.arange(1, n_occ))
+        carried = jnp.concatenate([jnp.zeros((1, n)), xs])  # [n_occ, n]
+        tau = jnp.maximum(t - b[p_occ], 0.0)
+        now = jax.vmap(move)(p_occ, tau, carried[p_occ])
+        # not across a reset (EVID 3/4, SS=1) after the occasion's start
+        on = (p_occ > 0) & (seg == b_seg[p_occ])
+        return inside + jnp.where(on[:, None], now[:, list(states)], 0.0)
 
     def _disposition(self, sp):
         if self.n_compartments == 1:
@@ -238,6 +337,8 @@ class LinearPKModel(Model):
         Columns follow :attr:`compartments` (compartment number ``i`` in column ``i-1``).
         """
         self.check_parameters(params)
+        if self._by_occasion(params):
+            return self._occasion_amounts(params, subject, tuple(range(len(self.compartments))))
         sp = self._structural(params)
         disp = self._disposition(sp)
         doses = self._doses(params, subject)
@@ -263,8 +364,9 @@ class LinearPKModel(Model):
         Parameters
         ----------
         params : mapping of str to scalar or array
-            Structural parameters (scalars) and optional dose modifiers (scalars or ``[D]``);
-            see the module docstring. Units as in :attr:`parameters`.
+            Structural parameters (scalars, or ``[O]``: one value per occasion of the subject)
+            and optional dose modifiers (scalars or ``[D]``); see the module docstring. Units
+            as in :attr:`parameters`.
         subject : SubjectData
             One subject (no leading axis), e.g. ``jax.tree.map(lambda x: x[i], padded.data)``.
 
@@ -272,8 +374,28 @@ class LinearPKModel(Model):
         -------
         dict
             ``{"conc": array [P]}`` in ng/mL, ``1000 · A_central / V_central``.
+
+        Notes
+        -----
+        **Parameters per occasion** (inter-occasion variability): parameters are constant
+        within an occasion and change at its first record, as in NONMEM. Drug given in one
+        occasion and still present in the next is carried over as amounts: at each occasion's
+        start the amount in every compartment (depot, central, peripherals) is what the earlier
+        doses left there, and from then on it moves with the new occasion's parameters
+        (``expm(M_k u)``, :func:`pkpd.pk.analytic.state_propagator`); doses of the occasion
+        superpose with its parameters. The concentration is the central amount over the
+        current occasion's volume. A reset (EVID 3/4, SS=1) drops what was carried. Lags and
+        infusion times must then come from the data (a modelled ``lag_``/``dur_``/``rate_``
+        parameter is refused), and an infusion must end before the next occasion starts (a
+        fit checks this before sampling).
         """
         self.check_parameters(params)
+        if self._by_occasion(params):
+            amount = self._occasion_amounts(params, subject, (1 if self.absorption else 0,))[:, 0]
+            vol = jnp.asarray(params["v" if self.n_compartments == 1 else "v1"], dtype=float)
+            if vol.ndim == 1:
+                vol = vol[jnp.asarray(subject.point_occ)]
+            return {"conc": CONC_SCALE * amount / vol}
         sp = self._structural(params)
         disp = self._disposition(sp)
         doses = self._doses(params, subject)
@@ -306,6 +428,32 @@ class LinearPKModel(Model):
         return set(parameters) <= set(self.structural_parameters)
 
     # -- data checks (outside jit) -------------------------------------------------------------
+    def occasion_problems(self, subjects, line) -> list[str]:
+        """Infusions (``RATE`` or ``DUR`` in the data) still running when the next occasion
+        starts: the carried-over amounts at an occasion start cannot hold a running input."""
+        d = subjects
+        rate, dur, amt = np.asarray(d.dose_rate), np.asarray(d.dose_dur), np.asarray(d.dose_amt)
+        length = np.where(
+            rate > 0, amt / np.where(rate > 0, rate, 1.0), np.where(dur > 0, dur, 0.0)
+        )
+        end = np.asarray(d.dose_time) + length
+        n_occ = np.shape(d.occ_start)[1]
+        nxt_i = np.minimum(np.asarray(d.dose_occ) + 1, n_occ - 1)
+        nxt = np.take_along_axis(np.asarray(d.occ_start), nxt_i, axis=1)
+        real_next = np.take_along_axis(np.asarray(d.occ_valid), nxt_i, axis=1) & (
+            np.asarray(d.dose_occ) + 1 < n_occ
+        )
+        bad = np.asarray(d.dose_mask) & real_next & (length > 0) & (end > nxt + 1e-9)
+        if not bad.any():
+            return []
+        rows = sorted(set(np.asarray(d.dose_row)[bad].tolist()))
+        return [
+            f"infusions still running when the next occasion starts (data lines "
+            f"{', '.join(str(line(r)) for r in rows)}); model {self.name!r} with parameters per "
+            "occasion needs an occasion to start after the infusions before it end (start the "
+            "occasion later, or at the infusion's start)"
+        ]
+
     def check_subject(self, subject) -> list[str]:
         """Problems that make predictions meaningless (doses into a compartment the model
         cannot dose); an empty list when none. Works on one subject or a padded batch."""

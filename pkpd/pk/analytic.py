@@ -281,6 +281,49 @@ def state_response(disp: Disposition, ka=None, *, state: int = 0) -> StateRespon
     return StateResponse(poles=jnp.stack([zd, z_central]), coef=jnp.stack([c_depot, c_central]))
 
 
+def state_matrix(disp: Disposition, ka=None) -> jnp.ndarray:
+    r"""The rate matrix :math:`M` of :math:`\dot A = M A` (1/h), states ``(depot, central,
+    peripheral...)`` with ``ka``, ``(central, peripheral...)`` without (the order of
+    :func:`state_response`); ``expm(M u) @ A0`` is the state ``u`` hours after amounts ``A0``
+    with no dosing in between (e.g. drug carried over an occasion boundary)."""
+    npp = disp.k1p.shape[0]
+    off = 0 if ka is None else 1
+    n = off + 1 + npp
+    m = jnp.zeros((n, n))
+    m = m.at[off, off].set(-(disp.k10 + jnp.sum(disp.k1p)))
+    for p in range(npp):
+        q = off + 1 + p
+        m = m.at[off, q].set(disp.kp1[p])
+        m = m.at[q, off].set(disp.k1p[p])
+        m = m.at[q, q].set(-disp.kp1[p])
+    if ka is not None:
+        ka = jnp.asarray(ka, dtype=float)
+        m = m.at[0, 0].set(-ka)
+        m = m.at[off, 0].set(ka)
+    return m
+
+
+def state_propagator(disp: Disposition, ka=None):
+    r"""``(poles, R)`` with ``expm(M u) = Σ_m exp(-poles[m] u) R[m]`` for :func:`state_matrix`'s
+    ``M`` (``R`` ``[n, n, n]``): Sylvester's formula, :math:`R_m = \prod_{l \ne m}
+    (M + \lambda_l I)/(\lambda_l - \lambda_m)`, on the eigenvalues of :math:`-M` (the
+    disposition poles, and ``ka`` split from a pole it meets as in the depot responses, which
+    leaves an error of the order of that split, ~1e-10 relative). The weights are computed
+    once; each time then costs one exponential per pole."""
+    m = state_matrix(disp, ka)
+    n = m.shape[0]
+    poles = disp.poles if ka is None else _confluent_safe_depot_poles(ka, disp.poles)
+    eye = jnp.eye(n)
+    rs = []
+    for i in range(n):
+        r = eye
+        for j in range(n):
+            if j != i:
+                r = r @ (m + poles[j] * eye) / (poles[j] - poles[i])
+        rs.append(r)
+    return poles, jnp.stack(rs)
+
+
 # --------------------------------------------------------------------------------------------
 # Doses
 # --------------------------------------------------------------------------------------------

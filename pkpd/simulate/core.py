@@ -198,6 +198,14 @@ def simulate(
     if not isinstance(typical, (bool, np.bool_)):
         raise SimulationError(f"typical={typical!r}; expected True or False")
     typical = bool(typical)
+    if spec.iov and not typical:
+        raise SimulationError(
+            f"the fit has inter-occasion variability on {', '.join(spec.iov)}; simulating new "
+            "subjects over a regimen's occasions (a new κ per cycle) is not supported yet, and "
+            "leaving it out would understate the spread. Simulate the typical subject "
+            "(typical=True, CLI --typical), or fit without the iov entries to simulate "
+            "populations"
+        )
     if typical and (
         isinstance(n_subjects, bool)
         or not isinstance(n_subjects, (type(None), int, np.integer))

@@ -531,8 +531,11 @@ def test_errors():
     sub = one_subject([dose(0, 100)])
     with pytest.raises(ValueError, match=r"unknown parameter\(s\) v.*missing parameter\(s\) v1"):
         model.predict({"cl": 1.0, "v": 1.0, "q": 1.0, "v2": 2.0}, sub)
-    with pytest.raises(ValueError, match="must be a scalar"):
+    # one value per occasion needs data with occasions; other shapes are refused
+    with pytest.raises(ValueError, match="given per occasion, but the subject's data have no"):
         model.predict({"cl": jnp.ones(3), "v1": 1.0, "q": 1.0, "v2": 2.0}, sub)
+    with pytest.raises(ValueError, match="must be a scalar for one subject, or one value per"):
+        model.predict({"cl": jnp.ones((2, 3)), "v1": 1.0, "q": 1.0, "v2": 2.0}, sub)
     with pytest.raises(ValueError, match="one value per dose event"):
         model.predict(PARAMS["two_cmt_iv"] | {"lag_central": jnp.ones(7)}, sub)
     bad = fixed_shape(one_subject([dose(0, 100, cmt=2)]))
