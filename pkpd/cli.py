@@ -37,6 +37,25 @@ def _parse_errors(items) -> list[tuple[str, str]]:
     return out
 
 
+def _parse_iov(items) -> list[tuple[str, float]]:
+    """``["cl=0.3", "v"]`` (``--iov``) into ``[(parameter, scale), ...]`` (default 0.3)."""
+    out = []
+    for item in items:
+        for part in (x.strip() for x in item.split(",") if x.strip()):
+            name, eq, value = (x.strip() for x in part.partition("="))
+            try:
+                scale = float(value) if eq else 0.3
+            except ValueError:
+                scale = float("nan")
+            if not name or not (scale > 0 and scale < float("inf")):
+                raise ValueError(
+                    f"--iov {item!r}: expected PARAMETER or PARAMETER=SCALE with a positive "
+                    "scale (the half-normal prior of the occasion SD), e.g. --iov cl=0.3"
+                )
+            out.append((name, scale))
+    return out
+
+
 def _number_type(kind, ok, expected):
     """An argparse type: ``kind(text)`` (``int`` or ``float``) that must satisfy ``ok``."""
     noun = "an integer" if kind is int else "a number"
@@ -280,12 +299,14 @@ def _fit(args: argparse.Namespace) -> int:
             **data_options(args),
         )
         priors = args.priors
-        if args.error:
+        if args.error or args.iov:
             from pkpd.inference.priors import load_priors
 
             priors = load_priors(args.priors, model=load_model(args.model))
-            for endpoint, form in _parse_errors(args.error):
+            for endpoint, form in _parse_errors(args.error or []):
                 priors = priors.with_residual(endpoint, form)
+            for name, scale in _parse_iov(args.iov or []):
+                priors = priors.with_iov(name, scale)
         with _PrintUnitWarnings():
             idata = fit(
                 args.model,
@@ -402,6 +423,7 @@ def _simulate(args: argparse.Namespace) -> int:
             engine=args.engine,
             progress_bar=not args.quiet,
             typical=args.typical,
+            occasions=args.occasions,
         )
         targets = list(args.target or [])
         default_target = not targets and "s6k_inhibition_trough_ss" in sim
@@ -531,6 +553,14 @@ def _add_simulate_parser(sub) -> None:
         action="store_true",
         help="one typical subject: covariates at the effects' references (others at the fitted "
         "median), no between-subject effects; the spread is parameter uncertainty only",
+    )
+    s.add_argument(
+        "--occasions",
+        default="dose",
+        metavar="RULE",
+        help="for a fit with inter-occasion variability: where the virtual subjects' occasions "
+        "start, 'dose' (each dose; default) or 'every N h|d|w' from the first dose; each "
+        "occasion draws a new occasion effect",
     )
     s.add_argument(
         "--covariate",
@@ -749,6 +779,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_data_options(f)
     _add_occasions_option(f)
+    f.add_argument(
+        "--iov",
+        action="append",
+        metavar="PARAM[=SCALE]",
+        help="inter-occasion variability on a parameter (repeat or comma-separate): its occasion "
+        "SD gets a half-normal prior of that scale (default 0.3; overrides the priors file's "
+        "iov); the data need occasions (OCC column or --occasions)",
+    )
     f.add_argument(
         "--error",
         action="append",

@@ -96,6 +96,8 @@ def _posterior(idata, spec, n_draws):
         out[f"pop_{p}"] = get(f"pop_{p}")
         if pri.parameters[p].bsv is not None:
             out[f"omega_{p}"] = get(f"omega_{p}")
+        if f"omega_iov_{p}" in post:
+            out[f"omega_iov_{p}"] = get(f"omega_iov_{p}")
         if f"omega_study_{p}" in post:
             out[f"omega_study_{p}"] = get(f"omega_study_{p}")
             out[f"eta_study_{p}"] = get(f"eta_study_{p}")
@@ -108,6 +110,30 @@ def _posterior(idata, spec, n_draws):
     if missing:
         raise SimulationError(f"the fit's posterior has non-finite values in {missing}")
     return out, len(idx), total
+
+
+def _occasion_starts(plans, rule, horizon) -> np.ndarray:
+    """Occasion starts of each regimen ``[R, O]`` (h): at each dose (``("dose", 0)``) or
+    every ``H`` hours from the first dose (``("every", H)``); regimens with fewer occasions are
+    padded with increasing times past the horizon (never reached)."""
+    starts = []
+    for p in plans:
+        t = np.unique(np.asarray(p.time, dtype=float))
+        if rule[0] == "every":
+            t = np.arange(t[0], horizon + 1e-9, rule[1]) if len(t) else np.zeros(1)
+        t = t[t <= horizon + 1e-9] if len(t) else np.zeros(1)
+        end = np.asarray(p.time, dtype=float) + np.asarray(p.dur, dtype=float)
+        nxt = np.searchsorted(t, np.asarray(p.time, dtype=float), side="right")
+        crossing = (nxt < len(t)) & (end > t[np.minimum(nxt, len(t) - 1)] + 1e-9)
+        if crossing.any():
+            raise SimulationError(
+                f"regimen '{p.label}': an infusion still runs when the next occasion starts "
+                f"(dose at {float(np.asarray(p.time)[crossing][0]):g} h); occasions must start "
+                "after each infusion ends: use occasions='dose' or a longer 'every N ...'"
+            )
+        starts.append(t)
+    n = max(len(x) for x in starts)
+    return np.stack([np.concatenate([x, horizon + 1.0 + np.arange(n - len(x))]) for x in starts])
 
 
 def simulate(
@@ -126,6 +152,7 @@ def simulate(
     engine: str = "auto",
     progress_bar: bool = True,
     typical: bool = False,
+    occasions: str = "dose",
 ) -> xr.Dataset:
     """Simulate regimens for virtual subjects under posterior draws (see :mod:`pkpd.simulate`).
 
@@ -179,6 +206,14 @@ def simulate(
         subject random effect eta set to 0 (and, with the default ``study=None``, no study
         effect). The spread over draws is then parameter uncertainty only: typical value ±
         uncertainty. Recorded as the attribute ``typical=1`` (``0`` otherwise).
+    occasions : str
+        For a fit with inter-occasion variability: where the simulated subjects' occasions
+        start, ``"dose"`` (each dose starts one; default) or ``"every N h|d|w"`` (from the
+        first dose), as :func:`pkpd.read_dataset` derives them. Every occasion draws a new
+        occasion effect κ ~ N(0, ω_iov²) per subject (the same κ for a subject's k-th occasion
+        in every regimen), and the model's own ``predict`` computes the profiles (the modal
+        engine has no parameters that change over time). Stored as ``param_<p>`` with an
+        ``occasion`` dimension and ``occasion_start_h`` per regimen.
 
     Returns
     -------
@@ -198,14 +233,17 @@ def simulate(
     if not isinstance(typical, (bool, np.bool_)):
         raise SimulationError(f"typical={typical!r}; expected True or False")
     typical = bool(typical)
-    if spec.iov and not typical:
+    from pkpd.data.reader import parse_occasion_rule
+
+    try:
+        occ_rule = parse_occasion_rule(occasions) or ("dose", 0.0)
+    except ValueError:
         raise SimulationError(
-            f"the fit has inter-occasion variability on {', '.join(spec.iov)}; simulating new "
-            "subjects over a regimen's occasions (a new κ per cycle) is not supported yet, and "
-            "leaving it out would understate the spread. Simulate the typical subject "
-            "(typical=True, CLI --typical), or fit without the iov entries to simulate "
-            "populations"
-        )
+            f"occasions={occasions!r}; expected 'dose' (each dose starts an occasion) or "
+            "'every N h', 'every N d', 'every N w' (from the first dose)"
+        ) from None
+    # the typical subject has every random effect 0, its occasion effects too
+    with_iov = list(spec.iov) if not typical else []
     if typical and (
         isinstance(n_subjects, bool)
         or not isinstance(n_subjects, (type(None), int, np.integer))
@@ -289,12 +327,14 @@ def simulate(
     params_used = list(spec.estimated) + list(spec.fixed)
     if engine not in ("auto", "modal", "predict"):
         raise SimulationError(f"engine={engine!r}; expected 'auto', 'modal' or 'predict'")
-    can_modal = ModalEngine.supports(spec.model, params_used)
+    can_modal = ModalEngine.supports(spec.model, params_used) and not with_iov
     if engine == "modal" and not can_modal:
-        raise SimulationError(
-            f"engine='modal' does not support model {spec.model.name!r} with parameters "
-            f"{params_used}; use engine='predict'"
+        why = (
+            "parameters that change between occasions (inter-occasion variability)"
+            if with_iov
+            else f"model {spec.model.name!r} with parameters {params_used}"
         )
+        raise SimulationError(f"engine='modal' does not support {why}; use engine='predict'")
     eng = (
         ModalEngine(spec.model, eps)
         if engine == "modal" or (engine == "auto" and can_modal)
@@ -362,6 +402,16 @@ def simulate(
             k: jnp.full(n, v) for k, v in H.covariate_effects(spec, inp).items()
         }  # fixed effects broadcast to the batch
         effect_values = {k: inp[f"eff_{k}"] for k in effect_cols}
+        kappa = {}
+        if with_iov:
+            # a subject's k-th occasion has the same normal in every regimen
+            zk = jax.vmap(
+                lambda di, si: jax.random.normal(
+                    jax.random.fold_in(jax.random.fold_in(k_occ, di), si),
+                    (len(with_iov), occ_start.shape[1]),
+                )
+            )(d, s)
+            kappa = {p: inp[f"omega_iov_{p}"][:, None] * zk[:, i] for i, p in enumerate(with_iov)}
         return H.individual_parameters(
             spec,
             H.population(spec, inp),
@@ -370,8 +420,10 @@ def simulate(
             beta=beta,
             effect_values=effect_values,
             n=n,
+            kappa=kappa,
         )
 
+    occ_start = _occasion_starts(plans, occ_rule, horizon) if with_iov else None
     grid_arrays = {
         "t": grid.t,
         "is_break": grid.is_break,
@@ -384,6 +436,9 @@ def simulate(
         "dose_dur": grid.dose_dur,
         "dose_mask": grid.dose_mask,
     }
+    if occ_start is not None:
+        grid_arrays["occ_start"] = occ_start
+        k_occ = jax.random.fold_in(key, 2)
 
     def compute(inp, g):
         theta = hierarchy(inp)
@@ -430,7 +485,11 @@ def simulate(
     prof = {e: np.full((R, n_used, S, T), np.nan) for e in eps}
     mets = {m: np.full((R, n_used, S), np.nan) for m in catalogue}
     oks = np.zeros((R, n_used, S), dtype=bool)
-    thetas = {p: np.full((n_used, S), np.nan) for p in params_used}
+    n_occ = 0 if occ_start is None else occ_start.shape[1]
+    thetas = {
+        p: np.full((n_used, S, n_occ) if p in with_iov else (n_used, S), np.nan)
+        for p in params_used
+    }
     per_draw = {k: v for k, v in post.items() if k != "index"}
     n_chunks = math.ceil(N / (B * n_dev))  # calls, each of n_dev batches
     bar = None
@@ -493,10 +552,21 @@ def simulate(
             ds[m].attrs["time_h"] = info["time_h"]
     par_units = dict(spec.model.parameters)
     for p, v in thetas.items():
-        ds[f"param_{p}"] = (("draw", "subject"), v)
+        dims = ("draw", "subject", "occasion") if p in with_iov else ("draw", "subject")
+        ds[f"param_{p}"] = (dims, v)
         ds[f"param_{p}"].attrs.update(
             units=par_units.get(p, ""),
-            long_name=f"individual value of {p} (the same for every regimen)",
+            long_name=f"individual value of {p} (the same for every regimen)"
+            + (" in each occasion" if p in with_iov else ""),
+        )
+    if with_iov:
+        ds = ds.assign_coords(occasion=np.arange(1, n_occ + 1))
+        ds["occasion_start_h"] = (
+            ("regimen", "occasion"),
+            np.where(occ_start < horizon, occ_start, np.nan),
+        )
+        ds["occasion_start_h"].attrs.update(
+            units="h", long_name="start of each occasion (NaN: past the horizon)"
         )
     for col in table.columns:
         ds[f"cov_{col}"] = ("subject", table[col].to_numpy(float))

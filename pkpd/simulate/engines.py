@@ -211,7 +211,9 @@ class PredictEngine:
         seq = jnp.concatenate(
             [jnp.ones(G, jnp.int32), -jnp.ones(G, jnp.int32), jnp.ones(G, jnp.int32)]
         )
-        subj = subject_arrays(g["dose_time"], amounts, g["dose_dur"], g["dose_mask"], pts, seq)
+        subj = subject_arrays(
+            g["dose_time"], amounts, g["dose_dur"], g["dose_mask"], pts, seq, g.get("occ_start")
+        )
         out = self.model.predict(params, subj)
         ok = jnp.asarray(out.get("ok", True))
         h = t[1:] - t[:-1]

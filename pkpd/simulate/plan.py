@@ -361,12 +361,14 @@ def build_grid(
     )
 
 
-def subject_arrays(dose_time, dose_amt, dose_dur, dose_mask, point_time, point_seq):
+def subject_arrays(dose_time, dose_amt, dose_dur, dose_mask, point_time, point_seq, occ_start=None):
     """A one-subject :class:`pkpd.data.arrays.SubjectData` for a regimen (works under jit).
 
     Doses go into the model's default compartment (``CMT 0``), as
     :meth:`pkpd.Regimen.to_events` gives them; a point whose ``point_seq`` is -1 is before a
-    dose at the same time (a trough), 1 after it.
+    dose at the same time (a trough), 1 after it. ``occ_start`` ``[O]`` (h, increasing): the
+    occasions' starts; a dose at a start belongs to the new occasion, a trough there to the
+    one before.
     """
     import jax.numpy as jnp
 
@@ -403,4 +405,24 @@ def subject_arrays(dose_time, dose_amt, dose_dur, dose_mask, point_time, point_s
         point_cov=jnp.zeros((P, 0)),
         cov=jnp.zeros(0),
         study=jnp.zeros((), dtype=jnp.int32),
+        **_occasion_fields(occ_start, dose_time, point_time, point_seq),
+    )
+
+
+def _occasion_fields(occ_start, dose_time, point_time, point_seq) -> dict:
+    """The occasion fields of :func:`subject_arrays` (none without ``occ_start``)."""
+    import jax.numpy as jnp
+
+    if occ_start is None:
+        return {}
+    n = occ_start.shape[0]
+    after = jnp.searchsorted(occ_start, point_time, side="right")
+    before = jnp.searchsorted(occ_start, point_time, side="left")
+    return dict(
+        dose_occ=jnp.clip(jnp.searchsorted(occ_start, dose_time, side="right") - 1, 0, n - 1),
+        point_occ=jnp.clip(jnp.where(point_seq < 0, before, after) - 1, 0, n - 1),
+        occ_start=occ_start,
+        occ_seq=jnp.zeros(n, dtype=jnp.int32),
+        occ_segment=jnp.zeros(n, dtype=jnp.int32),
+        occ_valid=jnp.ones(n, dtype=bool),
     )

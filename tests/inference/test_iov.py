@@ -186,11 +186,53 @@ def test_predictive_replicates_draw_new_occasion_effects(iov_fit):
     assert 0.9 < float(ppc.npde.std()) < 1.12
 
 
-def test_simulating_new_subjects_of_an_iov_fit_is_refused_but_the_typical_subject_works(iov_fit):
+def test_simulation_draws_a_new_occasion_effect_per_dose_and_carries_drug_over(iov_fit):
     from pkpd.simulate import SimulationError, simulate
 
-    with pytest.raises(SimulationError, match="inter-occasion variability on cl"):
-        simulate(iov_fit, "100 mg q1w x3", n_draws=4, n_subjects=3, progress_bar=False)
+    times = [24.0, 167.9, 192.0, 360.0]
+    sim = simulate(iov_fit, {"weekly": "100 mg q1w x3", "fortnightly": "100 mg q2w x2"},
+                   n_draws=40, n_subjects=30, times=times, seed=2, progress_bar=False)  # fmt: skip
+    assert sim["param_cl"].dims == ("draw", "subject", "occasion")
+    assert sim["param_v"].dims == ("draw", "subject")
+    np.testing.assert_array_equal(sim["occasion_start_h"].values[0], [0, 168, 336])
+    assert sim.attrs["engine"] == "predict"
+    # within a subject, log CL varies between occasions with SD omega_iov (pooled over draws)
+    post = iov_fit.posterior
+    om = post["omega_iov_cl"].values.reshape(-1)[sim["posterior_index"].values]
+    lcl = np.log(sim["param_cl"].values)
+    within = ((lcl - lcl.mean(2, keepdims=True)) ** 2).sum(2) / 2  # [draw, subject]
+    ratio = float(np.mean(within / om[:, None] ** 2))
+    assert 0.85 < ratio < 1.15, ratio  # 1200 variance estimates with 2 df each: SE ~0.04
+    # profiles: one IV bolus a week, each week its own CL, the amount left carried over
+    d, s = 3, 5
+    cl, v = sim["param_cl"].values[d, s], float(sim["param_v"].values[d, s])
+
+    def closed(t):
+        amount, start = 0.0, 0.0
+        for k, b in enumerate((0.0, 168.0, 336.0)):
+            if t < b:
+                break
+            amount = amount * np.exp(-cl[k - 1] / v * (b - start)) if k else 0.0
+            amount, start, kk = amount + 100.0, b, k
+        return 1000 * amount / v * np.exp(-cl[kk] / v * (t - start))
+
+    np.testing.assert_allclose(
+        sim["conc"].sel(regimen="weekly").values[d, s], [closed(t) for t in times], rtol=1e-10
+    )
+    with pytest.raises(SimulationError, match="engine='modal' does not support parameters"):
+        simulate(iov_fit, "100 mg once", n_draws=2, n_subjects=2, engine="modal",
+                 progress_bar=False)  # fmt: skip
+    with pytest.raises(SimulationError, match="an infusion still runs when the next occasion"):
+        simulate(iov_fit, "100 mg q1w x2 over 24 h", n_draws=2, n_subjects=2,
+                 occasions="every 12 h", progress_bar=False)  # fmt: skip
+    with pytest.raises(SimulationError, match="occasions='fortnightly'; expected 'dose'"):
+        simulate(iov_fit, "100 mg once", n_draws=2, n_subjects=2, occasions="fortnightly",
+                 progress_bar=False)  # fmt: skip
+
+
+def test_typical_simulation_of_an_iov_fit_has_no_occasion_effects(iov_fit):
+    from pkpd.simulate import simulate
+
     sim = simulate(iov_fit, "100 mg once", n_draws=4, typical=True, times=[0.0, 12.0],
                    progress_bar=False)  # fmt: skip
     post = iov_fit.posterior
@@ -201,16 +243,26 @@ def test_simulating_new_subjects_of_an_iov_fit_is_refused_but_the_typical_subjec
     )
 
 
-def test_cli_fit_derives_weekly_occasions(study, priors_path, tmp_path):
+def test_cli_fit_derives_weekly_occasions_and_takes_iov_from_the_command_line(
+    study, tmp_path, capsys
+):
     from pkpd.cli import main
     from pkpd.inference.fit import load_fit
 
     six = study[study.ID <= 6].drop(columns="OCC")
     six.to_csv(tmp_path / "d.csv", index=False)
+    plain = tmp_path / "plain.toml"  # the priors without any iov entry
+    plain.write_text(PRIORS.replace('iov = { family = "halfnormal", scale = 0.5 }\n', ""))
     out = tmp_path / "fit.nc"
-    args = ["fit", str(tmp_path / "d.csv"), "--model", "one_cmt_iv", "--priors"]
-    args += [str(priors_path), "--method", "map", "--occasions", "every 1 w", "--out", str(out)]
-    assert main(args + ["--quiet"]) == 0
+    args = ["fit", str(tmp_path / "d.csv"), "--model", "one_cmt_iv", "--priors", str(plain)]
+    args += ["--method", "map", "--occasions", "every 1 w", "--out", str(out), "--quiet"]
+    assert main(args[:-3] + ["--iov", "cl=-1", "--out", str(out), "--quiet"]) == 2
+    assert "--iov 'cl=-1': expected PARAMETER or PARAMETER=SCALE" in capsys.readouterr().err
+    assert not out.exists()
+    assert main(args + ["--iov", "cl=0.4"]) == 0
     fit = load_fit(out)
     assert fit.posterior["kappa_cl"].sizes["occasion"] == 3
     np.testing.assert_array_equal(fit.constant_data["occasion_start"].values, [[0, 168, 336]] * 6)
+    from pkpd.inference.posterior import restore_priors
+
+    assert restore_priors(fit).parameters["cl"].iov.params == {"scale": 0.4}
