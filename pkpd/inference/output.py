@@ -97,6 +97,17 @@ def check_saveable(spec: FitSpec, attrs: dict | None = None) -> None:
         ) from e
 
 
+def _model_source_attrs(name: str) -> dict:
+    """The source of a model loaded from a file (:mod:`pkpd.models.files`), so the fit file
+    alone can rebuild it; empty for bundled and in-process models."""
+    from pkpd.models.files import SOURCES
+
+    if name not in SOURCES:
+        return {}
+    path, text, sha = SOURCES[name]
+    return {"model_source_path": path, "model_source": text, "model_source_sha256": sha}
+
+
 def _to_inference_data(spec: FitSpec, flat, ll, n_chains, extra, attrs):
     import arviz as az
 
@@ -201,6 +212,7 @@ def _to_inference_data(spec: FitSpec, flat, ll, n_chains, extra, attrs):
         "covariate_effects_detail": json.dumps([describe_effect(e) for e in spec.effects]),
         "covariates_requested": json.dumps(spec.requested_covariates),
         "model_options": json.dumps(model_options(spec.model)),
+        **_model_source_attrs(spec.model.name),
         "priors_json": json.dumps(pri.raw),
         "dropped_covariate_effects": json.dumps(spec.dropped_effects),
         "priors_source": str(pri.source),

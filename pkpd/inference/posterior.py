@@ -70,9 +70,20 @@ def restore_model(idata):
     from pkpd.models import MODELS
 
     name = _attr(idata, "model")
+    if name not in MODELS and idata.attrs.get("model_source"):
+        from pkpd.models.files import restore_model_source
+
+        restore_model_source(
+            name,
+            str(idata.attrs.get("model_source_path", "")),
+            str(idata.attrs["model_source"]),
+            str(idata.attrs.get("model_source_sha256", "")),
+        )
     if name not in MODELS:
         raise FitError(
-            f"the fit's model {name!r} is not a registered pkpd model; pass the model object"
+            f"the fit's model {name!r} is not a registered pkpd model; pass the model object, "
+            "or register it (pkpd.models.register, or load its file with "
+            "pkpd.models.load_model('mydrug.py'))"
         )
     opts = json.loads(_attr(idata, "model_options", "{}"))
     base = MODELS[name]

@@ -53,23 +53,33 @@ def endpoint_units(model) -> dict[str, str]:
 
 
 def load_model(name: str):
-    """Return the registered model called ``name``.
+    """Return the registered model called ``name``, or the model of a Python file or module:
+    ``"mydrug.py"``, ``"mydrug.py:model"``, ``"package.module:model"``
+    (:mod:`pkpd.models.files`; the model is then registered under its own name).
 
     Raises
     ------
     ValueError
-        For an unknown name, listing the known ones.
+        For an unknown name, listing the known ones; a model file that does not exist, does not
+        run or defines no model (:class:`pkpd.models.files.ModelFileError`, a ``ValueError``).
 
     Examples
     --------
     >>> load_model("two_cmt_oral").compartments
     {1: 'depot', 2: 'central', 3: 'peripheral'}
     """
+    from pkpd.models.files import load_model_file, looks_like_model_file
+
+    if isinstance(name, str) and name in MODELS:
+        return MODELS[name]
+    if looks_like_model_file(name):
+        return load_model_file(str(name))
     try:
         return MODELS[name]
     except (KeyError, TypeError):
         raise ValueError(
-            f"unknown model {name!r}; known models: {', '.join(sorted(MODELS))}"
+            f"unknown model {name!r}; known models: {', '.join(sorted(MODELS))} (or a Python "
+            "file defining one: --model mydrug.py)"
         ) from None
 
 
