@@ -197,6 +197,44 @@ class _PrintUnitWarnings:
         return self._cm.__exit__(*exc)
 
 
+def _priors(args: argparse.Namespace) -> int:
+    from pkpd._files import atomic_write
+    from pkpd.inference.priors import (
+        PriorsError,
+        bundled_priors_dir,
+        load_priors,
+        priors_template,
+        priors_toml,
+    )
+    from pkpd.models import load_model
+
+    try:
+        check_outputs({"--out": args.out}, {"--model": args.model})
+        model = load_model(args.model)
+        bundled = bundled_priors_dir() / f"{model.name}.toml"
+        if bundled.exists():
+            text, what = bundled.read_text(encoding="utf-8"), f"pkpd's bundled priors ({bundled})"
+        elif model.default_priors is not None:
+            raw = dict(model.default_priors)
+            load_priors(raw, model=model)  # the declarations must be valid priors
+            what = f"the priors model {model.name!r} declares"
+            text = priors_toml(raw, f"Priors of model {model.name!r}: {what}.")
+        else:
+            what = "a template: every entry a placeholder to replace (assumption = true)"
+            text = priors_toml(
+                priors_template(model),
+                f"Priors of model {model.name!r}: a TEMPLATE. Every prior below is a wide\n"
+                "placeholder; replace each with a published value, its spread and its source\n"
+                "(schema: the priors documentation), then fit with --priors this file.",
+            )
+        atomic_write(args.out, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    except (PriorsError, ValueError, OSError) as e:
+        print(f"pkpd priors: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print(f"wrote {args.out}: {what}")
+    return 0
+
+
 def _validate(args: argparse.Namespace) -> int:
     from pkpd.data import DatasetError, read_dataset
 
@@ -337,6 +375,8 @@ def _fit(args: argparse.Namespace) -> int:
         return EXIT_BAD_INPUT
     table = parameter_table(idata)
     print(f"model {idata.attrs['model']}: {args.method} fit written to {args.out}")
+    if str(idata.attrs.get("priors_source", "")).startswith("the declarations of model"):
+        print(f"priors: {idata.attrs['priors_source']} (stored in the fit; attribute priors_toml)")
     dropped = idata.attrs.get("dropped_covariate_effects", "[]")
     if dropped != "[]":
         print(f"covariate effects not used: {dropped}")
@@ -686,6 +726,14 @@ def _add_report_parsers(sub) -> None:
         "--quick", action="store_true", help="much smaller settings: a smoke test (MAP fit)"
     )
     d.set_defaults(func=_demo)
+    pp = sub.add_parser(
+        "priors",
+        help="write a model's priors file: pkpd's bundled one, the model's declared priors, or "
+        "a template to fill in",
+    )
+    pp.add_argument("--model", required=True, help="registered model name or FILE.py")
+    pp.add_argument("--out", required=True, help="priors file to write (TOML)")
+    pp.set_defaults(func=_priors)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -408,18 +408,29 @@ def load_priors(
     """
     model_name, known, defaults = _model_info(model)
     text = ""
+    declared = False
     if source is None:
         if model_name is None:
             raise PriorsError(["give a priors file or a model whose default priors to load"], None)
         path = bundled_priors_dir() / f"{model_name}.toml"
-        if not path.exists():
+        own = _declared_priors(model)
+        if path.exists():
+            source = path
+        elif own is not None:
+            source, declared = own, True
+        else:
             raise PriorsError(
-                [f"no bundled priors for model {model_name!r} ({path}); write a priors file"],
-                str(path),
-            )
-        source = path
+                [f"no bundled priors for model {model_name!r} and the model declares none; "
+                 f"write a priors file (a template: pkpd priors --model {model_name} --out "
+                 "priors.toml)"], str(path),
+            )  # fmt: skip
     if isinstance(source, Mapping):
-        raw, name = dict(source), None
+        raw, name = (
+            dict(source),
+            (f"the declarations of model {model_name!r}" if declared else None),
+        )
+        if declared:
+            text = priors_toml(raw)
     else:
         path = Path(source)
         name = str(path)
@@ -431,6 +442,96 @@ def load_priors(
         except tomllib.TOMLDecodeError as e:
             raise PriorsError([f"not valid TOML: {e}"], name) from None
     return _Checker(raw, name, model_name, known, defaults, require_all, text).run()
+
+
+def _declared_priors(model):
+    """A model object's own priors (:attr:`pkpd.models.Model.default_priors`) or ``None``."""
+    if model is None or isinstance(model, str):
+        try:
+            from pkpd.models import load_model
+
+            model = load_model(model) if isinstance(model, str) else None
+        except (ImportError, KeyError, ValueError):
+            return None
+    own = getattr(model, "default_priors", None) if model is not None else None
+    return dict(own) if own is not None else None
+
+
+def _toml_value(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(float(v)) if isinstance(v, float) else str(v)
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+    if isinstance(v, Mapping):
+        return "{ " + ", ".join(f"{_toml_key(k)} = {_toml_value(x)}" for k, x in v.items()) + " }"
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    raise TypeError(f"cannot write {type(v).__name__} to a priors file")
+
+
+def _toml_key(k) -> str:
+    k = str(k)
+    return k if k.replace("_", "").replace("-", "").isalnum() else _toml_value(k)
+
+
+def priors_toml(raw: Mapping, header: str = "") -> str:
+    """A priors file's text for its parsed form (the schema of ``priors/README.md``: ``[model]``,
+    ``[parameters.<name>]``, ``[covariates.<name>]``, ``[residual.<endpoint>]``,
+    ``[correlation]``); ``tomllib.loads`` of the result gives ``raw`` back."""
+    lines = [f"# {x}" if x else "#" for x in header.splitlines()] + ([""] if header else [])
+    if raw.get("model"):
+        lines.append("[model]")
+        lines += [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in raw["model"].items()]
+        lines.append("")
+    for section in ("parameters", "covariates", "residual"):
+        for name, entry in (raw.get(section) or {}).items():
+            lines.append(f"[{section}.{_toml_key(name)}]")
+            lines += [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in entry.items()]
+            lines.append("")
+    if raw.get("correlation"):
+        lines.append("[correlation]")
+        lines += [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in raw["correlation"].items()]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def priors_template(model) -> dict:
+    """A priors file's parsed form for a model that has none: every parameter a wide
+    log-normal around 1 in its unit (logit-normal around 0.5 for a unit of ``"%"`` or a
+    fraction), a between-subject SD on each, a proportional error on each endpoint; every entry
+    marked ``assumption = true`` with a source that says to replace it. Valid as it stands (a
+    fit runs), meant to be edited."""
+    params = {}
+    for name, unit in model.parameters.items():
+        if name not in model.structural_parameters:
+            continue
+        frac = unit in ("%", "1", "fraction", "") and name.startswith(("f", "imax", "emax"))
+        entry = {"unit": unit}
+        if frac and unit == "%":
+            entry["transform"] = "logit"
+            entry["prior"] = {"family": "logitnormal", "median": 50.0, "sd_logit": 1.5}
+        elif frac:
+            entry["transform"] = "logit"
+            entry["prior"] = {"family": "logitnormal", "median": 0.5, "sd_logit": 1.5}
+        else:
+            entry["prior"] = {"family": "lognormal", "median": 1.0, "sd_log": 2.0}
+        entry["bsv"] = {"family": "halfnormal", "scale": 0.5}
+        entry["source"] = "placeholder: replace with a published value and its citation"
+        entry["assumption"] = True
+        params[name] = entry
+    residual = {
+        e: {
+            "model": "proportional",
+            "unit": unit,
+            "proportional": {"family": "halfnormal", "scale": 0.3},
+            "source": "placeholder: replace with your assay's error",
+            "assumption": True,
+        }
+        for e, unit in model.endpoint_units.items()
+    }
+    return {"model": {"name": model.name}, "parameters": params, "residual": residual}
 
 
 def _model_info(model):

@@ -220,6 +220,14 @@ class Model(abc.ABC):
         return "oral" if str(name).lower() in ABSORPTION_COMPARTMENTS else "iv"
 
     @property
+    def default_priors(self) -> Mapping[str, Any] | None:
+        """The model's own priors, as the parsed form of a priors file: a mapping with the
+        tables ``model``, ``parameters`` and ``residual`` (schema: the priors documentation).
+        A fit given no priors file uses them when pkpd bundles none for the model, and
+        ``pkpd priors --model`` writes them out. Default ``None`` (no declarations)."""
+        return None
+
+    @property
     def occasion_parameters(self) -> tuple[str, ...]:
         """Parameters that may change from one occasion to the next (inter-occasion
         variability). :meth:`predict` takes each of them as a scalar or as ``[O]`` (one value

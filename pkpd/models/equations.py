@@ -58,6 +58,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -98,6 +99,12 @@ class ODEModel(Model):
         endpoints Cmax, Ctrough and AUC, and the data's scale is checked against the volume.
     solver, rtol, atol, max_steps
         As in :func:`pkpd.ode.solve` (stiff ``"kvaerno5"`` by default).
+    priors : mapping, optional
+        The model's own priors in the priors file's parsed form: the tables ``parameters``
+        and ``residual`` (and optionally ``covariates``), e.g. ``{"parameters": {"cl":
+        {"unit": "L/h", "prior": {"family": "lognormal", "median": 5.0, "sd_log": 0.5}}}}``.
+        A fit given no priors file uses them, and ``pkpd priors --model FILE.py --out
+        priors.toml`` writes them out.
     """
 
     name: str
@@ -115,6 +122,7 @@ class ODEModel(Model):
     rtol: float = 1e-8
     atol: float = 1e-10
     max_steps: int = 4096
+    priors: Mapping[str, Any] | None = None
     #: Endpoints predicted (a subset after :meth:`with_endpoints`; ``None``: all).
     selected: tuple[str, ...] | None = None
 
@@ -237,6 +245,12 @@ class ODEModel(Model):
                 + ", ".join(f"CMT {k} ({v})" for k, v in self.doses.items())
             ]
         return []
+
+    @property
+    def default_priors(self) -> Mapping[str, Any] | None:
+        if self.priors is None:
+            return None
+        return {"model": {"name": self.name}, **dict(self.priors)}
 
     @property
     def occasion_parameters(self) -> tuple[str, ...]:

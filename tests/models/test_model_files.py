@@ -154,3 +154,77 @@ def test_the_readme_model_file_loads(tmp_path):
     finally:
         MODELS.pop("mydrug", None)
         SOURCES.pop("mydrug", None)
+
+
+DECLARED = MODEL_FILE.replace(
+    'model = LinearPKModel("my_one_cmt_oral", 1, True)',
+    """class Declared(LinearPKModel):
+    @property
+    def default_priors(self):
+        return {
+            "model": {"name": self.name},
+            "parameters": {
+                "cl": {"unit": "L/h", "prior": {"family": "lognormal", "median": 4.0,
+                                                 "sd_log": 0.5},
+                       "bsv": {"family": "halfnormal", "scale": 0.3},
+                       "source": "my review, table 2"},
+                "v": {"unit": "L", "prior": {"family": "lognormal", "median": 40.0,
+                                              "sd_log": 0.5}, "source": "my review"},
+                "ka": {"unit": "1/h", "prior": {"family": "lognormal", "median": 1.0,
+                                                 "sd_log": 0.5}, "source": "my review"},
+            },
+            "residual": {"conc": {"model": "proportional", "unit": "ng/mL",
+                                  "proportional": {"family": "halfnormal", "scale": 0.3}}},
+        }
+
+
+import jax
+
+jax.tree_util.register_static(Declared)
+model = Declared("my_one_cmt_oral", 1, True)""",
+)
+
+
+def test_priors_command_writes_a_models_declared_priors_and_a_fit_uses_them(files, capsys):
+    import tomllib
+
+    from pkpd.cli import main
+    from pkpd.inference.priors import load_priors
+    from pkpd.inference.spec import prepare
+
+    (files / "mydrug.py").write_text(DECLARED)
+    model = load_model(str(files / "mydrug.py"))
+    # no priors file: the fit takes the model's declarations
+    spec = prepare(model, data())
+    assert spec.priors.source == "the declarations of model 'my_one_cmt_oral'"
+    assert spec.priors.parameters["cl"].source == "my review, table 2"
+    assert (
+        main(["priors", "--model", str(files / "mydrug.py"), "--out", str(files / "p.toml")]) == 0
+    )
+    assert "the priors model 'my_one_cmt_oral' declares" in capsys.readouterr().out
+    written = tomllib.loads((files / "p.toml").read_text())
+    assert written == model.default_priors
+    assert load_priors(files / "p.toml", model=model).parameters["v"].prior.params["median"] == 40.0
+
+
+def test_priors_command_writes_a_template_for_a_model_without_priors(files):
+    import tomllib
+
+    from pkpd.cli import main
+    from pkpd.inference.priors import load_priors
+
+    out = files / "template.toml"
+    assert main(["priors", "--model", str(files / "mydrug.py"), "--out", str(out)]) == 0
+    text = out.read_text()
+    assert text.startswith("# Priors of model 'my_one_cmt_oral': a TEMPLATE.")
+    pri = load_priors(out, model=load_model("my_one_cmt_oral"))  # valid as it stands
+    assert set(pri.parameters) == {"cl", "v", "ka"} and set(pri.residuals) == {"conc"}
+    raw = tomllib.loads(text)
+    assert all(e["assumption"] is True for e in raw["parameters"].values())
+    assert raw["parameters"]["cl"]["unit"] == "L/h"
+    # the output is never an input
+    assert (
+        main(["priors", "--model", str(files / "mydrug.py"), "--out", str(files / "mydrug.py")])
+        == 2
+    )
+    assert (files / "mydrug.py").read_text() == MODEL_FILE
