@@ -66,6 +66,41 @@ import jax.numpy as jnp
 from pkpd.models.base import Model, known_endpoints
 
 
+class _Used(dict):
+    """A parameter dict that records which names the equations read (``used``)."""
+
+    def __init__(self, *a):
+        super().__init__(*a)
+        self.used: set = set()
+
+    def __getitem__(self, k):
+        self.used.add(k)
+        return super().__getitem__(k)
+
+    def get(self, k, default=None):
+        self.used.add(k)
+        return super().get(k, default)
+
+    def _all(self):
+        self.used.update(super().keys())
+
+    def __iter__(self):
+        self._all()
+        return super().__iter__()
+
+    def keys(self):
+        self._all()
+        return super().keys()
+
+    def items(self):
+        self._all()
+        return super().items()
+
+    def values(self):
+        self._all()
+        return super().values()
+
+
 @dataclass(frozen=True, eq=False)
 class ODEModel(Model):
     """A model given by its differential equations (module docstring).
@@ -167,7 +202,7 @@ class ODEModel(Model):
         if out:
             return out
         ones_y = {s: jnp.asarray(1.0) for s in self.states}
-        ones_p = {p: jnp.asarray(1.0) for p in self.params}
+        ones_p = _Used({p: jnp.asarray(1.0) for p in self.params})
         try:
             d = self.rhs(jnp.asarray(0.0), ones_y, ones_p)
             obs = self.observe(jnp.asarray(0.0), ones_y, ones_p)
@@ -189,6 +224,12 @@ class ODEModel(Model):
                 out.append(f"{what} returns {extra}, which are not declared")
         if not isinstance(init, Mapping) or any(k not in self.states for k in init):
             out.append(f"initial must return {{state: value}} for declared states, got {init!r}")
+        unused = [p for p in self.params if p not in ones_p.used]
+        if unused:
+            out.append(
+                f"parameter(s) {', '.join(unused)} are declared but rhs, observe and initial "
+                "never use them (the data could not inform them); remove them from params"
+            )
         return out
 
     # -- the contract -------------------------------------------------------------------------

@@ -161,6 +161,7 @@ def test_the_contract_parts():
         (dict(concentrations={"cp": "vc"}), "volume 'vc' of 'cp' is not a parameter"),
         (dict(params={k: u for k, u in UNITS.items() if k != "km"}), "'km'"),
         (dict(codes={1: "conc"}), "codes: 1 -> 'conc'"),
+        (dict(params={**UNITS, "tlag": "h"}), "parameter(s) tlag are declared but rhs, observe"),
         (dict(initial=lambda p: {"effect": 1.0}), "initial must return"),
     ],
 )
