@@ -108,6 +108,18 @@ def _model_source_attrs(name: str) -> dict:
     return {"model_source_path": path, "model_source": text, "model_source_sha256": sha}
 
 
+def _occasion_labels(spec: FitSpec) -> np.ndarray:
+    """The data's occasion label (``OCC``, or the rule's ``"1"``, ``"2"``, ...) of each
+    subject's k-th occasion in time order, ``[subject, occasion]`` (``""`` past its last)."""
+    rec = spec.dataset.records
+    out = np.full((spec.n_subjects, spec.n_occasions), "", dtype=object)
+    by_id = {str(k): g for k, g in rec.groupby(rec["ID"].astype(str), sort=False)}
+    for i, sid in enumerate(spec.padded.subject_ids):
+        labels = list(dict.fromkeys(by_id[str(sid)]["OCC"].astype(str)))
+        out[i, : len(labels)] = labels
+    return out
+
+
 def _to_inference_data(spec: FitSpec, flat, ll, n_chains, extra, attrs):
     import arviz as az
 
@@ -170,7 +182,12 @@ def _to_inference_data(spec: FitSpec, flat, ll, n_chains, extra, attrs):
     if spec.iov:
         constant["occasion_start"] = np.asarray(d.occ_start)
         constant["occasion_valid"] = np.asarray(d.occ_valid).astype(np.int8)
-        cdims.update(occasion_start=["subject", "occasion"], occasion_valid=["subject", "occasion"])
+        constant["occasion_label"] = _occasion_labels(spec)
+        cdims.update(
+            occasion_start=["subject", "occasion"],
+            occasion_valid=["subject", "occasion"],
+            occasion_label=["subject", "occasion"],
+        )
     # the checked data records, so a fit file alone can be diagnosed and simulated from; each
     # column under its netCDF-safe name (pkpd.inference.names), the original in the
     # variable's original_name attribute and in attrs["data_columns"]

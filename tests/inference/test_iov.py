@@ -121,6 +121,8 @@ def test_occasion_effects_are_per_subject_and_occasion(iov_fit):
     assert post["theta_cl"].dims[2:] == ("subject", "occasion")
     assert post["theta_v"].dims[2:] == ("subject",)
     assert list(post.coords["occasion"].values) == [1, 2, 3]
+    labels = iov_fit.constant_data["occasion_label"].values
+    assert labels.shape == (S, N_OCC) and list(labels[0]) == ["1", "2", "3"]
     # theta = pop · exp(eta + kappa), draw by draw
     want = post["pop_cl"] * np.exp(post["eta_cl"] + post["kappa_cl"])
     np.testing.assert_allclose(post["theta_cl"].values, want.values, rtol=1e-10)
@@ -263,6 +265,7 @@ def test_cli_fit_derives_weekly_occasions_and_takes_iov_from_the_command_line(
     fit = load_fit(out)
     assert fit.posterior["kappa_cl"].sizes["occasion"] == 3
     np.testing.assert_array_equal(fit.constant_data["occasion_start"].values, [[0, 168, 336]] * 6)
+    assert fit.constant_data["occasion_label"].values[5].tolist() == ["1", "2", "3"]
     from pkpd.inference.posterior import restore_priors
 
     assert restore_priors(fit).parameters["cl"].iov.params == {"scale": 0.4}
