@@ -330,9 +330,10 @@ def _fit(args: argparse.Namespace) -> int:
     try:
         check_outputs({"--out": args.out}, {"data": args.data, "--priors": args.priors})
         # read with the model's DVID codes and units (and --dvid, --dv-unit, --molar-mass)
+        model = load_model(args.model)  # a model file runs once
         ds = read_dataset(
             args.data,
-            model=load_model(args.model),
+            model=model,
             occasions=args.occasions,
             **data_options(args),
         )
@@ -340,14 +341,14 @@ def _fit(args: argparse.Namespace) -> int:
         if args.error or args.iov:
             from pkpd.inference.priors import load_priors
 
-            priors = load_priors(args.priors, model=load_model(args.model))
+            priors = load_priors(args.priors, model=model)
             for endpoint, form in _parse_errors(args.error or []):
                 priors = priors.with_residual(endpoint, form)
             for name, scale in _parse_iov(args.iov or []):
                 priors = priors.with_iov(name, scale)
         with _PrintUnitWarnings():
             idata = fit(
-                args.model,
+                model,
                 ds,
                 priors,
                 chains=args.chains,

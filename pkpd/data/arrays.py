@@ -114,6 +114,10 @@ class PaddedData:
     endpoints: tuple[str, ...]
     covariates: tuple[str, ...]
     prediction_rows: str
+    #: Each subject's occasion labels (``OCC``, or a rule's ``"1"``, ``"2"``, ...) in time
+    #: order: label ``k`` is occasion index ``k`` of the ``*_occ`` arrays; ``()`` without
+    #: occasions.
+    occasion_labels: tuple[tuple[str, ...], ...] = ()
 
     @property
     def n_subjects(self) -> int:
@@ -172,9 +176,10 @@ def pad_dataset(ds, *, prediction_rows: str = "observations") -> PaddedData:
         point_cov=np.zeros((S, P, K)), cov=np.zeros((S, K)), study=np.zeros(S, dtype=np.int32),
     )  # fmt: skip
     time = r["TIME"].to_numpy(dtype=float)
-    occ = _occasion_arrays(r, subjects, rows_by_subject, ev_groups, is_point, seq, segment, D, P)
-    if occ is not None:
-        out.update(occ)
+    occ, occ_labels = _occasion_arrays(
+        r, subjects, rows_by_subject, ev_groups, is_point, seq, segment, D, P
+    )
+    out.update(occ)
     for si, s in enumerate(subjects):
         rows = rows_by_subject[s]
         out["cov"][si] = cov_all[rows[0]]
@@ -224,13 +229,15 @@ def pad_dataset(ds, *, prediction_rows: str = "observations") -> PaddedData:
         endpoints=tuple(endpoints),
         covariates=tuple(covs),
         prediction_rows=prediction_rows,
+        occasion_labels=occ_labels,
     )
 
 
 def _occasion_arrays(r, subjects, rows_by_subject, ev_groups, is_point, seq, segment, D, P):
-    """The occasion fields of :class:`SubjectData` (``None`` when the records have no ``OCC``)."""
+    """The occasion fields of :class:`SubjectData` and each subject's occasion labels in time
+    order (``{}``, ``()`` when the records have no ``OCC``)."""
     if "OCC" not in r.columns:
-        return None
+        return {}, ()
     S = len(subjects)
     labels = r["OCC"].astype(str).to_numpy()
     time = r["TIME"].to_numpy(dtype=float)
@@ -273,7 +280,7 @@ def _occasion_arrays(r, subjects, rows_by_subject, ev_groups, is_point, seq, seg
             d_occ = np.where(implied, np.maximum(by_time, 0), own)
             out["dose_occ"][si, : len(g)] = d_occ
             out["dose_occ"][si, len(g) :] = d_occ[-1]
-    return out
+    return out, tuple(tuple(labels[i] for i in first) for first in starts)
 
 
 def unpad_points(padded: PaddedData, values: np.ndarray, n_records: int) -> np.ndarray:

@@ -274,10 +274,7 @@ def posterior_predictive(
         eta_study = {p: d[f"eta_study_{p}"][study] for p in with_study}
         # new occasions too: κ ~ N(0, ω_iov²) per subject and occasion of the design
         zk = jax.random.normal(k_occ, (len(spec.iov),) + (occ_valid.shape if spec.iov else ()))
-        kappa = {
-            p: jnp.where(occ_valid, d[f"omega_iov_{p}"] * zk[i], 0.0)
-            for i, p in enumerate(spec.iov)
-        }
+        kappa = H.new_occasion_effects(d, spec.iov, zk, occ_valid)
         params = H.individual_parameters(
             spec,
             H.population(spec, d),

@@ -170,6 +170,18 @@ def new_subject_effects(draw: Mapping, independent, correlated, z, zc=None) -> d
     return eta
 
 
+def new_occasion_effects(draw: Mapping, parameters, z, valid=None) -> dict:
+    r"""Occasion effects of new subjects or occasions from standard normals:
+    :math:`κ_p = ω^{iov}_p z_p` (``z`` ``[len(parameters), ...]``, ``z[i]`` parameter ``i``'s,
+    ``...`` e.g. ``[subjects, occasions]``; ``draw["omega_iov_<p>"]`` scalar or broadcastable
+    to ``...``), 0 where ``valid`` is False (occasions a subject does not have)."""
+    out = {}
+    for i, p in enumerate(parameters):
+        kappa = draw[f"omega_iov_{p}"] * z[i]
+        out[p] = kappa if valid is None else jnp.where(valid, kappa, 0.0)
+    return out
+
+
 def residual_sds(spec, draw: Mapping):
     """``(additive, proportional, log/logit SD)`` arrays over the fit's endpoints for one draw
     (0, 0 and 1 where an endpoint's error model has no such term; a fixed term its value)."""
@@ -202,6 +214,7 @@ __all__ = [
     "from_unconstrained",
     "individual_parameters",
     "log_multiplier",
+    "new_occasion_effects",
     "new_subject_effects",
     "population",
     "residual_sds",

@@ -109,13 +109,10 @@ def _model_source_attrs(name: str) -> dict:
 
 
 def _occasion_labels(spec: FitSpec) -> np.ndarray:
-    """The data's occasion label (``OCC``, or the rule's ``"1"``, ``"2"``, ...) of each
-    subject's k-th occasion in time order, ``[subject, occasion]`` (``""`` past its last)."""
-    rec = spec.dataset.records
+    """:attr:`pkpd.data.arrays.PaddedData.occasion_labels` as ``[subject, occasion]`` (``""``
+    past a subject's last occasion)."""
     out = np.full((spec.n_subjects, spec.n_occasions), "", dtype=object)
-    by_id = {str(k): g for k, g in rec.groupby(rec["ID"].astype(str), sort=False)}
-    for i, sid in enumerate(spec.padded.subject_ids):
-        labels = list(dict.fromkeys(by_id[str(sid)]["OCC"].astype(str)))
+    for i, labels in enumerate(spec.padded.occasion_labels):
         out[i, : len(labels)] = labels
     return out
 

@@ -100,7 +100,7 @@ class FitSpec:
     def n_occasions(self) -> int:
         """Occasions of the subject with the most (1 when the data have none)."""
         d = self.padded.data
-        return 1 if d.occ_start is None else int(np.shape(d.occ_start)[1])
+        return int(np.shape(d.occ_start)[1]) if d.has_occasions else 1
 
 
 def prepare(
@@ -314,7 +314,7 @@ def iov_parameters(model, priors, padded, ds, estimated) -> list[str]:
             "fixed prior or not a parameter of the model); remove their iov entries"
         )
     d = padded.data
-    if d.occ_start is None:
+    if not d.has_occasions:
         problems.append(
             f"the priors give inter-occasion variability (iov) on {', '.join(with_iov)}, but the "
             "data have no occasions: add an OCC column, or derive occasions from the doses "
@@ -327,7 +327,7 @@ def iov_parameters(model, priors, padded, ds, estimated) -> list[str]:
             f"model {model.name!r} cannot change parameter(s) {', '.join(unsupported)} between "
             f"occasions (parameters it can: {can}); remove their iov entries"
         )
-    if d.occ_start is not None:
+    if d.has_occasions:
         lines = ds.records["LINE"].to_numpy()
         problems += model.occasion_problems(d, lambda row: int(lines[row]))
     if problems:

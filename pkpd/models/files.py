@@ -23,6 +23,9 @@ from pathlib import Path
 
 #: Models loaded from files or stored sources in this process: name -> (path, text, sha256).
 SOURCES: dict[str, tuple[str, str, str]] = {}
+#: (resolved path, sha256, attribute) of each file already run -> the model's name: loading an
+#: unchanged file again (the CLI, a fit and its priors each ask for it) does not rerun it.
+_LOADED: dict[tuple[str, str, str | None], str] = {}
 
 
 class ModelFileError(ValueError):
@@ -121,6 +124,11 @@ def load_model_file(spec: str):
             raise ModelFileError(f"model file {target} does not exist")
         text = path.read_text(encoding="utf-8")
         sha = hashlib.sha256(text.encode("utf-8")).hexdigest()
+        key = (str(path.resolve()), sha, attr)
+        from pkpd.models import MODELS
+
+        if key in _LOADED and _LOADED[key] in MODELS:
+            return MODELS[_LOADED[key]]
         namespace = _run_source(text, str(path), f"pkpd_model_file_{sha[:16]}")
         where = str(path)
     else:
@@ -143,6 +151,8 @@ def load_model_file(spec: str):
         )
     register(model, replace=True)
     SOURCES[model.name] = (str(path), text, sha)
+    if target.endswith(".py") or Path(target).exists():
+        _LOADED[(str(path.resolve()), sha, attr)] = model.name
     return model
 
 

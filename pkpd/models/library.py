@@ -200,16 +200,25 @@ class LinearPKModel(Model):
                 + f"; required: {', '.join(self.structural_parameters)}"
             )
 
-    def _structural(self, params):
+    def _structural(self, params, n_occ: int | None = None):
+        """The structural parameters as scalars or, with ``n_occ``, as ``[n_occ]`` (a scalar
+        broadcast to every occasion)."""
         out = {}
         for p in self.structural_parameters:
             v = jnp.asarray(params[p], dtype=float)
-            if v.ndim != 0:
+            if n_occ is None and v.ndim != 0:
                 raise ValueError(
                     f"structural parameter {p!r} must be a scalar for one subject, or one value "
                     f"per occasion ([O]) with data that have occasions; got shape "
                     f"{tuple(v.shape)}"
                 )
+            if n_occ is not None:
+                if v.ndim not in (0, 1) or (v.ndim == 1 and v.shape[0] != n_occ):
+                    raise ValueError(
+                        f"structural parameter {p!r} has shape {tuple(v.shape)}; expected a "
+                        f"scalar or one value per occasion, ({n_occ},)"
+                    )
+                v = jnp.broadcast_to(v, (n_occ,))
             out[p] = v
         return out
 
@@ -237,15 +246,7 @@ class LinearPKModel(Model):
                 "occasion boundary); give lags and infusion times in the data"
             )
         n_occ = subject.occ_start.shape[0]
-        sp = {}
-        for p in self.structural_parameters:
-            v = jnp.asarray(params[p], dtype=float)
-            if v.ndim not in (0, 1) or (v.ndim == 1 and v.shape[0] != n_occ):
-                raise ValueError(
-                    f"structural parameter {p!r} has shape {tuple(v.shape)}; expected a scalar "
-                    f"or one value per occasion, ({n_occ},)"
-                )
-            sp[p] = jnp.broadcast_to(v, (n_occ,))
+        sp = self._structural(params, n_occ)
         doses = self._doses(params, subject)
         t = jnp.asarray(subject.point_time, dtype=float)
         seq, seg = jnp.asarray(subject.point_seq), jnp.asarray(subject.point_segment)

@@ -411,7 +411,8 @@ def simulate(
                     (len(with_iov), occ_start.shape[1]),
                 )
             )(d, s)
-            kappa = {p: inp[f"omega_iov_{p}"][:, None] * zk[:, i] for i, p in enumerate(with_iov)}
+            omegas = {f"omega_iov_{p}": inp[f"omega_iov_{p}"][:, None] for p in with_iov}
+            kappa = H.new_occasion_effects(omegas, with_iov, jnp.moveaxis(zk, 1, 0))
         return H.individual_parameters(
             spec,
             H.population(spec, inp),

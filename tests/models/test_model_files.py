@@ -228,3 +228,16 @@ def test_priors_command_writes_a_template_for_a_model_without_priors(files):
         == 2
     )
     assert (files / "mydrug.py").read_text() == MODEL_FILE
+
+
+def test_an_unchanged_model_file_runs_once(files):
+    """The CLI, the fit and its priors each load the model: the file itself runs once."""
+    runs = files / "runs.txt"
+    text = f"open({str(runs)!r}, 'a').write('ran\\n')\n" + MODEL_FILE
+    (files / "mydrug.py").write_text(text)
+    first = load_model(str(files / "mydrug.py"))
+    assert load_model(str(files / "mydrug.py")) is first
+    assert runs.read_text() == "ran\n"
+    (files / "mydrug.py").write_text(text + "# edited\n")  # a changed file runs again
+    load_model(str(files / "mydrug.py"))
+    assert runs.read_text() == "ran\nran\n"
