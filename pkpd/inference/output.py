@@ -97,15 +97,20 @@ def check_saveable(spec: FitSpec, attrs: dict | None = None) -> None:
         ) from e
 
 
-def _model_source_attrs(name: str) -> dict:
-    """The source of a model loaded from a file (:mod:`pkpd.models.files`), so the fit file
-    alone can rebuild it; empty for bundled and in-process models."""
+def _model_source_attrs(model) -> dict:
+    """The source of a model loaded from a file (:mod:`pkpd.models.files`) and the definition of
+    a model built from blocks (:attr:`pkpd.models.BlockModel.definition`), so the fit file alone
+    can rebuild it; empty for bundled and other in-process models."""
     from pkpd.models.files import SOURCES
 
-    if name not in SOURCES:
-        return {}
-    path, text, sha = SOURCES[name]
-    return {"model_source_path": path, "model_source": text, "model_source_sha256": sha}
+    out = {}
+    definition = getattr(model, "definition", None)
+    if definition is not None:  # a model built from blocks: its blocks as plain values
+        out["model_definition"] = json.dumps(definition)
+    if model.name in SOURCES:
+        path, text, sha = SOURCES[model.name]
+        out.update(model_source_path=path, model_source=text, model_source_sha256=sha)
+    return out
 
 
 def _occasion_labels(spec: FitSpec) -> np.ndarray:
@@ -226,7 +231,7 @@ def _to_inference_data(spec: FitSpec, flat, ll, n_chains, extra, attrs):
         "covariate_effects_detail": json.dumps([describe_effect(e) for e in spec.effects]),
         "covariates_requested": json.dumps(spec.requested_covariates),
         "model_options": json.dumps(model_options(spec.model)),
-        **_model_source_attrs(spec.model.name),
+        **_model_source_attrs(spec.model),
         "priors_json": json.dumps(pri.raw),
         "dropped_covariate_effects": json.dumps(spec.dropped_effects),
         "priors_source": str(pri.source),

@@ -79,6 +79,11 @@ def restore_model(idata):
             str(idata.attrs["model_source"]),
             str(idata.attrs.get("model_source_sha256", "")),
         )
+    if name not in MODELS and idata.attrs.get("model_definition"):
+        from pkpd.models import register
+        from pkpd.models.blocks import from_definition
+
+        register(from_definition(json.loads(str(idata.attrs["model_definition"]))))
     if name not in MODELS:
         raise FitError(
             f"the fit's model {name!r} is not a registered pkpd model; pass the model object, "

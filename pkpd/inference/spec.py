@@ -343,8 +343,14 @@ def model_options(model) -> dict:
     from pkpd.models import MODELS
 
     base = MODELS.get(model.name)
+    if base is None and getattr(model, "definition", None) is not None:
+        from pkpd.models.blocks import from_definition
+
+        base = from_definition(model.definition)  # the attrs store the definition itself
     out = {}
     for f in dataclasses.fields(model):
+        if not f.compare:  # caches (a built engine), not options
+            continue
         v = getattr(model, f.name)
         if base is None or getattr(base, f.name, None) != v:
             out[f.name] = list(v) if isinstance(v, tuple) else v

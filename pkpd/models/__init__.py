@@ -1,6 +1,8 @@
 """Structural models. ``load_model(name)`` returns a model from the registry."""
 
+from pkpd.models import blocks
 from pkpd.models.base import MetricSpec, ModalForm, Model, Turnover, check_model
+from pkpd.models.blocks import BlockModel, build
 from pkpd.models.equations import ODEModel
 from pkpd.models.library import LinearPKModel
 from pkpd.models.temsirolimus import TemsirolimusModel
@@ -85,12 +87,15 @@ def load_model(name: str):
 
 __all__ = [
     "MODELS",
+    "BlockModel",
     "LinearPKModel",
     "MetricSpec",
     "ModalForm",
     "Model",
     "ODEModel",
     "TemsirolimusModel",
+    "blocks",
+    "build",
     "Turnover",
     "check_model",
     "endpoint_units",

@@ -1,0 +1,1126 @@
+r"""A PK/PD model composed from blocks: :func:`build`, :class:`PK`, :class:`Metabolite`,
+:class:`Direct`, :class:`IndirectResponse`, :class:`BoundedTurnover`.
+
+A pharmacometrician states the structure, pkpd writes the equations::
+
+    from pkpd.models import blocks
+
+    model = blocks.build(
+        "theo_idr",
+        blocks.PK(compartments=1, absorption="first_order", code=1),
+        blocks.IndirectResponse("marker", kind=1, unit="U/L", code=2),
+        typical={"cl": 3.0, "v": 30.0, "ka": 1.2, "marker_base": 100.0,
+                 "marker_kout": 0.2, "marker_imax": 0.8, "marker_ic50": 2000.0},
+    )
+
+``model`` is a :class:`~pkpd.models.Model` like the bundled ones: ``pkpd.fit(model, data)``
+samples it (with the priors ``typical`` implies when no priors file is given),
+``pkpd.simulate`` simulates its fits, and a file defining it is accepted wherever a model name
+is (``pkpd fit data.csv --model mydrug.py``).
+
+PK (:class:`PK`; amounts mg, volumes L, clearances L/h, time h)
+-----------------------------------------------------------------
+Compartments, in the data's ``CMT`` numbering (a chain's order, as in NONMEM)::
+
+    transit_1 … transit_n   (transit=n, first_order only; doses go to transit_1)
+    depot                   (first_order)
+    central, peripheral (2 compartments) or peripheral1, peripheral2 (3)
+    <metabolite>            (metabolite=Metabolite(...))
+
+Equations (``C = A_central/V`` in mg/L; ``V`` is ``v`` for one compartment, ``v1`` otherwise)::
+
+    dA_transit_1/dt = −ktr·A_transit_1,   dA_transit_i/dt = ktr·(A_transit_i−1 − A_transit_i)
+    dA_depot/dt     = ktr·A_transit_n − ka·A_depot          (ktr = n/mtt)
+    dA_central/dt   = ka·A_depot − E(C) − Σp Qp·(C − A_p/Vp)
+    dA_p/dt         = Qp·(C − A_p/Vp)                       (Q1 = q, V_p = v2; Q2 = q2, V_p = v3)
+    E(C)            = cl·C  (linear) | vmax·C/(km + C)  (michaelis_menten) | both (mixed)
+    dA_m/dt         = fm·E(C)·MW_m/MW_p − (cl_m/v_m)·A_m    (metabolite "m", one compartment)
+
+``mtt`` is the mean time a dose spends in the chain of ``n`` transit compartments (n/ktr;
+Savic et al., J Pharmacokinet Pharmacodyn 2007;34:711, write the same chain with n+1
+compartments as MTT = (n+1)/ktr). The concentration endpoint (``PK.endpoint``, default
+``"conc"``) is ``C`` in ``PK.unit`` (default ng/mL = 1000·mg/L); the metabolite's is
+``A_m/v_m`` in its unit. Dose modifiers as in the linear models: ``lag_<cmt>`` (h) and
+``f_<cmt>`` (bioavailability) for the first compartment and the central one (``PK(lag=True,
+bioavailability=True)`` makes those of the first compartment parameters to estimate).
+
+PD blocks (each is one endpoint; its parameters are prefixed with its name)
+-----------------------------------------------------------------------------
+The driver is a concentration endpoint (``driver="conc"`` or the metabolite's name), in its
+unit; ``effect_compartment=True`` puts an effect site between them,
+``dCe/dt = ke0·(C − Ce)``, and the block is driven by ``Ce``. Drug effects
+``S = emax·f(C)``, ``I = imax·f(C)``, ``f(C) = C^h/(C50^h + C^h)`` (``h = <name>_hill``
+when ``hill=True`` or a sigmoid form, else 1).
+
+* :class:`Direct`: ``emax``: ``E = e0 + emax·f(C)``; ``imax``: ``E = e0·(1 − I)``
+  (``sigmoid_emax``, ``sigmoid_imax`` with a Hill coefficient).
+* :class:`IndirectResponse` (Dayneka, Garg & Jusko, J Pharmacokinet Biopharm
+  1993;21:457): ``dR/dt = kin·(1 − I) − kout·R`` (I), ``kin − kout·(1 − I)·R`` (II),
+  ``kin·(1 + S) − kout·R`` (III), ``kin − kout·(1 + S)·R`` (IV), ``R(0) = base``,
+  ``kin = base·kout``; ``turnover="mrt"`` estimates ``mrt = 1/kout`` (h) instead of ``kout``.
+* :class:`BoundedTurnover` (a percentage that stays in (0, 100)):
+  ``dP/dt = kin·(1 − I)·(100 − P) − kout·P``, ``kin = kout·base/(100 − base)``.
+
+Engines: a model whose PK is linear with at most 3 compartments, no transit chain and no
+metabolite, and whose PD blocks are all direct without an effect site, is predicted by the
+analytic engine of the linear models (closed forms; NONMEM's dose events, ``SS``, ``ADDL``,
+``RATE`` -1/-2 included) with the PD applied to its concentrations; any other model is
+integrated with diffrax (:class:`~pkpd.models.ODEModel`, which refuses steady-state doses and
+``RATE`` -1/-2). :attr:`BlockModel.engine` says which.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from pkpd.models.base import Model, known_endpoints
+from pkpd.pd.direct import hill_fraction, remaining_fraction
+
+__all__ = [
+    "PK",
+    "Metabolite",
+    "Direct",
+    "IndirectResponse",
+    "BoundedTurnover",
+    "BlockModel",
+    "build",
+    "from_definition",
+]
+
+#: Residual error models an endpoint may declare (the priors file's ``residual.model``).
+ERRORS = ("additive", "proportional", "combined", "lognormal", "logit")
+_ABSORPTION = ("iv", "first_order")
+_ELIMINATION = ("linear", "michaelis_menten", "mixed")
+_DIRECT_FORMS = ("emax", "sigmoid_emax", "imax", "sigmoid_imax")
+_KINDS = {1: 1, 2: 2, 3: 3, 4: 4, "I": 1, "II": 2, "III": 3, "IV": 4}
+_TURNOVER = ("kout", "mrt")
+
+# A parameter's scale class, for its default prior: positive (log), fraction or percent (logit).
+_POS, _FRAC, _PCT = "positive", "fraction", "percent"
+
+
+class BlockError(ValueError):
+    """A block given an option it does not have, or blocks that do not fit together."""
+
+
+def _choice(block: str, option: str, value, allowed) -> None:
+    if value not in allowed:
+        raise BlockError(
+            f"{block}: {option}={value!r} is not an option; expected one of "
+            + ", ".join(repr(a) for a in allowed)
+        )
+
+
+def _check_error(block: str, error: str) -> None:
+    _choice(block, "error", error, ERRORS)
+
+
+def _name_ok(block: str, name) -> None:
+    if not isinstance(name, str) or not name.isidentifier():
+        raise BlockError(f"{block}: name {name!r} must be an identifier (letters, digits, _)")
+
+
+@dataclass(frozen=True)
+class Metabolite:
+    """A metabolite formed from a fraction ``fm`` of the parent's elimination, one compartment
+    (parameters ``fm``, ``cl_<name>`` L/h, ``v_<name>`` L). ``molar_masses=(parent,
+    metabolite)`` in g/mol converts the parent's mg into the metabolite's (default: mass for
+    mass). Its concentration is the endpoint ``name`` in ``unit`` (default: the parent's)."""
+
+    name: str = "metabolite"
+    molar_masses: tuple[float, float] | None = None
+    unit: str | None = None
+    code: int | None = None
+    error: str = "combined"
+    additive: float = 1.0
+
+    def __post_init__(self):
+        _name_ok("Metabolite", self.name)
+        _check_error("Metabolite", self.error)
+        if self.molar_masses is not None:
+            mm = tuple(float(x) for x in self.molar_masses)
+            if len(mm) != 2 or min(mm) <= 0:
+                raise BlockError(
+                    f"Metabolite: molar_masses must be (parent, metabolite) in g/mol, > 0; got "
+                    f"{self.molar_masses!r}"
+                )
+            object.__setattr__(self, "molar_masses", mm)
+
+    @property
+    def ratio(self) -> float:
+        return 1.0 if self.molar_masses is None else self.molar_masses[1] / self.molar_masses[0]
+
+
+@dataclass(frozen=True)
+class PK:
+    """The PK block (module docstring): ``compartments`` 1–3, ``absorption`` ``"iv"`` or
+    ``"first_order"``, ``transit`` (a fixed number of transit compartments ahead of the depot),
+    ``elimination`` ``"linear"``, ``"michaelis_menten"`` or ``"mixed"``, ``lag`` and
+    ``bioavailability`` (estimate them for doses into the first compartment), ``metabolite``.
+    The concentration endpoint is ``endpoint`` in ``unit`` (a mass concentration: ng/mL, mg/L,
+    ...), with DVID ``code``, residual ``error`` and, for its default prior, the scale of its
+    additive error ``additive`` (in ``unit``)."""
+
+    compartments: int = 1
+    absorption: str = "iv"
+    transit: int = 0
+    elimination: str = "linear"
+    lag: bool = False
+    bioavailability: bool = False
+    metabolite: Metabolite | None = None
+    endpoint: str = "conc"
+    unit: str = "ng/mL"
+    code: int | None = None
+    error: str = "combined"
+    additive: float = 1.0
+
+    def __post_init__(self):
+        if self.compartments not in (1, 2, 3):
+            raise BlockError(f"PK: compartments={self.compartments!r}; expected 1, 2 or 3")
+        _choice("PK", "absorption", self.absorption, _ABSORPTION)
+        _choice("PK", "elimination", self.elimination, _ELIMINATION)
+        if not isinstance(self.transit, int) or self.transit < 0:
+            raise BlockError(f"PK: transit={self.transit!r}; expected a whole number >= 0")
+        if self.transit and self.absorption != "first_order":
+            raise BlockError(
+                "PK: transit compartments lead into an absorption depot; write "
+                "absorption='first_order' with transit=..."
+            )
+        _name_ok("PK", self.endpoint)
+        _check_error("PK", self.error)
+        if self.metabolite is not None and not isinstance(self.metabolite, Metabolite):
+            raise BlockError("PK: metabolite must be a blocks.Metabolite(...)")
+        _scale(self.unit, "PK")
+
+    # -- structure ----------------------------------------------------------------------------
+    @property
+    def volume(self) -> str:
+        return "v" if self.compartments == 1 else "v1"
+
+    @property
+    def states(self) -> tuple[str, ...]:
+        chain = tuple(f"transit_{i + 1}" for i in range(self.transit))
+        depot = ("depot",) if self.absorption == "first_order" else ()
+        periph = {1: (), 2: ("peripheral",), 3: ("peripheral1", "peripheral2")}[self.compartments]
+        met = (self.metabolite.name,) if self.metabolite is not None else ()
+        return chain + depot + ("central",) + periph + met
+
+    @property
+    def linear(self) -> bool:
+        """A structure the analytic engine of the linear models predicts."""
+        return self.elimination == "linear" and not self.transit and self.metabolite is None
+
+    def parameters(self) -> dict[str, tuple[str, str]]:
+        out: dict[str, tuple[str, str]] = {}
+        if self.elimination in ("linear", "mixed"):
+            out["cl"] = ("L/h", _POS)
+        if self.elimination in ("michaelis_menten", "mixed"):
+            out["vmax"] = ("mg/h", _POS)
+            out["km"] = ("mg/L", _POS)
+        out[self.volume] = ("L", _POS)
+        if self.compartments >= 2:
+            out.update(q=("L/h", _POS), v2=("L", _POS))
+        if self.compartments == 3:
+            out.update(q2=("L/h", _POS), v3=("L", _POS))
+        if self.absorption == "first_order":
+            out["ka"] = ("1/h", _POS)
+        if self.transit:
+            out["mtt"] = ("h", _POS)
+        m = self.metabolite
+        if m is not None:
+            out.update(
+                {"fm": ("1", _FRAC), f"cl_{m.name}": ("L/h", _POS), f"v_{m.name}": ("L", _POS)}
+            )
+        first = self.states[0]
+        if self.lag:
+            out[f"lag_{first}"] = ("h", _POS)
+        if self.bioavailability:
+            out[f"f_{first}"] = ("1", _FRAC)
+        return out
+
+    def concentrations(self) -> dict[str, tuple[str, str]]:
+        """Concentration endpoint → (unit, volume parameter)."""
+        out = {self.endpoint: (self.unit, self.volume)}
+        if self.metabolite is not None:
+            m = self.metabolite
+            out[m.name] = (m.unit or self.unit, f"v_{m.name}")
+        return out
+
+    def rhs(self, y, p, scale) -> tuple[dict, dict]:
+        """Derivatives of the PK states and the concentrations (in their endpoint units)."""
+        d = {}
+        conc = y["central"] / p[self.volume]  # mg/L
+        if self.transit:
+            ktr = self.transit / p["mtt"]
+            prev = 0.0
+            for i in range(self.transit):
+                s = f"transit_{i + 1}"
+                d[s] = prev - ktr * y[s]
+                prev = ktr * y[s]
+            into_depot = prev
+        else:
+            into_depot = 0.0
+        d_central = 0.0
+        if self.absorption == "first_order":
+            d["depot"] = into_depot - p["ka"] * y["depot"]
+            d_central = p["ka"] * y["depot"]
+        elimination = 0.0
+        if self.elimination in ("linear", "mixed"):
+            elimination = elimination + p["cl"] * conc
+        if self.elimination in ("michaelis_menten", "mixed"):
+            elimination = elimination + p["vmax"] * conc / (p["km"] + conc)
+        d_central = d_central - elimination
+        for s, q, v in (
+            ("peripheral", "q", "v2"),
+            ("peripheral1", "q", "v2"),
+            ("peripheral2", "q2", "v3"),
+        ):
+            if s in y:
+                flow = p[q] * (conc - y[s] / p[v])
+                d[s] = flow
+                d_central = d_central - flow
+        d["central"] = d_central
+        concs = {self.endpoint: scale[self.endpoint] * conc}
+        m = self.metabolite
+        if m is not None:
+            am = y[m.name]
+            d[m.name] = p["fm"] * elimination * m.ratio - p[f"cl_{m.name}"] / p[f"v_{m.name}"] * am
+            concs[m.name] = scale[m.name] * am / p[f"v_{m.name}"]
+        return d, concs
+
+
+def _scale(unit: str, where: str) -> float:
+    """mg/L → ``unit`` (a mass concentration)."""
+    from pkpd.data.reader import unit_factor
+
+    try:
+        return float(unit_factor("mg/L", unit))
+    except ValueError as e:
+        raise BlockError(
+            f"{where}: unit {unit!r} is not a mass concentration (amounts are in mg and volumes in "
+            f"L); write e.g. 'ng/mL' or 'mg/L' ({e})"
+        ) from None
+
+
+@dataclass(frozen=True)
+class _PDBlock:
+    """What every PD block has: its endpoint ``name`` and ``unit``, the concentration endpoint
+    that drives it, an optional effect site, a Hill coefficient, DVID ``code``, residual
+    ``error`` and the scale of its additive error (``additive``, for the default prior)."""
+
+    def _common_checks(self, kind: str):
+        _name_ok(kind, self.name)
+        _check_error(kind, self.error)
+        _name_ok(kind, self.driver)
+
+    def driven_by(self, c, y, p):
+        return y[f"{self.name}_ce"] if self.effect_compartment else c
+
+    def effect_site(self) -> dict[str, tuple[str, str]]:
+        return {f"{self.name}_ke0": ("1/h", _POS)} if self.effect_compartment else {}
+
+    @property
+    def states(self) -> tuple[str, ...]:
+        return (f"{self.name}_ce",) if self.effect_compartment else ()
+
+    def site_rhs(self, c, y, p) -> dict:
+        if not self.effect_compartment:
+            return {}
+        ce = y[f"{self.name}_ce"]
+        return {f"{self.name}_ce": p[f"{self.name}_ke0"] * (c - ce)}
+
+    def _fraction(self, c, p, c50: str):
+        h = p[f"{self.name}_hill"] if self.uses_hill else 1.0
+        return hill_fraction(c, p[f"{self.name}_{c50}"], h)
+
+    def _remaining(self, c, p):
+        h = p[f"{self.name}_hill"] if self.uses_hill else 1.0
+        return remaining_fraction(c, p[f"{self.name}_imax"], p[f"{self.name}_ic50"], h)
+
+    def _kout(self, p):
+        if self.turnover == "mrt":
+            return 1.0 / p[f"{self.name}_mrt"]
+        return p[f"{self.name}_kout"]
+
+    def _turnover_parameter(self) -> dict[str, tuple[str, str]]:
+        return (
+            {f"{self.name}_mrt": ("h", _POS)}
+            if self.turnover == "mrt"
+            else {f"{self.name}_kout": ("1/h", _POS)}
+        )
+
+
+@dataclass(frozen=True)
+class Direct(_PDBlock):
+    """A direct effect of the driver (module docstring): ``form`` ``"emax"`` (parameters
+    ``<name>_e0``, ``<name>_emax`` in ``unit``, ``<name>_ec50`` in the driver's unit),
+    ``"imax"`` (``<name>_e0``, ``<name>_imax`` a fraction, ``<name>_ic50``), their sigmoid
+    forms (plus ``<name>_hill``)."""
+
+    name: str
+    form: str = "emax"
+    unit: str = ""
+    driver: str = "conc"
+    effect_compartment: bool = False
+    code: int | None = None
+    error: str = "additive"
+    additive: float = 1.0
+
+    def __post_init__(self):
+        self._common_checks("Direct")
+        _choice("Direct", "form", self.form, _DIRECT_FORMS)
+
+    @property
+    def uses_hill(self) -> bool:
+        return self.form.startswith("sigmoid")
+
+    @property
+    def inhibits(self) -> bool:
+        return self.form.endswith("imax")
+
+    def parameters(self, driver_unit: str) -> dict[str, tuple[str, str]]:
+        n = self.name
+        out = {f"{n}_e0": (self.unit, _POS)}
+        if self.inhibits:
+            out.update({f"{n}_imax": ("1", _FRAC), f"{n}_ic50": (driver_unit, _POS)})
+        else:
+            out.update({f"{n}_emax": (self.unit, _POS), f"{n}_ec50": (driver_unit, _POS)})
+        if self.uses_hill:
+            out[f"{n}_hill"] = ("1", _POS)
+        return {**out, **self.effect_site()}
+
+    def observe(self, c, y, p):
+        return self.effect(self.driven_by(c, y, p), p)
+
+    def effect(self, c, p):
+        """The effect at driver ``c`` (the concentration, or the effect site's)."""
+        e0 = p[f"{self.name}_e0"]
+        if self.inhibits:
+            return e0 * self._remaining(c, p)
+        return e0 + p[f"{self.name}_emax"] * self._fraction(c, p, "ec50")
+
+    def initial(self, p) -> dict:
+        return {}
+
+    def rhs(self, c, y, p) -> dict:
+        return self.site_rhs(c, y, p)
+
+
+@dataclass(frozen=True)
+class IndirectResponse(_PDBlock):
+    """An indirect response of type ``kind`` I–IV (module docstring): parameters
+    ``<name>_base`` (``unit``), ``<name>_kout`` (1/h, or ``<name>_mrt`` h with
+    ``turnover="mrt"``), ``<name>_imax`` and ``<name>_ic50`` (I, II) or ``<name>_emax``
+    (a multiple of the baseline rate) and ``<name>_ec50`` (III, IV); ``hill=True`` adds
+    ``<name>_hill``."""
+
+    name: str
+    kind: int | str = 1
+    unit: str = ""
+    driver: str = "conc"
+    effect_compartment: bool = False
+    hill: bool = False
+    turnover: str = "kout"
+    code: int | None = None
+    error: str = "proportional"
+    additive: float = 1.0
+
+    def __post_init__(self):
+        self._common_checks("IndirectResponse")
+        k = self.kind.upper() if isinstance(self.kind, str) else self.kind
+        if k not in _KINDS:
+            raise BlockError(
+                f"IndirectResponse {self.name!r}: kind={self.kind!r}; expected 1, 2, 3 or 4 "
+                "(or 'I'..'IV')"
+            )
+        object.__setattr__(self, "kind", _KINDS[k])
+        _choice("IndirectResponse", "turnover", self.turnover, _TURNOVER)
+
+    @property
+    def uses_hill(self) -> bool:
+        return self.hill
+
+    def parameters(self, driver_unit: str) -> dict[str, tuple[str, str]]:
+        n = self.name
+        out = {f"{n}_base": (self.unit, _POS), **self._turnover_parameter()}
+        if self.kind in (1, 2):
+            out.update({f"{n}_imax": ("1", _FRAC), f"{n}_ic50": (driver_unit, _POS)})
+        else:
+            out.update({f"{n}_emax": ("1", _POS), f"{n}_ec50": (driver_unit, _POS)})
+        if self.hill:
+            out[f"{n}_hill"] = ("1", _POS)
+        return {**out, **self.effect_site()}
+
+    @property
+    def states(self) -> tuple[str, ...]:
+        return super().states + (self.name,)
+
+    def initial(self, p) -> dict:
+        return {self.name: p[f"{self.name}_base"]}
+
+    def rhs(self, c, y, p) -> dict:
+        drive = self.driven_by(c, y, p)
+        r = y[self.name]
+        kout = self._kout(p)
+        kin = p[f"{self.name}_base"] * kout
+        if self.kind == 1:
+            d = kin * self._remaining(drive, p) - kout * r
+        elif self.kind == 2:
+            d = kin - kout * self._remaining(drive, p) * r
+        else:
+            stim = 1.0 + p[f"{self.name}_emax"] * self._fraction(drive, p, "ec50")
+            d = kin * stim - kout * r if self.kind == 3 else kin - kout * stim * r
+        return {**self.site_rhs(c, y, p), self.name: d}
+
+    def observe(self, c, y, p):
+        return y[self.name]
+
+    def forced(self, c, p):
+        """``(a, b)`` of ``dR/dt = a − b·R`` at driver ``c`` (the grid engine's form)."""
+        kout = self._kout(p)
+        kin = p[f"{self.name}_base"] * kout
+        if self.kind in (1, 2):
+            rem = self._remaining(c, p)
+            return (
+                (kin * rem, kout * jnp.ones_like(c))
+                if self.kind == 1
+                else (kin * jnp.ones_like(c), kout * rem)
+            )
+        stim = 1.0 + p[f"{self.name}_emax"] * self._fraction(c, p, "ec50")
+        return (
+            (kin * stim, kout * jnp.ones_like(c))
+            if self.kind == 3
+            else (kin * jnp.ones_like(c), kout * stim)
+        )
+
+
+@dataclass(frozen=True)
+class BoundedTurnover(_PDBlock):
+    """A percentage kept in (0, 100) by its turnover (module docstring): parameters
+    ``<name>_base`` (%), ``<name>_kout`` (or ``<name>_mrt``), ``<name>_imax``, ``<name>_ic50``
+    (``hill=True``: ``<name>_hill``). Its unit is ``"%"``."""
+
+    name: str
+    driver: str = "conc"
+    effect_compartment: bool = False
+    hill: bool = False
+    turnover: str = "kout"
+    code: int | None = None
+    error: str = "logit"
+    additive: float = 1.0
+    unit: str = field(default="%", init=False)
+
+    def __post_init__(self):
+        self._common_checks("BoundedTurnover")
+        _choice("BoundedTurnover", "turnover", self.turnover, _TURNOVER)
+
+    @property
+    def uses_hill(self) -> bool:
+        return self.hill
+
+    def parameters(self, driver_unit: str) -> dict[str, tuple[str, str]]:
+        n = self.name
+        out = {
+            f"{n}_base": ("%", _PCT),
+            **self._turnover_parameter(),
+            f"{n}_imax": ("1", _FRAC),
+            f"{n}_ic50": (driver_unit, _POS),
+        }
+        if self.hill:
+            out[f"{n}_hill"] = ("1", _POS)
+        return {**out, **self.effect_site()}
+
+    @property
+    def states(self) -> tuple[str, ...]:
+        return super().states + (self.name,)
+
+    def initial(self, p) -> dict:
+        return {self.name: p[f"{self.name}_base"]}
+
+    def rhs(self, c, y, p) -> dict:
+        drive = self.driven_by(c, y, p)
+        kout = self._kout(p)
+        base = p[f"{self.name}_base"]
+        kin = kout * base / (100.0 - base)
+        pct = y[self.name]
+        d = kin * self._remaining(drive, p) * (100.0 - pct) - kout * pct
+        return {**self.site_rhs(c, y, p), self.name: d}
+
+    def observe(self, c, y, p):
+        return y[self.name]
+
+    def forced(self, c, p):
+        """``(a, b)`` of ``dP/dt = a − b·P`` at driver ``c`` (the grid engine's form)."""
+        kout = self._kout(p)
+        base = p[f"{self.name}_base"]
+        g = kout * base / (100.0 - base) * self._remaining(c, p)
+        return 100.0 * g, g + kout
+
+
+_PD_TYPES = (Direct, IndirectResponse, BoundedTurnover)
+
+
+@dataclass(frozen=True)
+class BlockModel(Model):
+    """A model built by :func:`build` (module docstring). Immutable; a static pytree node."""
+
+    name: str
+    pk: PK
+    pd: tuple = ()
+    typical: tuple | None = None
+    variability: float = 0.5
+    solver: str = "auto"
+    selected: tuple[str, ...] | None = None
+    dose_kinds: tuple | None = None
+    _engine: Any = field(default=None, init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        if not isinstance(self.name, str) or not self.name:
+            raise BlockError("build: the model needs a non-empty name")
+        if not isinstance(self.pk, PK):
+            raise BlockError(f"build: the first block must be blocks.PK(...), got {self.pk!r}")
+        pd = tuple(self.pd)
+        for b in pd:
+            if not isinstance(b, _PD_TYPES):
+                raise BlockError(
+                    f"build: {b!r} is not a PD block (Direct, IndirectResponse, BoundedTurnover)"
+                )
+        object.__setattr__(self, "pd", pd)
+        _choice("build", "solver", self.solver, ("auto", "ode"))
+        problems = self._problems()
+        if problems:
+            raise BlockError(f"model {self.name!r}: " + "; ".join(problems))
+        object.__setattr__(self, "_engine", self._make_engine())
+
+    # -- definition ---------------------------------------------------------------------------
+    def _problems(self) -> list[str]:
+        out = []
+        concs = self.pk.concentrations()
+        names = list(concs) + [b.name for b in self.pd]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            out.append(
+                f"endpoint name(s) {', '.join(dup)} used twice; give each block its own name"
+            )
+        for b in self.pd:
+            if b.driver not in concs:
+                out.append(
+                    f"PD block {b.name!r}: driver {b.driver!r} is not a concentration endpoint "
+                    f"(expected one of {', '.join(map(repr, concs))})"
+                )
+        codes = [c for c in self._codes_all().values()]
+        if any(c is None for c in codes) and any(c is not None for c in codes) and len(codes) > 1:
+            missing = [e for e, c in self._codes_all().items() if c is None]
+            out.append(
+                f"DVID code(s) given for some endpoints but not for {', '.join(missing)}: give "
+                "every block a code= (or none, and name endpoints in an ENDPOINT column)"
+            )
+        given = [c for c in codes if c is not None]
+        if len(set(given)) != len(given):
+            out.append(f"DVID codes {given} repeat; each endpoint needs its own code")
+        if not out and self.typical is not None:
+            known = self._all_declared()
+            typ = dict(self.typical)
+            unknown = sorted(set(typ) - set(known))
+            missing = [p for p in known if p not in typ]
+            if unknown:
+                out.append(
+                    f"typical names {', '.join(unknown)}, which the model does not have (its "
+                    f"parameters: {', '.join(known)})"
+                )
+            if missing:
+                out.append(f"typical lacks a value for {', '.join(missing)}")
+            for p, v in typ.items():
+                if p in known and not _in_support(known[p][1], v):
+                    out.append(f"typical {p}={v!r} is outside its range ({_SUPPORT[known[p][1]]})")
+        return out
+
+    def _codes_all(self) -> dict[str, int | None]:
+        out = {self.pk.endpoint: self.pk.code}
+        if self.pk.metabolite is not None:
+            out[self.pk.metabolite.name] = self.pk.metabolite.code
+        out.update({b.name: b.code for b in self.pd})
+        return out
+
+    def _units_all(self) -> dict[str, str]:
+        out = {e: u for e, (u, _) in self.pk.concentrations().items()}
+        out.update({b.name: b.unit for b in self.pd})
+        return out
+
+    def _all_declared(self) -> dict[str, tuple[str, str]]:
+        concs = self.pk.concentrations()
+        out = self.pk.parameters()
+        for b in self.pd:
+            out.update(b.parameters(concs[b.driver][0]))
+        return out
+
+    @property
+    def engine(self) -> str:
+        """How :meth:`predict` computes (module docstring): ``"analytic"`` (closed forms),
+        ``"grid"`` (closed-form PK, turnover PD on a dose-aware grid) or ``"ode"`` (diffrax)."""
+        if not self.engine_is_analytic:
+            return "ode"
+        return "grid" if any(b.states for b in self._needed_blocks()) else "analytic"
+
+    def _analytic_possible(self) -> bool:
+        return self.pk.linear and self.solver == "auto"
+
+    def _make_engine(self):
+        from pkpd.models.library import LinearPKModel
+
+        if self._analytic_possible():
+            return LinearPKModel(
+                name=self.name,
+                n_compartments=self.pk.compartments,
+                absorption=self.pk.absorption == "first_order",
+                dose_kinds=self.dose_kinds,
+            )
+        return self._make_ode()
+
+    def _make_ode(self):
+        from pkpd.models.equations import ODEModel
+
+        pk, pd = self.pk, tuple(self._needed_blocks())
+        concs = pk.concentrations()
+        scale = {e: _scale(u, "PK") for e, (u, _) in concs.items()}
+        modifiers = {
+            f"{m}_{c}" for c in self.dose_compartment_names for m in ("lag", "f", "dur", "rate")
+        }
+        params = {k: u for k, u in self.parameters.items() if k not in modifiers}
+
+        def rhs(t, y, p):
+            d, c = pk.rhs(y, p, scale)
+            for b in pd:
+                d.update(b.rhs(c[b.driver], y, p))
+            return d
+
+        def observe(t, y, p):
+            _, c = pk.rhs(y, p, scale)
+            out = {e: c[e] for e in concs}
+            out.update({b.name: b.observe(c[b.driver], y, p) for b in pd})
+            return out
+
+        def initial(p):
+            out = {}
+            for b in pd:
+                out.update(b.initial(p))
+            return out
+
+        states = pk.states + tuple(s for b in pd for s in b.states)
+        return ODEModel(
+            name=self.name,
+            states=states,
+            params=params,
+            outputs={
+                e: u
+                for e, u in self._units_all().items()
+                if e in concs or e in {b.name for b in pd}
+            },
+            rhs=rhs,
+            observe=observe,
+            doses={i + 1: s for i, s in enumerate(pk.states)},
+            initial=initial if any(b.states for b in pd) else None,
+            concentrations={e: v for e, (_, v) in concs.items()},
+        )
+
+    # -- the contract ---------------------------------------------------------------------------
+    @property
+    def endpoints(self) -> tuple[str, ...]:
+        return self.selected if self.selected is not None else tuple(self._units_all())
+
+    @property
+    def endpoint_units(self) -> dict[str, str]:
+        units = self._units_all()
+        return {e: units[e] for e in self.endpoints}
+
+    @property
+    def endpoint_codes(self) -> dict[int, str] | None:
+        codes = self._codes_all()
+        if all(c is None for c in codes.values()):
+            return None
+        return {c: e for e, c in codes.items()}
+
+    def _needed_blocks(self):
+        return [b for b in self.pd if b.name in self.endpoints]
+
+    @property
+    def parameters(self) -> dict[str, str]:
+        concs = self.pk.concentrations()
+        out = {k: u for k, (u, _) in self.pk.parameters().items()}
+        for b in self._needed_blocks():
+            out.update({k: u for k, (u, _) in b.parameters(concs[b.driver][0]).items()})
+        return out
+
+    @property
+    def structural_parameters(self) -> tuple[str, ...]:
+        return tuple(self.parameters)
+
+    def _modifier_names(self) -> tuple[str, ...]:
+        mods = ("lag", "f", "dur", "rate") if self.engine_is_analytic else ("lag", "f")
+        return tuple(f"{m}_{c}" for c in self.dose_compartment_names for m in mods)
+
+    @property
+    def engine_is_analytic(self) -> bool:
+        return self._analytic_possible()
+
+    @property
+    def all_parameters(self) -> dict[str, str]:
+        units = {"lag": "h", "f": "1", "dur": "h", "rate": "mg/h"}
+        out = {k: u for k, (u, _) in self._all_declared().items()}
+        for m in self._modifier_names():
+            out.setdefault(m, units[m.split("_")[0]])
+        return out
+
+    @property
+    def compartments(self) -> dict[int, str]:
+        return {i + 1: s for i, s in enumerate(self.pk.states)}
+
+    @property
+    def default_dose_compartment(self) -> int:
+        return 1
+
+    @property
+    def dose_compartment_names(self) -> tuple[str, ...]:
+        first = self.pk.states[0]
+        return (first,) if first == "central" else (first, "central")
+
+    @property
+    def dose_route(self) -> str:
+        return "oral" if self.pk.absorption == "first_order" else "iv"
+
+    @property
+    def concentration_endpoints(self) -> tuple[str, ...]:
+        return tuple(e for e in self.pk.concentrations() if e in self.endpoints)
+
+    @property
+    def concentration_volumes(self) -> dict[str, str]:
+        return {e: v for e, (_, v) in self.pk.concentrations().items() if e in self.endpoints}
+
+    @property
+    def endpoint_molar_masses(self) -> dict[str, float]:
+        m = self.pk.metabolite
+        if m is None or m.molar_masses is None:
+            return {}
+        return {self.pk.endpoint: m.molar_masses[0], m.name: m.molar_masses[1]}
+
+    @property
+    def occasion_parameters(self) -> tuple[str, ...]:
+        mods = set(self._modifier_names())
+        return tuple(p for p in self._all_declared() if p not in mods)
+
+    def with_endpoints(self, endpoints: Sequence[str]) -> BlockModel:
+        eps = known_endpoints(self.name, endpoints, tuple(self._units_all()))
+        return dataclasses.replace(self, selected=eps)
+
+    def with_dose_kinds(self, kinds: tuple | None) -> BlockModel:
+        if not self.engine_is_analytic:
+            return self
+        return dataclasses.replace(self, dose_kinds=kinds)
+
+    def check_subject(self, subject) -> list[str]:
+        return self._engine.check_subject(subject)
+
+    def occasion_problems(self, subjects, line) -> list[str]:
+        return self._engine.occasion_problems(subjects, line)
+
+    def modal_form(self, params):
+        return self._engine.modal_form(params) if self.engine_is_analytic and not self.pd else None
+
+    def modal_parameters_supported(self, parameters) -> bool:
+        return bool(
+            self.engine_is_analytic
+            and not self.pd
+            and self._engine.modal_parameters_supported(parameters)
+        )
+
+    @property
+    def default_priors(self) -> Mapping[str, Any] | None:
+        if self.typical is None:
+            return None
+        typ = dict(self.typical)
+        params = {}
+        for name, (unit, kind) in self._all_declared().items():
+            params[name] = _default_prior(name, unit, kind, typ[name], self.variability)
+        residual = {}
+        units = self._units_all()
+        errors = {self.pk.endpoint: (self.pk.error, self.pk.additive)}
+        if self.pk.metabolite is not None:
+            errors[self.pk.metabolite.name] = (
+                self.pk.metabolite.error,
+                self.pk.metabolite.additive,
+            )
+        errors.update({b.name: (b.error, b.additive) for b in self.pd})
+        for e, (err, add) in errors.items():
+            residual[e] = _default_residual(err, units[e], add)
+        return {"model": {"name": self.name}, "parameters": params, "residual": residual}
+
+    @property
+    def definition(self) -> dict:
+        """The blocks as plain values (JSON-ready): :func:`from_definition` rebuilds the model
+        from them, so a fit file rebuilds its model without the code that made it."""
+
+        def fields_of(block):
+            out = {f.name: getattr(block, f.name) for f in dataclasses.fields(block) if f.init}
+            return {k: (list(v) if isinstance(v, tuple) else v) for k, v in out.items()}
+
+        pk = fields_of(self.pk)
+        if self.pk.metabolite is not None:
+            pk["metabolite"] = fields_of(self.pk.metabolite)
+        return {
+            "name": self.name,
+            "pk": pk,
+            "pd": [{"block": type(b).__name__, **fields_of(b)} for b in self.pd],
+            "typical": None if self.typical is None else dict(self.typical),
+            "variability": self.variability,
+            "solver": self.solver,
+        }
+
+    # -- prediction ----------------------------------------------------------------------------
+    def predict(self, params, subject):
+        """Every endpoint at each point of one subject (``{endpoint: [P], "ok": bool}``).
+
+        Parameters may be given per occasion (``[O]``), as in
+        :meth:`pkpd.models.LinearPKModel.predict` and :meth:`pkpd.models.ODEModel.predict`:
+        drug present at an occasion's start moves on under the new occasion's values (a model
+        with PD states then takes the ODE engine).
+        """
+        if self.engine_is_analytic:
+            by_occ = any(jnp.ndim(v) == 1 for k, v in params.items() if k in self._all_declared())
+            if self.engine == "analytic":
+                return self._predict_analytic(params, subject)
+            if not by_occ:
+                return self._predict_grid(params, subject)
+        return self._predict_ode(params, subject)
+
+    def _ode(self):
+        return self._engine if not self.engine_is_analytic else self._make_ode()
+
+    def _predict_ode(self, params, subject):
+        mods = {
+            f"{m}_{c}" for c in self.dose_compartment_names for m in ("lag", "f", "dur", "rate")
+        }
+        structural = {k: v for k, v in params.items() if k not in mods}
+        subject = self._modified_doses(params, subject)
+        out = self._ode().predict(structural, subject)
+        return {**{e: out[e] for e in self.endpoints}, "ok": out["ok"]}
+
+    def _pk_params(self, params):
+        names = set(self.pk.parameters()) | set(self._modifier_names())
+        return {k: v for k, v in params.items() if k in names}
+
+    def _predict_analytic(self, params, subject):
+        out = self._engine.predict(self._pk_params(params), subject)
+        conc = out["conc"] * (_scale(self.pk.unit, "PK") / 1000.0)  # the engine gives ng/mL
+        values = {self.pk.endpoint: conc}
+        for b in self._needed_blocks():
+            values[b.name] = b.effect(conc, params)
+        return {**{e: values[e] for e in self.endpoints}, "ok": jnp.asarray(True)}
+
+    def _predict_grid(self, params, subject):
+        """Closed-form PK; an effect site in closed form too (one more exponential mode);
+        turnover states by the exponential integrator of :mod:`pkpd.pd.forced` on its
+        dose-aware grid (every dose and infusion end a node). Data with steady-state doses or
+        resets give ``ok = False`` (the turnover would need its own steady state)."""
+        from pkpd.pd import forced
+        from pkpd.pk import analytic, polyexp
+
+        lin = self._engine
+        pkp = self._pk_params(params)
+        lin.check_parameters(pkp)
+        sp = lin._structural(pkp)
+        doses = lin._doses(pkp, subject)
+        state = 1 if self.pk.absorption == "first_order" else 0
+        factor = _scale(self.pk.unit, "PK") / sp[self.pk.volume]
+        conc = polyexp.scale(
+            analytic.state_response(lin._disposition(sp), sp.get("ka"), state=state), factor
+        )
+        t = jnp.asarray(subject.point_time, dtype=float)
+        seq = jnp.asarray(subject.point_seq)
+        seg = jnp.asarray(subject.point_segment)
+        plain = (analytic.BOLUS, analytic.INFUSION)
+
+        def at_points(resp):
+            return analytic.superpose(resp, doses, t, seq, seg, lin.dose_kinds, None)
+
+        blocks = self._needed_blocks()
+        drivers = {}
+        for b in blocks:
+            drivers[b.name] = conc
+            if b.effect_compartment:
+                ke0 = params[f"{b.name}_ke0"]
+                drivers[b.name] = polyexp.convolve(
+                    conc, jnp.reshape(ke0, (1,)), jnp.reshape(ke0, (1,))
+                )
+        c_points = at_points(conc)
+        values = {self.pk.endpoint: c_points}
+        for b in blocks:
+            if isinstance(b, Direct):
+                values[b.name] = b.effect(at_points(drivers[b.name]), params)
+        turnover = [b for b in blocks if not isinstance(b, Direct)]
+        ok = jnp.asarray(True)
+        if turnover:
+            start = doses.time + doses.lag
+            end = start + jnp.where(doses.kind == analytic.INFUSION, doses.duration, 0.0)
+            nodes, index, _ = forced.dose_grid(start, end, doses.active, t)
+            h = jnp.diff(nodes)
+            grid_t = jnp.concatenate([nodes, nodes[:-1] + 0.5 * h])
+            big = jnp.full(grid_t.shape, jnp.iinfo(jnp.int32).max, jnp.int32)
+            zero = jnp.zeros(grid_t.shape, jnp.int32)
+            c_grid = jnp.stack(
+                [
+                    analytic.superpose(drivers[b.name], doses, grid_t, big, zero, plain)
+                    for b in turnover
+                ],
+                axis=-1,
+            )  # [2N − 1, J]
+            n = nodes.shape[0]
+
+            def coef(c):
+                ab = [b.forced(c[..., j], params) for j, b in enumerate(turnover)]
+                return jnp.stack([a for a, _ in ab], -1), jnp.stack([bb for _, bb in ab], -1)
+
+            y0 = jnp.stack([jnp.asarray(params[f"{b.name}_base"], dtype=float) for b in turnover])
+            ys, ok = forced.solve_forced(
+                coef, None, y0, nodes, index, conc=(c_grid[:n], c_grid[n:])
+            )
+            for j, b in enumerate(turnover):
+                values[b.name] = ys[:, j]
+            steady = doses.active & ~jnp.isin(doses.kind, jnp.asarray(plain))
+            ok = ok & ~jnp.any(steady) & ~jnp.any(doses.active & (doses.segment != 0))
+        return {**{e: values[e] for e in self.endpoints}, "ok": ok}
+
+    def _modified_doses(self, params, subject):
+        """Lag times and bioavailability applied to the dose records (ODE engine), as NONMEM
+        does: a dose into compartment ``c`` acts ``lag_c`` later, with ``f_c`` times its amount
+        (an infusion by ``RATE`` then lasts ``f_c`` times as long; one by ``DUR`` keeps its
+        duration)."""
+        lag = {c: params[f"lag_{c}"] for c in self.dose_compartment_names if f"lag_{c}" in params}
+        bio = {c: params[f"f_{c}"] for c in self.dose_compartment_names if f"f_{c}" in params}
+        if not lag and not bio:
+            return subject
+        numbers = {v: k for k, v in self.compartments.items()}
+        cmt = jnp.asarray(subject.dose_cmt)
+        cmt = jnp.where(cmt == 0, self.default_dose_compartment, cmt)
+        time = jnp.asarray(subject.dose_time)
+        amt = jnp.asarray(subject.dose_amt)
+        for c, v in lag.items():
+            time = time + jnp.where(cmt == numbers[c], v, 0.0)
+        for c, v in bio.items():
+            amt = amt * jnp.where(cmt == numbers[c], v, 1.0)
+        return dataclasses.replace(subject, dose_time=time, dose_amt=amt)
+
+
+jax.tree_util.register_static(BlockModel)
+
+_SUPPORT = {_POS: "> 0", _FRAC: "in (0, 1)", _PCT: "in (0, 100)"}
+
+
+def _in_support(kind: str, v) -> bool:
+    try:
+        v = float(v)
+    except (TypeError, ValueError):
+        return False
+    if kind == _POS:
+        return v > 0
+    if kind == _FRAC:
+        return 0 < v < 1
+    return 0 < v < 100
+
+
+def _default_prior(name, unit, kind, typical, omega) -> dict:
+    entry: dict[str, Any] = {"unit": unit}
+    if kind == _POS:
+        entry["prior"] = {"family": "lognormal", "median": float(typical), "sd_log": 1.0}
+    else:
+        entry["transform"] = "logit"
+        entry["prior"] = {"family": "logitnormal", "median": float(typical), "sd_logit": 1.0}
+    entry["bsv"] = {"family": "halfnormal", "scale": float(omega)}
+    entry["source"] = (
+        f"default of the model's blocks: centred on the typical value given to build() "
+        f"({typical:g} {unit}), weakly informative; replace with a cited prior"
+    )
+    entry["assumption"] = True
+    return entry
+
+
+def _default_residual(error, unit, additive) -> dict:
+    entry: dict[str, Any] = {"model": error, "unit": unit}
+    if error in ("proportional", "combined"):
+        entry["proportional"] = {"family": "halfnormal", "scale": 0.3}
+    if error in ("additive", "combined"):
+        entry["additive"] = {"family": "halfnormal", "scale": float(additive)}
+    if error == "lognormal":
+        entry["sd_log"] = {"family": "halfnormal", "scale": 0.3}
+    if error == "logit":
+        entry["sd_logit"] = {"family": "halfnormal", "scale": 0.3}
+    entry["source"] = (
+        "default of the model's blocks (weakly informative); replace with your assay's"
+    )
+    entry["assumption"] = True
+    return entry
+
+
+def from_definition(definition: Mapping[str, Any]) -> BlockModel:
+    """The model of :attr:`BlockModel.definition` (as stored in a fit file)."""
+    d = dict(definition)
+    pk = dict(d["pk"])
+    if pk.get("metabolite") is not None:
+        met = dict(pk["metabolite"])
+        if met.get("molar_masses") is not None:
+            met["molar_masses"] = tuple(met["molar_masses"])
+        pk["metabolite"] = Metabolite(**met)
+    kinds = {t.__name__: t for t in _PD_TYPES}
+    pd = []
+    for b in d.get("pd", []):
+        b = dict(b)
+        kind = b.pop("block")
+        if kind not in kinds:
+            raise BlockError(f"unknown PD block {kind!r} in a model definition")
+        pd.append(kinds[kind](**b))
+    return build(
+        d["name"],
+        PK(**pk),
+        *pd,
+        typical=d.get("typical"),
+        variability=d.get("variability", 0.5),
+        solver=d.get("solver", "auto"),
+    )
+
+
+def build(
+    name: str,
+    pk: PK,
+    *pd,
+    typical: Mapping[str, float] | None = None,
+    variability: float = 0.5,
+    solver: str = "auto",
+) -> BlockModel:
+    """A model from a :class:`PK` block and any PD blocks (module docstring).
+
+    ``typical``: a typical value of every parameter (in its unit; :attr:`BlockModel.parameters`
+    lists them): the model then declares default priors (log-normal, or logit-normal for
+    fractions and percentages, centred there with SD 1 on that scale; a between-subject SD
+    prior half-normal with scale ``variability``; weakly informative residual errors), which a
+    fit without a priors file uses and ``pkpd priors --model`` writes out to edit.
+
+    ``solver``: ``"auto"`` (the engine the structure allows, module docstring) or ``"ode"``
+    (always diffrax at rtol 1e-8: a reference for the faster engines, or for steady-state-free
+    data where the grid's ~1e-5 relative error matters).
+
+    Raises :class:`BlockError` (a ``ValueError``) naming the block, the option and what to
+    write instead.
+    """
+    typ = (
+        None
+        if typical is None
+        else tuple(sorted((str(k), float(v)) for k, v in dict(typical).items()))
+    )
+    return BlockModel(
+        name=name, pk=pk, pd=tuple(pd), typical=typ, variability=float(variability), solver=solver
+    )

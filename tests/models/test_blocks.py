@@ -1,0 +1,386 @@
+"""Models composed from blocks (issue 20, item 1): :mod:`pkpd.models.blocks`.
+
+Each PK option and each PD block is predicted through a dose history (boluses, an infusion, a
+second dose) and compared with scipy's ``solve_ivp`` (Radau, rtol 1e-11) of the same equations
+written out by hand here, ≤ 1e-6 relative; then the definition checks, the default priors and
+a model file built from blocks."""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.integrate import solve_ivp
+
+import pkpd
+from pkpd.models import blocks as B
+
+OBS = [0.25, 0.75, 1.5, 3.0, 5.0, 9.0, 12.5, 13.0, 14.5, 18.0, 30.0, 48.0]
+#: Doses of every case: (time h, amount mg, CMT, infusion duration h or 0 for a bolus).
+DOSES = [(0.0, 100.0, 1, 0.0), (12.0, 60.0, 1, 2.0)]
+
+
+def _frame(model, doses=DOSES, obs=OBS):
+    codes = {e: c for c, e in (model.endpoint_codes or {}).items()}
+    rows = [
+        dict(ID=1, TIME=t, EVID=1, AMT=a, CMT=c, RATE=(a / d if d else 0.0), DVID=".", DV=".")
+        for t, a, c, d in doses
+    ]
+    for t in obs:
+        for e in model.endpoints:
+            rows.append(
+                dict(ID=1, TIME=t, EVID=0, AMT=0, CMT=0, RATE=0, DVID=codes.get(e, 1), DV=1.0)
+            )
+    return pd.DataFrame(rows).sort_values("TIME", kind="stable")
+
+
+def _predict(model, params, doses=DOSES):
+    padded = pkpd.read_dataset(_frame(model, doses), model=model).to_arrays()
+    subject = jax.tree.map(lambda x: x[0], padded.data)
+    out = model.predict(params, subject)
+    assert bool(out.get("ok", True))
+    ep = np.asarray(subject.point_endpoint)[np.asarray(subject.point_mask, bool)]
+    names = padded.endpoints
+    return {
+        e: np.asarray(out[e])[np.asarray(subject.point_mask, bool)][ep == names.index(e)]
+        for e in model.endpoints
+    }
+
+
+def _reference(f, y0, doses, obs=OBS, state_of_cmt=lambda c: c - 1):
+    """scipy through the dose history: boluses added at their time, infusions a constant input
+    while they run; the states at ``obs`` (none of which is an event time)."""
+    events = sorted({0.0, max(obs)} | {t for t, *_ in doses} | {t + d for t, _, _, d in doses if d})
+    y = np.asarray(y0, float)
+    out = {}
+    for a, b in zip(events[:-1], events[1:], strict=True):
+        for t, amt, cmt, d in doses:
+            if t == a and not d:
+                y[state_of_cmt(cmt)] += amt
+        rate = np.zeros_like(y)
+        for t, amt, cmt, d in doses:
+            if d and t <= a < t + d:
+                rate[state_of_cmt(cmt)] += amt / d
+        inside = [t for t in obs if a < t <= b]
+        sol = solve_ivp(
+            lambda t, yy, rate=rate: np.asarray(f(t, yy)) + rate, (a, b), y, method="Radau",
+            t_eval=sorted(set(inside) | {b}), rtol=1e-11, atol=1e-12,
+        )  # fmt: skip
+        assert sol.success
+        for t in inside:
+            out[t] = sol.y[:, list(sol.t).index(t)]
+        y = sol.y[:, -1].copy()
+    return np.array([out[t] for t in obs])
+
+
+def _lagged(doses, lag, f):
+    """NONMEM's lag time and bioavailability: a dose acts ``lag`` later with ``f`` times its
+    amount; an infusion given by its rate keeps the rate, so it lasts ``f`` times as long."""
+    return [(t + lag, a * f, c, d * f) for t, a, c, d in doses]
+
+
+def _close(got, want, rtol=1e-6):
+    np.testing.assert_allclose(got, want, rtol=rtol, atol=1e-9 * np.max(np.abs(want)))
+
+
+def _hill(c, c50, h=1.0):
+    c = np.maximum(c, 0.0)
+    return c**h / (c50**h + c**h)
+
+
+# -- PK options --------------------------------------------------------------------------------
+
+
+def test_one_compartment_iv_bolus_and_infusion_analytic():
+    m = B.build("b_1iv", B.PK(compartments=1, absorption="iv"))
+    p = {"cl": 4.0, "v": 25.0}
+    assert m.engine == "analytic" and m.compartments == {1: "central"}
+    ref = _reference(lambda t, y: [-p["cl"] / p["v"] * y[0]], [0.0], DOSES)
+    _close(_predict(m, p)["conc"], 1000 * ref[:, 0] / p["v"])
+
+
+def test_two_compartment_oral_with_lag_and_bioavailability_analytic():
+    m = B.build(
+        "b_2po", B.PK(compartments=2, absorption="first_order", lag=True, bioavailability=True)
+    )
+    p = {"cl": 5.0, "v1": 30.0, "q": 8.0, "v2": 60.0, "ka": 1.3, "lag_depot": 0.4, "f_depot": 0.7}
+    assert m.engine == "analytic" and set(m.parameters) == set(p)
+
+    def f(t, y):
+        d, c, per = y
+        return [-p["ka"] * d, p["ka"] * d - p["cl"] / p["v1"] * c - p["q"] / p["v1"] * c + p["q"] / p["v2"] * per,
+                p["q"] / p["v1"] * c - p["q"] / p["v2"] * per]  # fmt: skip
+
+    shifted = _lagged(DOSES, p["lag_depot"], p["f_depot"])
+    ref = _reference(f, [0, 0, 0], shifted)
+    _close(_predict(m, p)["conc"], 1000 * ref[:, 1] / p["v1"])
+
+
+def test_three_compartment_iv_in_mg_per_litre_analytic():
+    m = B.build("b_3iv", B.PK(compartments=3, unit="mg/L"))
+    p = {"cl": 5.0, "v1": 20.0, "q": 6.0, "v2": 40.0, "q2": 2.0, "v3": 150.0}
+    assert m.endpoint_units == {"conc": "mg/L"}
+
+    def f(t, y):
+        c, p1, p2 = y
+        return [-(p["cl"] + p["q"] + p["q2"]) / p["v1"] * c + p["q"] / p["v2"] * p1 + p["q2"] / p["v3"] * p2,
+                p["q"] / p["v1"] * c - p["q"] / p["v2"] * p1, p["q2"] / p["v1"] * c - p["q2"] / p["v3"] * p2]  # fmt: skip
+
+    _close(_predict(m, p)["conc"], _reference(f, [0, 0, 0], DOSES)[:, 0] / p["v1"])
+
+
+def test_transit_compartments_ode():
+    m = B.build("b_tr", B.PK(compartments=1, absorption="first_order", transit=3))
+    p = {"cl": 3.0, "v": 30.0, "ka": 0.9, "mtt": 2.0}
+    assert m.engine == "ode"
+    assert m.compartments == {
+        1: "transit_1",
+        2: "transit_2",
+        3: "transit_3",
+        4: "depot",
+        5: "central",
+    }
+    ktr = 3 / p["mtt"]
+
+    def f(t, y):
+        t1, t2, t3, d, c = y
+        return [
+            -ktr * t1,
+            ktr * (t1 - t2),
+            ktr * (t2 - t3),
+            ktr * t3 - p["ka"] * d,
+            p["ka"] * d - p["cl"] / p["v"] * c,
+        ]
+
+    _close(_predict(m, p)["conc"], 1000 * _reference(f, [0] * 5, DOSES)[:, 4] / p["v"])
+
+
+@pytest.mark.parametrize("elimination", ["michaelis_menten", "mixed"])
+def test_michaelis_menten_elimination_ode(elimination):
+    m = B.build("b_mm_" + elimination, B.PK(compartments=1, elimination=elimination))
+    p = {"vmax": 6.0, "km": 1.5, "v": 25.0} | ({"cl": 1.0} if elimination == "mixed" else {})
+    assert m.engine == "ode" and set(m.parameters) == set(p)
+
+    def f(t, y):
+        c = y[0] / p["v"]
+        return [-p["vmax"] * c / (p["km"] + c) - p.get("cl", 0.0) * c]
+
+    _close(_predict(m, p)["conc"], 1000 * _reference(f, [0.0], DOSES)[:, 0] / p["v"])
+
+
+def test_lag_and_bioavailability_in_the_ode_engine():
+    m = B.build("b_mix_po", B.PK(compartments=2, absorption="first_order", elimination="mixed",
+                                 lag=True, bioavailability=True))  # fmt: skip
+    p = {"cl": 2.0, "vmax": 5.0, "km": 1.0, "v1": 30.0, "q": 8.0, "v2": 60.0, "ka": 1.1,
+         "lag_depot": 0.6, "f_depot": 0.8}  # fmt: skip
+    assert m.engine == "ode"
+
+    def f(t, y):
+        d, c, per = y
+        conc = c / p["v1"]
+        return [-p["ka"] * d, p["ka"] * d - p["cl"] * conc - p["vmax"] * conc / (p["km"] + conc)
+                - p["q"] * (conc - per / p["v2"]), p["q"] * (conc - per / p["v2"])]  # fmt: skip
+
+    shifted = _lagged(DOSES, p["lag_depot"], p["f_depot"])
+    _close(_predict(m, p)["conc"], 1000 * _reference(f, [0, 0, 0], shifted)[:, 1] / p["v1"])
+
+
+def test_metabolite_with_molar_conversion_ode():
+    met = B.Metabolite("sir", molar_masses=(1030.3, 914.2), code=2)
+    m = B.build("b_met", B.PK(compartments=2, metabolite=met, code=1))
+    p = {"cl": 16.0, "v1": 20.0, "q": 9.0, "v2": 135.0, "fm": 0.5, "cl_sir": 10.0, "v_sir": 140.0}
+    assert m.engine == "ode" and m.compartments == {1: "central", 2: "peripheral", 3: "sir"}
+    assert m.endpoint_molar_masses == {"conc": 1030.3, "sir": 914.2}
+
+    def f(t, y):
+        c, per, s = y
+        return [-(p["cl"] + p["q"]) / p["v1"] * c + p["q"] / p["v2"] * per, p["q"] / p["v1"] * c - p["q"] / p["v2"] * per,
+                p["fm"] * p["cl"] / p["v1"] * c * 914.2 / 1030.3 - p["cl_sir"] / p["v_sir"] * s]  # fmt: skip
+
+    ref = _reference(f, [0, 0, 0], DOSES)
+    got = _predict(m, p)
+    _close(got["conc"], 1000 * ref[:, 0] / p["v1"])
+    _close(got["sir"], 1000 * ref[:, 2] / p["v_sir"])
+
+
+# -- PD blocks ---------------------------------------------------------------------------------
+
+PK1 = {"cl": 4.0, "v": 25.0}
+
+
+def _pk1(t, y):
+    return [-PK1["cl"] / PK1["v"] * y[0]]
+
+
+def test_direct_emax_on_the_analytic_engine():
+    m = B.build("b_emax", B.PK(code=1), B.Direct("hr", form="emax", unit="bpm", code=2))
+    p = PK1 | {"hr_e0": 70.0, "hr_emax": 30.0, "hr_ec50": 1500.0}
+    assert m.engine == "analytic"
+    c = 1000 * _reference(_pk1, [0.0], DOSES)[:, 0] / PK1["v"]
+    _close(_predict(m, p)["hr"], 70 + 30 * _hill(c, 1500.0))
+
+
+@pytest.mark.parametrize("solver", ["ode", "auto"])
+def test_sigmoid_imax_through_an_effect_compartment(solver):
+    block = B.Direct("s6", form="sigmoid_imax", unit="%", effect_compartment=True, code=2)
+    m = B.build("b_imax_ce", B.PK(code=1), block, solver=solver)
+    p = PK1 | {"s6_e0": 100.0, "s6_imax": 0.85, "s6_ic50": 900.0, "s6_hill": 1.7, "s6_ke0": 0.3}
+    assert m.engine == {"ode": "ode", "auto": "grid"}[solver] and set(m.parameters) == set(p)
+
+    def f(t, y):
+        a, ce = y
+        return [-PK1["cl"] / PK1["v"] * a, p["s6_ke0"] * (1000 * a / PK1["v"] - ce)]
+
+    ce = _reference(f, [0, 0], DOSES)[:, 1]
+    _close(_predict(m, p)["s6"], 100 * (1 - 0.85 * _hill(ce, 900.0, 1.7)))
+
+
+#: Relative error allowed against scipy: the ODE engine (rtol 1e-8) and the grid engine (closed
+#: form PK, exponential integrator of the turnover on pkpd.pd.forced's grid: ~1e-5 by design).
+TOL = {"ode": 1e-6, "auto": 5e-5}
+
+
+@pytest.mark.parametrize("solver", ["ode", "auto"])
+@pytest.mark.parametrize("kind", [1, 2, 3, 4])
+def test_indirect_response_models(kind, solver):
+    hill = kind == 2
+    turnover = "mrt" if kind == 3 else "kout"
+    block = B.IndirectResponse("r", kind=kind, unit="U", hill=hill, turnover=turnover, code=2)
+    m = B.build(f"b_idr{kind}", B.PK(code=1), block, solver=solver)
+    p = dict(PK1, r_base=50.0)
+    p |= {"r_mrt": 4.0} if turnover == "mrt" else {"r_kout": 0.25}
+    p |= {"r_imax": 0.7, "r_ic50": 1200.0} if kind <= 2 else {"r_emax": 1.5, "r_ec50": 1200.0}
+    p |= {"r_hill": 2.2} if hill else {}
+    assert set(m.parameters) == set(p)
+    kout = 0.25 if turnover == "kout" else 1 / 4.0
+    kin = 50.0 * kout
+
+    def f(t, y):
+        a, r = y
+        c = 1000 * a / PK1["v"]
+        inh = 0.7 * _hill(c, 1200.0, p.get("r_hill", 1.0))
+        stim = 1.5 * _hill(c, 1200.0)
+        d = {1: kin * (1 - inh) - kout * r, 2: kin - kout * (1 - inh) * r,
+             3: kin * (1 + stim) - kout * r, 4: kin - kout * (1 + stim) * r}[kind]  # fmt: skip
+        return [-PK1["cl"] / PK1["v"] * a, d]
+
+    _close(_predict(m, p)["r"], _reference(f, [0, 50.0], DOSES)[:, 1], TOL[solver])
+
+
+@pytest.mark.parametrize("solver", ["ode", "auto"])
+def test_bounded_turnover_through_an_effect_compartment(solver):
+    block = B.BoundedTurnover("pd1", effect_compartment=True, turnover="mrt", code=2)
+    m = B.build("b_bt", B.PK(code=1), block, solver=solver)
+    p = PK1 | {
+        "pd1_base": 16.8,
+        "pd1_mrt": 30.0,
+        "pd1_imax": 0.6,
+        "pd1_ic50": 500.0,
+        "pd1_ke0": 0.5,
+    }
+    assert m.endpoint_units["pd1"] == "%"
+    kout = 1 / 30.0
+    kin = kout * 16.8 / (100 - 16.8)
+
+    def f(t, y):
+        a, ce, pct = y
+        return [-PK1["cl"] / PK1["v"] * a, 0.5 * (1000 * a / PK1["v"] - ce),
+                kin * (1 - 0.6 * _hill(ce, 500.0)) * (100 - pct) - kout * pct]  # fmt: skip
+
+    got = _predict(m, p)["pd1"]
+    _close(got, _reference(f, [0, 0, 16.8], DOSES)[:, 2], TOL[solver])
+    assert np.all((got > 0) & (got < 100))
+
+
+def test_pd_driven_by_the_metabolite_and_endpoint_selection():
+    met = B.Metabolite("m1", code=2)
+    m = B.build("b_met_pd", B.PK(code=1, metabolite=met),
+                B.Direct("e", form="imax", driver="m1", unit="U", code=3))  # fmt: skip
+    assert m.parameters["e_ic50"] == "ng/mL"
+    p = {"cl": 4.0, "v": 25.0, "fm": 0.4, "cl_m1": 3.0, "v_m1": 50.0,
+         "e_e0": 10.0, "e_imax": 0.9, "e_ic50": 200.0}  # fmt: skip
+
+    def f(t, y):
+        a, am = y
+        return [-4.0 / 25.0 * a, 0.4 * 4.0 / 25.0 * a - 3.0 / 50.0 * am]
+
+    cm = 1000 * _reference(f, [0, 0], DOSES)[:, 1] / 50.0
+    _close(_predict(m, p)["e"], 10 * (1 - 0.9 * _hill(cm, 200.0)))
+    pk_only = m.with_endpoints(["conc"])
+    assert pk_only.endpoints == ("conc",) and "e_ic50" not in pk_only.parameters
+    _close(_predict(pk_only, {k: v for k, v in p.items() if not k.startswith("e_")})["conc"],
+           1000 * _reference(f, [0, 0], DOSES)[:, 0] / 25.0)  # fmt: skip
+
+
+# -- definition checks, priors, files ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "make, words",
+    [
+        (lambda: B.PK(absorption="oral"), ["absorption='oral'", "'first_order'"]),
+        (lambda: B.PK(compartments=4), ["compartments=4", "1, 2 or 3"]),
+        (lambda: B.PK(transit=2), ["absorption='first_order'"]),
+        (lambda: B.PK(unit="nM"), ["'nM'", "mass concentration"]),
+        (lambda: B.IndirectResponse("r", kind=5), ["kind=5", "1, 2, 3 or 4"]),
+        (lambda: B.Direct("e", form="linear"), ["form='linear'", "'sigmoid_emax'"]),
+        (lambda: B.Direct("e", error="normal"), ["error='normal'", "'combined'"]),
+        (lambda: B.build("x", B.PK(), B.Direct("e", driver="ce")), ["driver 'ce'", "'conc'"]),
+        (lambda: B.build("x", B.PK(), B.Direct("conc")), ["conc used twice"]),
+        (lambda: B.build("x", B.PK(code=1), B.Direct("e")), ["not for e", "code="]),
+        (
+            lambda: B.build("x", B.PK(), typical={"cl": 1.0, "vv": 2.0}),
+            ["vv", "lacks a value for v"],
+        ),
+        (
+            lambda: B.build(
+                "x", B.PK(bioavailability=True), typical={"cl": 1, "v": 2, "f_central": 1.5}
+            ),
+            ["f_central=1.5", "in (0, 1)"],
+        ),
+    ],
+)
+def test_a_wrong_block_says_what_to_write(make, words):
+    with pytest.raises(ValueError) as e:
+        make()
+    for w in words:
+        assert w in str(e.value)
+
+
+def test_default_priors_from_typical_values():
+    m = B.build(
+        "b_pri", B.PK(absorption="first_order", code=1), B.BoundedTurnover("pct", code=2),
+        typical={"cl": 3.0, "v": 30.0, "ka": 1.0, "pct_base": 20.0, "pct_kout": 0.1,
+                 "pct_imax": 0.5, "pct_ic50": 100.0},
+    )  # fmt: skip
+    pri = pkpd.load_priors(model=m)
+    assert pri.typical()["cl"] == pytest.approx(3.0) and pri.typical()["pct_base"] == pytest.approx(
+        20.0
+    )
+    raw = m.default_priors
+    assert raw["parameters"]["pct_base"]["transform"] == "logit"
+    assert raw["parameters"]["pct_imax"]["prior"]["family"] == "logitnormal"
+    assert (
+        raw["residual"]["pct"]["model"] == "logit"
+        and raw["residual"]["conc"]["model"] == "combined"
+    )
+
+
+def test_a_model_file_built_from_blocks(tmp_path):
+    path = tmp_path / "idr_drug.py"
+    path.write_text(
+        "from pkpd.models import blocks\n"
+        "model = blocks.build('idr_drug', blocks.PK(absorption='first_order', code=1),\n"
+        "    blocks.IndirectResponse('marker', kind=1, unit='U/L', code=2),\n"
+        "    typical={'cl': 3.0, 'v': 30.0, 'ka': 1.2, 'marker_base': 100.0,\n"
+        "             'marker_kout': 0.2, 'marker_imax': 0.8, 'marker_ic50': 2000.0})\n"
+    )
+    m = pkpd.models.load_model(str(path))
+    assert m.name == "idr_drug" and m.endpoint_codes == {1: "conc", 2: "marker"}
+    out = tmp_path / "priors.toml"
+    from pkpd.cli import main
+
+    assert main(["priors", "--model", str(path), "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "[parameters.marker_ic50]" in text and "median = 2000.0" in text
