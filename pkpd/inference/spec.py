@@ -353,5 +353,20 @@ def model_options(model) -> dict:
             continue
         v = getattr(model, f.name)
         if base is None or getattr(base, f.name, None) != v:
-            out[f.name] = list(v) if isinstance(v, tuple) else v
+            v = list(v) if isinstance(v, tuple) else v
+            if base is None and not _json_ready(v):
+                # an unregistered model's equations (functions) cannot be stored; reading the
+                # fit back needs the model registered (pkpd.models.register) or in a file
+                continue
+            out[f.name] = v
     return out
+
+
+def _json_ready(value) -> bool:
+    import json
+
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return False
+    return True

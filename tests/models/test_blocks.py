@@ -8,6 +8,7 @@ a model file built from blocks."""
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 import pytest
@@ -365,6 +366,15 @@ def test_default_priors_from_typical_values():
         raw["residual"]["pct"]["model"] == "logit"
         and raw["residual"]["conc"]["model"] == "combined"
     )
+    only_pk = B.build(
+        "b_pri2", B.PK(absorption="first_order", code=1), B.BoundedTurnover("pct", code=2),
+        typical=dict(m.typical), variability={"cl": 0.4, "v": 0.2},
+    )  # fmt: skip
+    bsv = {k: e.get("bsv") for k, e in only_pk.default_priors["parameters"].items()}
+    assert bsv["cl"]["scale"] == 0.4 and bsv["v"]["scale"] == 0.2 and bsv["pct_ic50"] is None
+    assert B.from_definition(only_pk.definition) == only_pk
+    with pytest.raises(ValueError, match="variability names cll"):
+        B.build("b_pri3", B.PK(), typical={"cl": 1.0, "v": 2.0}, variability={"cll": 0.3})
 
 
 def test_a_model_file_built_from_blocks(tmp_path):
@@ -384,3 +394,83 @@ def test_a_model_file_built_from_blocks(tmp_path):
     assert main(["priors", "--model", str(path), "--out", str(out)]) == 0
     text = out.read_text()
     assert "[parameters.marker_ic50]" in text and "median = 2000.0" in text
+
+
+def test_a_fit_file_rebuilds_its_block_model_in_another_process(tmp_path):
+    """The fit stores the blocks (``model_definition``): a new process simulates the fit file
+    without the code that built the model."""
+    import subprocess
+    import sys
+
+    from pkpd.simulate import fit_from_values
+
+    typical = {"cl": 3.0, "v": 30.0, "ka": 1.2, "marker_base": 100.0, "marker_kout": 0.15,
+               "marker_imax": 0.8, "marker_ic50": 1500.0}  # fmt: skip
+    m = B.build(
+        "b_stored",
+        B.PK(absorption="first_order", code=1),
+        B.IndirectResponse("marker", kind=1, unit="U/L", code=2),
+        typical=typical,
+    )
+    data = _frame(m, doses=[(0.0, 200.0, 1, 0.0)], obs=[1.0, 4.0, 24.0])
+    fit = fit_from_values(m, data, typical, n_draws=2)
+    assert B.from_definition(m.definition) == m
+    path = tmp_path / "fit.nc"
+    pkpd.save_fit(fit, path)
+    code = (
+        "import sys, pkpd\n"
+        "sim = pkpd.simulate(pkpd.load_fit(sys.argv[1]), '200 mg q24h x 3', n_subjects=2,"
+        " n_draws=2, times=[0.0, 2.0, 48.0], progress_bar=False)\n"
+        "print(pkpd.models.load_model('b_stored').engine, float(sim['marker'].min()))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=1800
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    engine, lowest = proc.stdout.split()
+    # IDR I with imax 0.8: the marker falls below its baseline but stays above 20% of it
+    assert engine == "grid" and 20.0 < float(lowest) < 100.0
+
+
+def test_parameters_per_occasion_agree_between_engines():
+    """IOV on a PK and a PD parameter: the closed forms (analytic engine, each occasion's doses
+    with its parameters, amounts carried over) and diffrax (parameters switched at each
+    occasion's start) give the same predictions."""
+    rows = []
+    for k, t0 in enumerate((0.0, 24.0, 48.0)):
+        rows.append(dict(ID=1, TIME=t0, EVID=1, AMT=100.0, CMT=1, DVID=".", DV=".", OCC=k + 1))
+        for dt in (0.5, 2.0, 6.0, 20.0):
+            for code in (1, 2):
+                rows.append(
+                    dict(ID=1, TIME=t0 + dt, EVID=0, AMT=0, CMT=0, DVID=code, DV=1.0, OCC=k + 1)
+                )
+    df = pd.DataFrame(rows)
+    p = {"cl": jnp.array([3.0, 4.5, 2.0]), "v": 25.0, "ka": 1.1, "e_e0": jnp.array([60.0, 70.0, 80.0]),
+         "e_emax": 40.0, "e_ec50": 2000.0}  # fmt: skip
+    out = {}
+    for solver in ("auto", "ode"):
+        m = B.build(f"b_iov_{solver}", B.PK(absorption="first_order", code=1),
+                    B.Direct("e", unit="U", code=2), solver=solver)  # fmt: skip
+        padded = pkpd.read_dataset(df, model=m).to_arrays()
+        subject = jax.tree.map(lambda x: x[0], padded.data)
+        assert subject.has_occasions
+        pred = m.predict(p, subject)
+        assert bool(pred["ok"])
+        mask = np.asarray(subject.point_mask, bool)
+        out[solver] = {e: np.asarray(pred[e])[mask] for e in ("conc", "e")}
+    for e in ("conc", "e"):
+        _close(out["auto"][e], out["ode"][e])
+    assert np.ptp(out["auto"]["e"]) > 10  # the occasions' values are in use
+
+
+def test_a_wrong_block_in_a_model_file_is_named_by_the_cli(tmp_path, capsys):
+    path = tmp_path / "bad.py"
+    path.write_text(
+        "from pkpd.models import blocks\nmodel = blocks.build('bad', blocks.PK(absorption='oral'))\n"
+    )
+    from pkpd.cli import main
+
+    assert main(["priors", "--model", str(path), "--out", str(tmp_path / "p.toml")]) == 2
+    err = capsys.readouterr().err
+    assert "bad.py, line 2" in err and "absorption='oral'" in err and "'first_order'" in err
+    assert "Traceback" not in err and not (tmp_path / "p.toml").exists()
