@@ -575,6 +575,7 @@ class BoundedTurnover(_PDBlock):
 
 
 _PD_TYPES = (Direct, IndirectResponse, BoundedTurnover)
+_MODIFIER_UNITS = {"lag": "h", "f": "1", "dur": "h", "rate": "mg/h"}
 
 
 @dataclass(frozen=True)
@@ -766,15 +767,25 @@ class BlockModel(Model):
 
     @property
     def parameters(self) -> dict[str, str]:
-        concs = self.pk.concentrations()
-        out = {k: u for k, (u, _) in self.pk.parameters().items()}
-        for b in self._needed_blocks():
-            out.update({k: u for k, (u, _) in b.parameters(concs[b.driver][0]).items()})
+        """Name → unit: the blocks' parameters (:attr:`structural_parameters`), then the dose
+        modifiers a priors file may add (``lag_<cmt>``, ``f_<cmt>``; ``dur_``/``rate_`` with
+        the closed forms), as for the linear models."""
+        out = {p: self._declared_units()[p] for p in self.structural_parameters}
+        for m in self._modifier_names():
+            out.setdefault(m, _MODIFIER_UNITS[m.split("_")[0]])
         return out
+
+    def _declared_units(self) -> dict[str, str]:
+        return {k: u for k, (u, _) in self._all_declared().items()}
 
     @property
     def structural_parameters(self) -> tuple[str, ...]:
-        return tuple(self.parameters)
+        """The parameters the current endpoints need (each needs a prior or a value)."""
+        concs = self.pk.concentrations()
+        out = list(self.pk.parameters())
+        for b in self._needed_blocks():
+            out += list(b.parameters(concs[b.driver][0]))
+        return tuple(out)
 
     def _modifier_names(self) -> tuple[str, ...]:
         mods = ("lag", "f", "dur", "rate") if self.engine_is_analytic else ("lag", "f")
@@ -786,10 +797,9 @@ class BlockModel(Model):
 
     @property
     def all_parameters(self) -> dict[str, str]:
-        units = {"lag": "h", "f": "1", "dur": "h", "rate": "mg/h"}
-        out = {k: u for k, (u, _) in self._all_declared().items()}
+        out = self._declared_units()
         for m in self._modifier_names():
-            out.setdefault(m, units[m.split("_")[0]])
+            out.setdefault(m, _MODIFIER_UNITS[m.split("_")[0]])
         return out
 
     @property
@@ -933,14 +943,28 @@ class BlockModel(Model):
         names = set(self.pk.parameters()) | set(self._modifier_names())
         return {k: v for k, v in params.items() if k in names}
 
+    def amounts(self, params, subject):
+        """Amount (mg) in every PK compartment at each point, ``[P, n]`` (columns in
+        :attr:`compartments` order), for PK of the closed forms (:attr:`engine` ``"analytic"``
+        or ``"grid"``): :meth:`pkpd.models.LinearPKModel.amounts`."""
+        if not self.engine_is_analytic:
+            raise ValueError(
+                f"model {self.name!r}: amounts are given by the closed-form engines; this "
+                "model's PK is integrated by diffrax (its predict gives the endpoints)"
+            )
+        return self._engine.amounts(self._pk_params(params), subject)
+
     def _predict_analytic(self, params, subject):
         out = self._engine.predict(self._pk_params(params), subject)
         conc = out["conc"] * (_scale(self.pk.unit, "PK") / 1000.0)  # the engine gives ng/mL
         values = {self.pk.endpoint: conc}
-        pk_names = set(self.pk.parameters())
+        pd_names = set(self.structural_parameters) - set(self.pk.parameters())
+        occ = getattr(subject, "point_occ", None)
         pd_params = {
             # a PD parameter per occasion: each point takes its occasion's value
-            k: (v[jnp.asarray(subject.point_occ)] if k not in pk_names and jnp.ndim(v) == 1 else v)
+            k: (
+                v[jnp.asarray(occ)] if k in pd_names and occ is not None and jnp.ndim(v) == 1 else v
+            )
             for k, v in params.items()
         }
         for b in self._needed_blocks():
@@ -971,7 +995,9 @@ class BlockModel(Model):
         plain = (analytic.BOLUS, analytic.INFUSION)
 
         def at_points(resp):
-            return analytic.superpose(resp, doses, t, seq, seg, lin.dose_kinds, None)
+            return analytic.superpose(
+                resp, doses, t, seq, seg, lin.dose_kinds, getattr(subject, "pairs", None)
+            )
 
         blocks = self._needed_blocks()
         drivers = {}

@@ -481,10 +481,21 @@ two_cmt_oral = LinearPKModel("two_cmt_oral", 2, True)
 three_cmt_iv = LinearPKModel("three_cmt_iv", 3, False)
 three_cmt_oral = LinearPKModel("three_cmt_oral", 3, True)
 
+#: The analytic engines of the six models, by name (what their blocks run on).
 LIBRARY = {
     m.name: m
     for m in (one_cmt_iv, one_cmt_oral, two_cmt_iv, two_cmt_oral, three_cmt_iv, three_cmt_oral)
 }
 
-#: The models :mod:`pkpd.models` registers from this module.
-REGISTERED = tuple(LIBRARY.values())
+
+def _from_blocks(engine: LinearPKModel):
+    """The registered model: built from a PK block like a user's model
+    (:mod:`pkpd.models.blocks`), which picks this module's closed forms as its engine."""
+    from pkpd.models.blocks import PK, build
+
+    absorption = "first_order" if engine.absorption else "iv"
+    return build(engine.name, PK(compartments=engine.n_compartments, absorption=absorption))
+
+
+#: The models :mod:`pkpd.models` registers from this module: each composed from a PK block.
+REGISTERED = tuple(_from_blocks(m) for m in LIBRARY.values())

@@ -135,7 +135,9 @@ def test_iov_without_occasions_in_the_data_is_refused(study, priors_path):
 
 
 def test_iov_on_a_parameter_the_model_cannot_vary_is_refused(study, tmp_path):
-    class Fixed(type(load_model("one_cmt_iv"))):
+    from pkpd.models import LinearPKModel
+
+    class Fixed(LinearPKModel):
         @property
         def occasion_parameters(self):
             return ("v",)

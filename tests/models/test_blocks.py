@@ -106,7 +106,7 @@ def test_two_compartment_oral_with_lag_and_bioavailability_analytic():
         "b_2po", B.PK(compartments=2, absorption="first_order", lag=True, bioavailability=True)
     )
     p = {"cl": 5.0, "v1": 30.0, "q": 8.0, "v2": 60.0, "ka": 1.3, "lag_depot": 0.4, "f_depot": 0.7}
-    assert m.engine == "analytic" and set(m.parameters) == set(p)
+    assert m.engine == "analytic" and set(m.structural_parameters) == set(p)
 
     def f(t, y):
         d, c, per = y
@@ -161,7 +161,7 @@ def test_transit_compartments_ode():
 def test_michaelis_menten_elimination_ode(elimination):
     m = B.build("b_mm_" + elimination, B.PK(compartments=1, elimination=elimination))
     p = {"vmax": 6.0, "km": 1.5, "v": 25.0} | ({"cl": 1.0} if elimination == "mixed" else {})
-    assert m.engine == "ode" and set(m.parameters) == set(p)
+    assert m.engine == "ode" and set(m.structural_parameters) == set(p)
 
     def f(t, y):
         c = y[0] / p["v"]
@@ -227,7 +227,9 @@ def test_sigmoid_imax_through_an_effect_compartment(solver):
     block = B.Direct("s6", form="sigmoid_imax", unit="%", effect_compartment=True, code=2)
     m = B.build("b_imax_ce", B.PK(code=1), block, solver=solver)
     p = PK1 | {"s6_e0": 100.0, "s6_imax": 0.85, "s6_ic50": 900.0, "s6_hill": 1.7, "s6_ke0": 0.3}
-    assert m.engine == {"ode": "ode", "auto": "grid"}[solver] and set(m.parameters) == set(p)
+    assert m.engine == {"ode": "ode", "auto": "grid"}[solver] and set(
+        m.structural_parameters
+    ) == set(p)
 
     def f(t, y):
         a, ce = y
@@ -253,7 +255,7 @@ def test_indirect_response_models(kind, solver):
     p |= {"r_mrt": 4.0} if turnover == "mrt" else {"r_kout": 0.25}
     p |= {"r_imax": 0.7, "r_ic50": 1200.0} if kind <= 2 else {"r_emax": 1.5, "r_ec50": 1200.0}
     p |= {"r_hill": 2.2} if hill else {}
-    assert set(m.parameters) == set(p)
+    assert set(m.structural_parameters) == set(p)
     kout = 0.25 if turnover == "kout" else 1 / 4.0
     kin = 50.0 * kout
 

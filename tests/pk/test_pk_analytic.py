@@ -15,8 +15,15 @@ from scipy.integrate import solve_ivp
 
 import pkpd
 from pkpd.models import load_model
-from pkpd.models.library import LIBRARY as MODELS  # the generic linear models
+from pkpd.models.library import LIBRARY as MODELS  # the generic linear models' engines
 from pkpd.pk import analytic
+
+
+def engine(name):
+    """The closed-form engine (:class:`pkpd.models.LinearPKModel`) of a registered linear
+    model; the registered model is built from a PK block on top of it (checked below)."""
+    return MODELS[name]
+
 
 PARAMS = {
     "one_cmt_iv": {"cl": 2.0, "v": 15.0},
@@ -102,7 +109,7 @@ def fixed_shape(sub, D=DMAX, P=PMAX):
 
 @functools.cache
 def compiled(name):
-    model = load_model(name)
+    model = engine(name)
     return jax.jit(lambda p, s: (model.amounts(p, s), model.predict(p, s)["conc"]))
 
 
@@ -117,13 +124,13 @@ def run(name, params, doses, times=GRID):
     """(amounts [P, states], conc [P]) from the jit-compiled model on fixed shapes."""
     times = np.asarray(times)
     sub = fixed_shape(one_subject(doses, times))
-    a, c = compiled(name)(full_params(load_model(name), params), sub)
+    a, c = compiled(name)(full_params(engine(name), params), sub)
     return np.asarray(a)[: times.size], np.asarray(c)[: times.size]
 
 
 def rate_matrix(name, p):
     """dA/dt = K A in the model's compartment order, written from the ODEs (not the engine)."""
-    m = load_model(name)
+    m = engine(name)
     n = m.n_compartments
     v1 = p["v"] if n == 1 else p["v1"]
     periph = [(p["q"], p["v2"])] if n >= 2 else []
@@ -274,7 +281,7 @@ CASES = [(name, sc) for name in MODELS for sc in scenarios(MODELS[name])]
 
 @pytest.mark.parametrize(("name", "scenario"), CASES)
 def test_against_solve_ivp(name, scenario):
-    model = load_model(name)
+    model = engine(name)
     doses, mods = scenarios(model)[scenario]
     params = PARAMS[name] | mods
     K = rate_matrix(name, params)
@@ -315,10 +322,10 @@ def test_one_cmt_closed_forms_plain_call():
     k = cl / v
     t = GRID
     sub = one_subject([dose(0, 100, cmt=1)])
-    got = load_model("one_cmt_oral").predict({"cl": cl, "v": v, "ka": ka}, sub)["conc"]
+    got = engine("one_cmt_oral").predict({"cl": cl, "v": v, "ka": ka}, sub)["conc"]
     ref = 1000 * 100 * ka / (v * (ka - k)) * (np.exp(-k * t) - np.exp(-ka * t))
     np.testing.assert_allclose(got, ref, rtol=1e-12, atol=1e-12)
-    got = load_model("one_cmt_iv").predict({"cl": cl, "v": v}, sub)["conc"]
+    got = engine("one_cmt_iv").predict({"cl": cl, "v": v}, sub)["conc"]
     np.testing.assert_allclose(got, 1000 * 100 / v * np.exp(-k * t), rtol=1e-13)
 
 
@@ -336,7 +343,7 @@ def test_degenerate_ka_equal_to_elimination():
     np.testing.assert_allclose(conc(k), ref, rtol=1e-8, atol=1e-10 * ref.max())
     for eps in (1e-7, -3e-6, 2e-5):  # just inside and outside the confluent window
         np.testing.assert_allclose(conc(k * (1 + eps)), ref, rtol=2e-4, atol=1e-10 * ref.max())
-    model = load_model("one_cmt_oral")
+    model = engine("one_cmt_oral")
     sub = fixed_shape(one_subject(doses))
     f = jax.jit(lambda ka: model.predict({"cl": cl, "v": v, "ka": ka}, sub)["conc"][: t.size].sum())
     g = jax.grad(f)(k)
@@ -368,7 +375,7 @@ def test_three_cmt_poles_match_numpy_eigenvalues():
 
 @pytest.mark.parametrize("name", ["one_cmt_oral", "two_cmt_iv", "three_cmt_oral"])
 def test_steady_state_is_the_limit_of_long_repeated_dosing(name):
-    model = load_model(name)
+    model = engine(name)
     lag = {"lag_depot": 2.0} if model.absorption else {"lag_central": 2.0}
     p = PARAMS[name] | lag | {"dur_central": 30.0}
     tau = 12.0
@@ -389,7 +396,7 @@ def test_steady_state_is_the_limit_of_long_repeated_dosing(name):
 # -------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("name", list(MODELS))
 def test_dose_linearity_and_superposition(name):
-    model = load_model(name)
+    model = engine(name)
     doses, mods = scenarios(model)["infusions_rate_dur_modelled"]
     p = PARAMS[name] | mods
     whole = run(name, p, doses)[0]
@@ -405,7 +412,7 @@ def test_dose_linearity_and_superposition(name):
 @pytest.mark.parametrize("name", ["two_cmt_oral", "three_cmt_iv"])
 def test_mass_balance(name):
     """Amount in the body + amount eliminated (CL·AUC) = amount dosed (F·AMT)."""
-    model = load_model(name)
+    model = engine(name)
     doses, mods = scenarios(model)["infusions_rate_dur_modelled"]
     p = PARAMS[name] | mods
     t_end = 130.0
@@ -433,7 +440,7 @@ def test_mass_balance(name):
 
 @pytest.mark.parametrize("name", list(MODELS))
 def test_non_negative_for_random_regimens(name):
-    model = load_model(name)
+    model = engine(name)
     rng = np.random.default_rng(7)
     for _ in range(3):
         doses = []
@@ -457,7 +464,7 @@ def test_non_negative_for_random_regimens(name):
 
 @pytest.mark.parametrize("name", ["two_cmt_oral", "three_cmt_oral"])
 def test_grad_matches_finite_differences(name):
-    model = load_model(name)
+    model = engine(name)
     times = np.array([0.9, 2.7, 7.1, 13.3, 25.9, 40.2, 61.7, 90.1])
     doses = [
         dose(0, 100, cmt=1, ii=24, addl=2),
@@ -481,7 +488,7 @@ def test_grad_matches_finite_differences(name):
 
 
 def test_jit_vmap_equal_plain_calls_and_padding_contributes_nothing():
-    model = load_model("one_cmt_oral")
+    model = engine("one_cmt_oral")
     regimens = {
         1: [dose(0, 100, cmt=1, ii=12, addl=3)],
         2: [dose(0, 50, cmt=2, rate=25), dose(10, 40, cmt=1, ii=8, addl=1, ss=1)],
@@ -503,7 +510,7 @@ def test_jit_vmap_equal_plain_calls_and_padding_contributes_nothing():
 def test_per_dose_modifiers_read_on_each_dose_record():
     """lag/F given per dose event (``[D]``): each dose uses its own record's values, and
     ADDL doses those of their record."""
-    model = load_model("one_cmt_iv")
+    model = engine("one_cmt_iv")
     doses = [dose(0, 100, XLAG=1.0, XF=0.5), dose(24, 100, XLAG=3.0, XF=1.0, ii=24, addl=1)]
     padded = padded_for({1: doses})
     sub = fixed_shape(jax.tree.map(lambda x: x[0], padded.data))
@@ -527,7 +534,7 @@ def test_per_dose_modifiers_read_on_each_dose_record():
 def test_errors():
     with pytest.raises(ValueError, match="known models: one_cmt_iv"):
         load_model("one_cmpt")
-    model = load_model("two_cmt_iv")
+    model = engine("two_cmt_iv")
     sub = one_subject([dose(0, 100)])
     with pytest.raises(ValueError, match=r"unknown parameter\(s\) v.*missing parameter\(s\) v1"):
         model.predict({"cl": 1.0, "v": 1.0, "q": 1.0, "v2": 2.0}, sub)
@@ -544,14 +551,35 @@ def test_errors():
     assert np.all(np.isnan(np.asarray(conc)[1 : GRID.size]))
 
 
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_the_registered_model_is_its_pk_block_on_this_engine(name):
+    """The six registered linear models are composed from a PK block (pkpd.models.blocks), the
+    same way a user builds one; the block picks these closed forms and predicts exactly what
+    they do, dose modifiers included."""
+    from pkpd.models import BlockModel
+
+    model, eng = load_model(name), engine(name)
+    assert isinstance(model, BlockModel) and model.engine == "analytic"
+    assert model.compartments == eng.compartments
+    assert model.structural_parameters == eng.structural_parameters
+    assert model.parameters == eng.parameters and model.all_parameters == eng.all_parameters
+    assert model.dose_compartment_names == eng.dose_compartment_names
+    cmt = 2 if eng.absorption else 1
+    sub = fixed_shape(one_subject([dose(0, 100), dose(12, 50, cmt=cmt, rate=25.0), dose(30, 80)]))
+    params = PARAMS[name] | {f"lag_{eng.dose_compartment_names[0]}": 0.3, "f_central": 0.8}
+    got = np.asarray(model.predict(params, sub)["conc"])
+    want = np.asarray(eng.predict(params, sub)["conc"])
+    np.testing.assert_array_equal(got, want)
+
+
 def test_model_metadata():
-    m = load_model("two_cmt_oral")
+    m = engine("two_cmt_oral")
     assert m.compartments == {1: "depot", 2: "central", 3: "peripheral"}
     assert m.parameters["cl"] == "L/h" and m.parameters["ka"] == "1/h"
     assert m.parameters["lag_central"] == "h" and m.parameters["rate_depot"] == "mg/h"
-    assert load_model("three_cmt_iv").structural_parameters == ("cl", "v1", "q", "v2", "q2", "v3")
-    assert load_model("one_cmt_iv").compartments == {1: "central"}
-    assert hash(m) == hash(load_model("two_cmt_oral"))
+    assert engine("three_cmt_iv").structural_parameters == ("cl", "v1", "q", "v2", "q2", "v3")
+    assert engine("one_cmt_iv").compartments == {1: "central"}
+    assert hash(m) == hash(engine("two_cmt_oral"))
 
 
 def test_pole_response_fast_path_equals_the_general_formula():

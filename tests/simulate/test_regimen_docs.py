@@ -64,6 +64,13 @@ EXPECTED: dict[str, dict] = {
     "400 mg q24h x7": dict(
         time=[24.0 * k for k in range(7)], amount=[400.0] * 7, unit="mg", dur=[0.0] * 7
     ),
+    # notebooks/03_your_model.ipynb: two weeks of daily oral doses
+    "100 mg q24h x 14": dict(
+        time=[24.0 * k for k in range(14)], amount=[100.0] * 14, unit="mg", dur=[0.0] * 14
+    ),
+    "300 mg q24h x 14": dict(
+        time=[24.0 * k for k in range(14)], amount=[300.0] * 14, unit="mg", dur=[0.0] * 14
+    ),
     "25 mg q1w x12 over 30 min": dict(
         time=[k * WEEK for k in range(12)], amount=[25.0] * 12, unit="mg", dur=[0.5] * 12
     ),
