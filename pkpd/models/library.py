@@ -21,6 +21,10 @@ Equations (amounts in mg, time in h; ``p`` runs over the peripheral compartments
 
     conc = 1000 · A_central / v1                                  (ng/mL)
 
+The registered models are composed from a PK block (:mod:`pkpd.models.blocks`,
+``build(name, PK(compartments=n, absorption=...))``) as a user's model is; the block picks
+:class:`LinearPKModel`, this module's closed forms, as its engine.
+
 Units: ``cl``, ``q``, ``q2`` L/h; ``v``, ``v1``, ``v2``, ``v3`` L; ``ka`` 1/h; doses mg. The
 endpoint ``"conc"`` is the central concentration in **ng/mL** (= µg/L): mg/L times
 :data:`CONC_SCALE` = 1000, as NONMEM's ``CP = A(2)/(V/1000)``. Data in other units (``DVU``

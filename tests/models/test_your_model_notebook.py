@@ -1,6 +1,7 @@
 """The notebook of a user's own models (issue 20, item 4) runs top to bottom with its small
-settings: a model from blocks and one from the user's equations, each fitted to synthetic data
-it makes. Its own file, so the test runner can run it beside the other notebooks."""
+settings: a model from blocks fitted to synthetic data it makes, one from the user's equations
+predicted on its own synthetic data (its fit runs with the full settings; ODE fits are tested
+in ``test_ode_model.py``)."""
 
 from __future__ import annotations
 
