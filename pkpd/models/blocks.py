@@ -849,7 +849,23 @@ class BlockModel(Model):
         return dataclasses.replace(self, dose_kinds=kinds)
 
     def check_subject(self, subject) -> list[str]:
-        return self._engine.check_subject(subject)
+        """The engine's checks (doses into compartments the model has), and for the grid and
+        ODE engines, which start every state from no drug, no steady-state doses or resets."""
+        import numpy as np
+
+        problems = list(self._engine.check_subject(subject))
+        if self.engine != "analytic":
+            active = np.asarray(subject.dose_mask, dtype=bool)
+            ss = active & (np.asarray(subject.dose_ss) != 0)
+            reset = active & np.isin(np.asarray(subject.dose_evid), (3, 4))
+            if ss.any() or reset.any():
+                problems.append(
+                    f"steady-state doses (SS 1/2) or resets (EVID 3/4): model {self.name!r} "
+                    f"({self.engine} engine, for its turnover or nonlinear states) starts from no "
+                    "drug and cannot put its states at a steady state; give the dose history "
+                    "(e.g. ADDL doses before the sampled interval) instead"
+                )
+        return problems
 
     def occasion_problems(self, subjects, line) -> list[str]:
         return self._engine.occasion_problems(subjects, line)

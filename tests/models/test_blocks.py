@@ -476,3 +476,15 @@ def test_a_wrong_block_in_a_model_file_is_named_by_the_cli(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "bad.py, line 2" in err and "absorption='oral'" in err and "'first_order'" in err
     assert "Traceback" not in err and not (tmp_path / "p.toml").exists()
+
+
+def test_steady_state_doses_are_refused_by_the_turnover_engines():
+    rows = [dict(ID=1, TIME=0.0, EVID=1, AMT=100.0, CMT=1, SS=1, II=24.0, DVID=".", DV="."),
+            dict(ID=1, TIME=2.0, EVID=0, AMT=0, CMT=0, SS=0, II=0, DVID=1, DV=1.0),
+            dict(ID=1, TIME=2.0, EVID=0, AMT=0, CMT=0, SS=0, II=0, DVID=2, DV=1.0)]  # fmt: skip
+    df = pd.DataFrame(rows)
+    grid = B.build("b_ss", B.PK(code=1), B.IndirectResponse("r", code=2))
+    padded = pkpd.read_dataset(df, model=grid).to_arrays()
+    assert "steady-state doses" in " ".join(grid.check_subject(padded.data))
+    direct = B.build("b_ss_direct", B.PK(code=1), B.Direct("e", code=2))
+    assert direct.check_subject(pkpd.read_dataset(df, model=direct).to_arrays().data) == []
