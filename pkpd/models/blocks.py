@@ -423,8 +423,32 @@ class Direct(_PDBlock):
         return self.site_rhs(c, y, p)
 
 
+class _Turnover(_PDBlock):
+    """What the turnover blocks share: one state (the endpoint, starting at ``<name>_base``)
+    that is linear in itself given the driver, ``dy/dt = a(C) − b(C)·y`` (:meth:`forced`),
+    which both the ODE engine (:meth:`rhs`) and the grid engine use."""
+
+    @property
+    def uses_hill(self) -> bool:
+        return self.hill
+
+    @property
+    def states(self) -> tuple[str, ...]:
+        return super().states + (self.name,)
+
+    def initial(self, p) -> dict:
+        return {self.name: p[f"{self.name}_base"]}
+
+    def rhs(self, c, y, p) -> dict:
+        a, b = self.forced(self.driven_by(c, y, p), p)
+        return {**self.site_rhs(c, y, p), self.name: a - b * y[self.name]}
+
+    def observe(self, c, y, p):
+        return y[self.name]
+
+
 @dataclass(frozen=True)
-class IndirectResponse(_PDBlock):
+class IndirectResponse(_Turnover):
     """An indirect response of type ``kind`` I–IV (module docstring): parameters
     ``<name>_base`` (``unit``), ``<name>_kout`` (1/h, or ``<name>_mrt`` h with
     ``turnover="mrt"``), ``<name>_imax`` and ``<name>_ic50`` (I, II) or ``<name>_emax``
@@ -453,10 +477,6 @@ class IndirectResponse(_PDBlock):
         object.__setattr__(self, "kind", _KINDS[k])
         _choice("IndirectResponse", "turnover", self.turnover, _TURNOVER)
 
-    @property
-    def uses_hill(self) -> bool:
-        return self.hill
-
     def parameters(self, driver_unit: str) -> dict[str, tuple[str, str]]:
         n = self.name
         out = {f"{n}_base": (self.unit, _POS), **self._turnover_parameter()}
@@ -467,30 +487,6 @@ class IndirectResponse(_PDBlock):
         if self.hill:
             out[f"{n}_hill"] = ("1", _POS)
         return {**out, **self.effect_site()}
-
-    @property
-    def states(self) -> tuple[str, ...]:
-        return super().states + (self.name,)
-
-    def initial(self, p) -> dict:
-        return {self.name: p[f"{self.name}_base"]}
-
-    def rhs(self, c, y, p) -> dict:
-        drive = self.driven_by(c, y, p)
-        r = y[self.name]
-        kout = self._kout(p)
-        kin = p[f"{self.name}_base"] * kout
-        if self.kind == 1:
-            d = kin * self._remaining(drive, p) - kout * r
-        elif self.kind == 2:
-            d = kin - kout * self._remaining(drive, p) * r
-        else:
-            stim = 1.0 + p[f"{self.name}_emax"] * self._fraction(drive, p, "ec50")
-            d = kin * stim - kout * r if self.kind == 3 else kin - kout * stim * r
-        return {**self.site_rhs(c, y, p), self.name: d}
-
-    def observe(self, c, y, p):
-        return y[self.name]
 
     def forced(self, c, p):
         """``(a, b)`` of ``dR/dt = a − b·R`` at driver ``c`` (the grid engine's form)."""
@@ -512,7 +508,7 @@ class IndirectResponse(_PDBlock):
 
 
 @dataclass(frozen=True)
-class BoundedTurnover(_PDBlock):
+class BoundedTurnover(_Turnover):
     """A percentage kept in (0, 100) by its turnover (module docstring): parameters
     ``<name>_base`` (%), ``<name>_kout`` (or ``<name>_mrt``), ``<name>_imax``, ``<name>_ic50``
     (``hill=True``: ``<name>_hill``). Its unit is ``"%"``."""
@@ -531,10 +527,6 @@ class BoundedTurnover(_PDBlock):
         self._common_checks("BoundedTurnover")
         _choice("BoundedTurnover", "turnover", self.turnover, _TURNOVER)
 
-    @property
-    def uses_hill(self) -> bool:
-        return self.hill
-
     def parameters(self, driver_unit: str) -> dict[str, tuple[str, str]]:
         n = self.name
         out = {
@@ -546,25 +538,6 @@ class BoundedTurnover(_PDBlock):
         if self.hill:
             out[f"{n}_hill"] = ("1", _POS)
         return {**out, **self.effect_site()}
-
-    @property
-    def states(self) -> tuple[str, ...]:
-        return super().states + (self.name,)
-
-    def initial(self, p) -> dict:
-        return {self.name: p[f"{self.name}_base"]}
-
-    def rhs(self, c, y, p) -> dict:
-        drive = self.driven_by(c, y, p)
-        kout = self._kout(p)
-        base = p[f"{self.name}_base"]
-        kin = kout * base / (100.0 - base)
-        pct = y[self.name]
-        d = kin * self._remaining(drive, p) * (100.0 - pct) - kout * pct
-        return {**self.site_rhs(c, y, p), self.name: d}
-
-    def observe(self, c, y, p):
-        return y[self.name]
 
     def forced(self, c, p):
         """``(a, b)`` of ``dP/dt = a − b·P`` at driver ``c`` (the grid engine's form)."""
@@ -705,9 +678,7 @@ class BlockModel(Model):
         pk, pd = self.pk, tuple(self._needed_blocks())
         concs = pk.concentrations()
         scale = {e: _scale(u, "PK") for e, (u, _) in concs.items()}
-        modifiers = {
-            f"{m}_{c}" for c in self.dose_compartment_names for m in ("lag", "f", "dur", "rate")
-        }
+        modifiers = {f"{m}_{c}" for c in self.dose_compartment_names for m in _MODIFIER_UNITS}
         params = {k: u for k, u in self.parameters.items() if k not in modifiers}
 
         def rhs(t, y, p):
@@ -947,9 +918,7 @@ class BlockModel(Model):
         return self._engine if not self.engine_is_analytic else self._make_ode()
 
     def _predict_ode(self, params, subject):
-        mods = {
-            f"{m}_{c}" for c in self.dose_compartment_names for m in ("lag", "f", "dur", "rate")
-        }
+        mods = {f"{m}_{c}" for c in self.dose_compartment_names for m in _MODIFIER_UNITS}
         structural = {k: v for k, v in params.items() if k not in mods}
         subject = self._modified_doses(params, subject)
         out = self._ode().predict(structural, subject)
@@ -1029,7 +998,7 @@ class BlockModel(Model):
         for b in blocks:
             if isinstance(b, Direct):
                 values[b.name] = b.effect(at_points(drivers[b.name]), params)
-        turnover = [b for b in blocks if not isinstance(b, Direct)]
+        turnover = [b for b in blocks if isinstance(b, _Turnover)]
         ok = jnp.asarray(True)
         if turnover:
             start = doses.time + doses.lag
