@@ -55,7 +55,6 @@ from dataclasses import dataclass
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax import lax
 
 from pkpd.models.base import ModalForm, Model
 from pkpd.pk import analytic
@@ -251,70 +250,27 @@ class LinearPKModel(Model):
             )
         n_occ = subject.occ_start.shape[0]
         sp = self._structural(params, n_occ)
-        doses = self._doses(params, subject)
-        t = jnp.asarray(subject.point_time, dtype=float)
-        seq, seg = jnp.asarray(subject.point_seq), jnp.asarray(subject.point_segment)
-        d_occ, p_occ = jnp.asarray(subject.dose_occ), jnp.asarray(subject.point_occ)
-        b = jnp.asarray(subject.occ_start, dtype=float)
-        b_seq, b_seg = jnp.asarray(subject.occ_seq), jnp.asarray(subject.occ_segment)
-        pairs = getattr(subject, "pairs", None)
         n = len(self.compartments)
 
         def system(k):
             spk = {p: v[k] for p, v in sp.items()}
-            return self._disposition(spk), spk.get("ka")
+            disp, ka = self._disposition(spk), spk.get("ka")
+            responses = [analytic.state_response(disp, ka, state=i) for i in range(n)]
+            return responses, analytic.state_propagator(disp, ka)
 
-        def given_in(k):  # the doses of occasion k only
-            on = d_occ == k
-            return doses._replace(
-                amount=jnp.where(on, doses.amount, 0.0), rate=jnp.where(on, doses.rate, 0.0)
-            )
-
-        def amounts(k, which, t_, seq_, seg_, pairs_):
-            disp, ka = system(k)
-            dk = given_in(k)
-            return jnp.stack(
-                [
-                    analytic.superpose(
-                        analytic.state_response(disp, ka, state=i),
-                        dk,
-                        t_,
-                        seq_,
-                        seg_,
-                        self.dose_kinds,
-                        pairs_,
-                    )  # fmt: skip
-                    for i in which
-                ],
-                axis=-1,
-            )
-
-        # doses of a point's own occasion, with that occasion's parameters
-        inside = jax.vmap(lambda k: amounts(k, states, t, seq, seg, pairs))(jnp.arange(n_occ))
-        inside = jnp.take_along_axis(inside, p_occ[None, :, None], axis=0)[0]  # [P, ns]
-
-        # the state carried into each occasion: what the previous occasion's doses left at its
-        # start plus what was carried into the previous occasion, moved on with its parameters
-        lam, weights = jax.vmap(lambda k: analytic.state_propagator(*system(k)))(
-            jnp.arange(n_occ)
-        )  # [O, n], [O, n, n, n]
-
-        def move(k, u, x):  # expm(M_k u) @ x
-            return jnp.einsum("m,mij,j->i", jnp.exp(-lam[k] * u), weights[k], x)
-
-        def carry(x_prev, k):
-            left = amounts(k - 1, range(n), b[k][None], b_seq[k][None], b_seg[k][None], None)[0]
-            moved = move(k - 1, b[k] - b[k - 1], x_prev)
-            x = left + jnp.where(b_seg[k] == b_seg[k - 1], moved, 0.0)
-            return x, x
-
-        _, xs = lax.scan(carry, jnp.zeros(n), jnp.arange(1, n_occ))
-        carried = jnp.concatenate([jnp.zeros((1, n)), xs])  # [n_occ, n]
-        tau = jnp.maximum(t - b[p_occ], 0.0)
-        now = jax.vmap(move)(p_occ, tau, carried[p_occ])
-        # not across a reset (EVID 3/4, SS=1) after the occasion's start
-        on = (p_occ > 0) & (seg == b_seg[p_occ])
-        return inside + jnp.where(on[:, None], now[:, list(states)], 0.0)
+        return analytic.occasion_superpose(
+            system,
+            self._doses(params, subject),
+            subject.dose_occ,
+            (subject.occ_start, subject.occ_seq, subject.occ_segment),
+            jnp.asarray(subject.point_time, dtype=float),
+            jnp.asarray(subject.point_seq),
+            jnp.asarray(subject.point_segment),
+            jnp.asarray(subject.point_occ),
+            self.dose_kinds,
+            getattr(subject, "pairs", None),
+            states,
+        )
 
     def _disposition(self, sp):
         if self.n_compartments == 1:

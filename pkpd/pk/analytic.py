@@ -80,6 +80,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import NamedTuple
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
@@ -305,14 +306,28 @@ def state_matrix(disp: Disposition, ka=None) -> jnp.ndarray:
 
 def state_propagator(disp: Disposition, ka=None):
     r"""``(poles, R)`` with ``expm(M u) = Σ_m exp(-poles[m] u) R[m]`` for :func:`state_matrix`'s
-    ``M`` (``R`` ``[n, n, n]``): Sylvester's formula, :math:`R_m = \prod_{l \ne m}
-    (M + \lambda_l I)/(\lambda_l - \lambda_m)`, on the eigenvalues of :math:`-M` (the
+    ``M`` (``R`` ``[n, n, n]``, :func:`propagator`), on the eigenvalues of :math:`-M` (the
     disposition poles, and ``ka`` split from a pole it meets as in the depot responses, which
-    leaves an error of the order of that split, ~1e-10 relative). The weights are computed
-    once; each time then costs one exponential per pole."""
+    leaves an error of the order of that split, ~1e-10 relative)."""
     m = state_matrix(disp, ka)
-    n = m.shape[0]
     poles = disp.poles if ka is None else _confluent_safe_depot_poles(ka, disp.poles)
+    return poles, propagator(m, poles)
+
+
+def propagator(m, poles):
+    r"""Sylvester's weights ``R`` ``[n, n, n]`` of a rate matrix ``m`` ``[n, n]`` (1/h):
+    ``expm(m u) = Σ_i exp(-poles[i] u) R[i]``, with :math:`R_i = \prod_{j \ne i}
+    (m + \lambda_j I)/(\lambda_j - \lambda_i)`.
+
+    ``poles`` are the eigenvalues of ``-m``, pairwise distinct: a linear chain's own poles
+    (disposition, metabolite, effect site), split apart where two meet as
+    :func:`pkpd.pk.polyexp.convolve` and the depot responses split them; the result is then
+    the interpolation of ``exp`` on the split poles, off by about the split (relative). The
+    weights are computed once; each time then costs one exponential per pole. This is how
+    drug carried over an occasion boundary moves on under the new occasion's parameters.
+    """
+    m = jnp.asarray(m, dtype=float)
+    n = m.shape[0]
     eye = jnp.eye(n)
     rs = []
     for i in range(n):
@@ -321,7 +336,87 @@ def state_propagator(disp: Disposition, ka=None):
             if j != i:
                 r = r @ (m + poles[j] * eye) / (poles[j] - poles[i])
         rs.append(r)
-    return poles, jnp.stack(rs)
+    return jnp.stack(rs)
+
+
+def occasion_superpose(
+    system, doses, dose_occ, occasions, t, seq, segment, occ, kinds=None, pairs=None, states=None
+):
+    """Amounts of a linear system's states at each point with parameters per occasion.
+
+    Parameters are constant within an occasion and change at its first record (NONMEM's
+    convention). A point's amount is the superposition of its own occasion's doses under that
+    occasion's parameters, plus what was present at the occasion's start (every state: the
+    earlier occasions' doses and what they carried) moved on by the occasion's propagator.
+    A reset (a new segment: EVID 3/4, SS=1) drops what was carried.
+
+    Parameters
+    ----------
+    system : callable
+        ``system(k) -> (responses, (poles, R))`` for occasion ``k`` (a traced index):
+        ``responses`` a sequence of one :class:`StateResponse` per state (amount per unit dose,
+        per dose compartment), ``(poles, R)`` the state propagator over the same states
+        (:func:`propagator`).
+    doses : DoseTerms
+    dose_occ : int array [D]
+        Occasion of each dose.
+    occasions : tuple of arrays [O]
+        ``(start, seq, segment)`` of each occasion's first record.
+    t, seq, segment, occ : arrays [P]
+        Query times (h), orders, segments and occasions.
+    kinds, pairs
+        As in :func:`superpose` (``pairs`` for these points, or None).
+    states : sequence of int, optional
+        The states returned (default all).
+
+    Returns
+    -------
+    array [P, len(states)]
+    """
+    b, b_seq, b_seg = (jnp.asarray(x) for x in occasions)
+    b = b.astype(float)
+    n_occ = b.shape[0]
+    n = system(0)[1][1].shape[0]
+    states = tuple(range(n)) if states is None else tuple(states)
+    d_occ = jnp.asarray(dose_occ)
+
+    def amounts(k, which, t_, seq_, seg_, pairs_):  # the doses of occasion k, its parameters
+        responses = system(k)[0]
+        on = d_occ == k
+        dk = doses._replace(
+            amount=jnp.where(on, doses.amount, 0.0), rate=jnp.where(on, doses.rate, 0.0)
+        )
+        return jnp.stack(
+            [superpose(responses[i], dk, t_, seq_, seg_, kinds, pairs_) for i in which], axis=-1
+        )
+
+    inside = jax.vmap(lambda k: amounts(k, states, t, seq, segment, pairs))(jnp.arange(n_occ))
+    inside = jnp.take_along_axis(inside, occ[None, :, None], axis=0)[0]  # [P, ns]
+    lam, weights = jax.vmap(lambda k: system(k)[1])(jnp.arange(n_occ))  # [O, n], [O, n, n, n]
+
+    def move(k, u, x):  # expm(M_k u) @ x
+        return jnp.einsum("m,mij,j->i", jnp.exp(-lam[k] * u), weights[k], x)
+
+    def carry(x_prev, k):
+        left = amounts(k - 1, range(n), b[k][None], b_seq[k][None], b_seg[k][None], None)[0]
+        moved = move(k - 1, b[k] - b[k - 1], x_prev)
+        x = left + jnp.where(b_seg[k] == b_seg[k - 1], moved, 0.0)
+        return x, x
+
+    _, xs = lax.scan(carry, jnp.zeros(n), jnp.arange(1, n_occ))
+    carried = jnp.concatenate([jnp.zeros((1, n)), xs])  # [n_occ, n]
+    tau = jnp.maximum(t - b[occ], 0.0)
+    now = jax.vmap(move)(occ, tau, carried[occ])
+    on = (occ > 0) & (segment == b_seg[occ])
+    return inside + jnp.where(on[:, None], now[:, list(states)], 0.0)
+
+
+def occasion_at(subject, t):
+    """The occasion each time ``t`` falls in (``[T]`` int): the last real occasion starting
+    at or before it (an occasion's first time belongs to it), the first before any."""
+    start = jnp.asarray(subject.occ_start, dtype=float)
+    later = jnp.asarray(subject.occ_valid)[1:] & (start[1:][None, :] <= t[:, None] + TIME_TOL)
+    return jnp.sum(later, axis=1).astype(jnp.int32)
 
 
 # --------------------------------------------------------------------------------------------
