@@ -234,6 +234,7 @@ def _to_inference_data(spec: FitSpec, flat, ll, n_chains, extra, attrs):
         **_model_source_attrs(spec.model),
         "priors_json": json.dumps(pri.raw),
         "dropped_covariate_effects": json.dumps(spec.dropped_effects),
+        "dropped_iov": json.dumps(spec.dropped_iov),
         "priors_source": str(pri.source),
         "priors_toml": pri.text,
         "data_source": str(spec.dataset.source),

@@ -346,6 +346,24 @@ class Priors:
             self, parameters={**self.parameters, parameter: pp}, raw=raw, text=text
         )
 
+    def without_iov(self, parameters) -> Priors:
+        """These priors with no inter-occasion variability on ``parameters`` (their ``iov``
+        entries removed; a note in the text says so)."""
+        parameters = [p for p in parameters if p in self.parameters]
+        if not parameters:
+            return self
+        raw = dict(self.raw)
+        raw_par = dict(raw.get("parameters", {}))
+        for p in parameters:
+            raw_par[p] = {k: v for k, v in raw_par.get(p, {}).items() if k != "iov"}
+        raw["parameters"] = raw_par
+        text = self.text + "".join(f"\n# parameters.{p}: iov removed\n" for p in parameters)
+        pars = {
+            p: dataclasses.replace(pp, iov=None) if p in parameters else pp
+            for p, pp in self.parameters.items()
+        }
+        return dataclasses.replace(self, parameters=pars, raw=raw, text=text)
+
     def with_overrides(self, other: Priors) -> Priors:
         """These priors with the entries of ``other`` replacing or adding to them."""
         return Priors(

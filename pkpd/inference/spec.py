@@ -81,6 +81,9 @@ class FitSpec:
     #: Parameters with inter-occasion variability (an ``iov`` prior): one effect per subject
     #: and occasion, ``kappa_<p>`` [subject, occasion].
     iov: list[str] = field(default_factory=list)
+    #: Parameters whose inter-occasion variability the model's default priors give but the
+    #: data cannot carry (no occasions): dropped from the priors, listed in the fit's attributes.
+    dropped_iov: list[str] = field(default_factory=list)
 
     def centered_mask(self, p: str) -> np.ndarray:
         """Which subjects' effects on ``p`` are sampled centred (bool array [subjects])."""
@@ -159,6 +162,7 @@ def prepare(
     if not present:
         raise FitError("the data have no observations (EVID 0, MDV 0) to fit")
     model = model.with_endpoints(present)
+    bundled = priors is None  # the model's default priors, not the user's
     if not isinstance(priors, Priors):
         priors = (
             load_priors(priors, model=model) if priors is not None else load_priors(model=model)
@@ -189,6 +193,12 @@ def prepare(
     ]
     if problems:
         raise FitError("; ".join(problems))
+    dropped_iov = []
+    if bundled and not padded.data.has_occasions:
+        # the default priors' inter-occasion variability applies where the data have
+        # occasions; without them it is dropped and listed (as a covariate without its column)
+        dropped_iov = [p for p, pp in priors.parameters.items() if pp.iov is not None]
+        priors = priors.without_iov(dropped_iov)
     iov = iov_parameters(model, priors, padded, ds, estimated)
 
     # covariate effects: names of effects in the priors, or expressions ("cl,v~WT ...")
@@ -297,6 +307,7 @@ def prepare(
         correlated=[p for p in corr if p in estimated],
         requested_covariates=requested,
         iov=iov,
+        dropped_iov=dropped_iov,
     )
 
 

@@ -39,6 +39,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 
 @dataclass(frozen=True)
 class Turnover:
@@ -322,3 +324,30 @@ def check_model(model) -> None:
 
 
 __all__ = ["MetricSpec", "ModalForm", "Model", "Turnover", "check_model"]
+
+
+def infusions_across_occasions(name: str, subjects, line) -> list[str]:
+    """The problem of infusions (``RATE`` or ``DUR`` in the data) still running when the next
+    occasion starts, for models that carry drug over an occasion boundary as amounts (which
+    cannot hold a running input); ``line(row)`` gives a record's data line. Padded subjects
+    with occasions; an empty list when there are none."""
+    d = subjects
+    rate, dur, amt = np.asarray(d.dose_rate), np.asarray(d.dose_dur), np.asarray(d.dose_amt)
+    length = np.where(rate > 0, amt / np.where(rate > 0, rate, 1.0), np.where(dur > 0, dur, 0.0))
+    end = np.asarray(d.dose_time) + length
+    n_occ = np.shape(d.occ_start)[1]
+    nxt_i = np.minimum(np.asarray(d.dose_occ) + 1, n_occ - 1)
+    nxt = np.take_along_axis(np.asarray(d.occ_start), nxt_i, axis=1)
+    real_next = np.take_along_axis(np.asarray(d.occ_valid), nxt_i, axis=1) & (
+        np.asarray(d.dose_occ) + 1 < n_occ
+    )
+    bad = np.asarray(d.dose_mask) & real_next & (length > 0) & (end > nxt + 1e-9)
+    if not bad.any():
+        return []
+    rows = sorted(set(np.asarray(d.dose_row)[bad].tolist()))
+    return [
+        f"infusions still running when the next occasion starts (data lines "
+        f"{', '.join(str(line(r)) for r in rows)}); model {name!r} with parameters per "
+        "occasion needs an occasion to start after the infusions before it end (start the "
+        "occasion later, or at the infusion's start)"
+    ]

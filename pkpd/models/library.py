@@ -56,7 +56,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from pkpd.models.base import ModalForm, Model
+from pkpd.models.base import ModalForm, Model, infusions_across_occasions
 from pkpd.pk import analytic
 
 #: mg/L → ng/mL.
@@ -390,30 +390,9 @@ class LinearPKModel(Model):
 
     # -- data checks (outside jit) -------------------------------------------------------------
     def occasion_problems(self, subjects, line) -> list[str]:
-        """Infusions (``RATE`` or ``DUR`` in the data) still running when the next occasion
-        starts: the carried-over amounts at an occasion start cannot hold a running input."""
-        d = subjects
-        rate, dur, amt = np.asarray(d.dose_rate), np.asarray(d.dose_dur), np.asarray(d.dose_amt)
-        length = np.where(
-            rate > 0, amt / np.where(rate > 0, rate, 1.0), np.where(dur > 0, dur, 0.0)
-        )
-        end = np.asarray(d.dose_time) + length
-        n_occ = np.shape(d.occ_start)[1]
-        nxt_i = np.minimum(np.asarray(d.dose_occ) + 1, n_occ - 1)
-        nxt = np.take_along_axis(np.asarray(d.occ_start), nxt_i, axis=1)
-        real_next = np.take_along_axis(np.asarray(d.occ_valid), nxt_i, axis=1) & (
-            np.asarray(d.dose_occ) + 1 < n_occ
-        )
-        bad = np.asarray(d.dose_mask) & real_next & (length > 0) & (end > nxt + 1e-9)
-        if not bad.any():
-            return []
-        rows = sorted(set(np.asarray(d.dose_row)[bad].tolist()))
-        return [
-            f"infusions still running when the next occasion starts (data lines "
-            f"{', '.join(str(line(r)) for r in rows)}); model {self.name!r} with parameters per "
-            "occasion needs an occasion to start after the infusions before it end (start the "
-            "occasion later, or at the infusion's start)"
-        ]
+        """Infusions still running when the next occasion starts
+        (:func:`pkpd.models.base.infusions_across_occasions`)."""
+        return infusions_across_occasions(self.name, subjects, line)
 
     def check_subject(self, subject) -> list[str]:
         """Problems that make predictions meaningless (doses into a compartment the model

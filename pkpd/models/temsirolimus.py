@@ -56,7 +56,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from pkpd.models.base import MetricSpec, ModalForm, Model, Turnover, known_endpoints
+from pkpd.models.base import (
+    MetricSpec,
+    ModalForm,
+    Model,
+    Turnover,
+    infusions_across_occasions,
+    known_endpoints,
+)
 from pkpd.pd.direct import remaining_fraction
 from pkpd.pd.turnover import bounded_turnover_rates, indirect_response_rates
 from pkpd.pk import analytic, polyexp
@@ -302,6 +309,12 @@ def pd1_rates(k, c):
     return bounded_turnover_rates(c, k["p0"], k["kout_p"], k["imax_p"], k["ic50_p"])
 
 
+#: Parameters that may change from one occasion to the next (inter-occasion variability): those
+#: of the linear chain (PK, potency, effect site) and of the S6K response. The VEGF and PD-1
+#: turnover constants stay the subject's (a baseline or turnover rate moving between cycles is
+#: not what the data of such trials inform).
+OCCASION_PARAMETERS = _PK + ("potency", "s6k_ke0", "s6k_imax", "s6k_ic50", "s6k_hill")
+
 #: The turnover constants in the order of the validity check, and the inert value each takes
 #: where the parameters are not valid.
 _TURNOVER_ORDER = ("vegf_base", "kout_v", "imax_v", "ic50_v", "p0", "kout_p", "imax_p", "ic50_p")
@@ -433,6 +446,22 @@ class TemsirolimusModel(Model):
 
     def with_dose_kinds(self, kinds: tuple | None) -> TemsirolimusModel:
         return dataclasses.replace(self, dose_kinds=kinds)
+
+    @property
+    def occasion_parameters(self) -> tuple[str, ...]:
+        """:data:`OCCASION_PARAMETERS` that the chosen endpoints need (none with saturable
+        binding); see :meth:`predict` for the semantics."""
+        if self.binding:
+            return ()
+        return tuple(p for p in OCCASION_PARAMETERS if p in self.parameters)
+
+    def _by_occasion(self, params) -> bool:
+        return any(jnp.ndim(v) == 1 for v in params.values())
+
+    def occasion_problems(self, subjects, line) -> list[str]:
+        """Infusions still running when the next occasion starts
+        (:func:`pkpd.models.base.infusions_across_occasions`)."""
+        return infusions_across_occasions(self.name, subjects, line)
 
     def check_parameters(self, params: Mapping[str, object]) -> None:
         """Raise ``ValueError`` naming unknown parameters and those the endpoints need."""
@@ -598,9 +627,24 @@ class TemsirolimusModel(Model):
         dict
             Endpoint name → array ``[P]`` in the units of :data:`ENDPOINTS`, plus ``"ok"`` (a
             boolean scalar: False when the VEGF/PD-1 ODE solve failed).
+
+        Notes
+        -----
+        **Parameters per occasion** (inter-occasion variability, :attr:`occasion_parameters`
+        given as ``[O]`` arrays, one value per occasion of the subject): parameters are
+        constant within an occasion and change at its first record, as in NONMEM. Drug given
+        in one occasion and still present in the next is carried over as the state of the
+        whole linear chain — temsirolimus in the central and peripheral compartments,
+        sirolimus, and the S6K effect site — and moves on under the new occasion's parameters
+        (:func:`pkpd.pk.analytic.occasion_superpose`); concentrations use the current
+        occasion's volumes. VEGF and PD-1 keep their own (continuous) states and are driven by
+        the concentration of the occasion each time falls in; every occasion start is a node
+        of their grid. Infusions must end before the next occasion starts (a fit checks this).
         """
         if self.binding:
             return self._predict_binding(params, subject)
+        if self._by_occasion(params):
+            return self._predict_occasions(params, subject)
         resp = self.responses(params)
         doses = self._doses(subject)
         t = jnp.asarray(subject.point_time, dtype=float)
@@ -629,6 +673,135 @@ class TemsirolimusModel(Model):
         ok = jnp.array(True)
         if "vegf" in self.endpoints or "pd1_cd8" in self.endpoints:
             ys, ok = self._turnover(params, resp["driver"], doses, subject)
+            if "vegf" in self.endpoints:
+                out["vegf"] = ys[:, 0]
+            if "pd1_cd8" in self.endpoints:
+                out["pd1_cd8"] = ys[:, 1]
+        out["ok"] = ok
+        return out
+
+    def _occasion_system(self, params, n_occ):
+        """The linear chain per occasion for :func:`pkpd.pk.analytic.occasion_superpose`:
+        states ``[A1, A2]`` (mg), then ``As`` (mg) when sirolimus is needed, then ``Ce`` (nM)
+        with S6K; the state responses per mg of temsirolimus into CMT 1 are those of
+        :meth:`responses`, and the rate matrix is built on their poles (a metabolite or
+        effect-site pole split from one it meets stays split, so Sylvester's weights hold)."""
+        bad = [
+            p for p, v in params.items() if jnp.ndim(v) != 0 and p not in self.occasion_parameters
+        ]
+        if bad:
+            raise ValueError(
+                f"model 'temsirolimus': parameter(s) {', '.join(sorted(bad))} given per occasion; "
+                f"only {', '.join(self.occasion_parameters) or 'none'} may change between "
+                "occasions (with these endpoints and options)"
+            )
+        for p in self.occasion_parameters:
+            if p in params and jnp.ndim(params[p]) == 1 and jnp.shape(params[p])[0] != n_occ:
+                raise ValueError(
+                    f"parameter {p!r} has shape {tuple(jnp.shape(params[p]))}; expected a "
+                    f"scalar or one value per occasion, ({n_occ},)"
+                )
+        per = {
+            p: jnp.broadcast_to(jnp.asarray(v, dtype=float), (n_occ,))
+            for p, v in params.items()
+            if p in self.occasion_parameters
+        }
+        need_sir = any(e != "temsirolimus" for e in self.endpoints)
+        need_ce = "s6k" in self.endpoints
+
+        def at(k):
+            return {**params, **{p: v[k] for p, v in per.items()}}
+
+        def system(k):
+            pk = at(k)
+            cl, v1, q, v2 = (pk[p] for p in ("cl", "v1", "q", "v2"))
+            disp = analytic.disposition(cl, v1, [q], [v2])
+            responses = [analytic.state_response(disp, None, state=i) for i in (0, 1)]
+            m = analytic.state_matrix(disp)
+            poles = disp.poles
+            if need_sir:
+                resp = self.responses(pk)
+                a_s = polyexp.scale(resp["sirolimus"], pk["v_sir"] / CONC_SCALE)
+                responses.append(a_s)
+                top = resp["effect"] if need_ce else resp["sirolimus"]
+                poles = top.poles[0]
+                k_sir = poles[2]  # as split by polyexp.convolve
+                formation = pk["fm"] * cl / v1 * (MW_SIR / MW_TEM)
+                m = jnp.pad(m, ((0, 1), (0, 1)))
+                m = m.at[2, 0].set(formation).at[2, 2].set(-k_sir)
+                if need_ce:
+                    responses.append(resp["effect"])
+                    ke0 = poles[3]
+                    to_nm = jnp.stack(
+                        [
+                            1e6 / (v1 * MW_TEM),
+                            0.0,
+                            pk["potency"] * 1e6 / (pk["v_sir"] * MW_SIR),
+                        ]
+                    )
+                    m = jnp.pad(m, ((0, 1), (0, 1)))
+                    m = m.at[3, :3].set(pk["s6k_ke0"] * to_nm).at[3, 3].set(-ke0)
+            return responses, (poles, analytic.propagator(m, poles))
+
+        return system, per, at
+
+    def _predict_occasions(self, params, subject):
+        """:meth:`predict` with parameters per occasion (see its Notes)."""
+        if getattr(subject, "occ_start", None) is None:
+            raise ValueError(
+                "model 'temsirolimus': parameters given per occasion, but the subject's data "
+                "have no occasions (an OCC column, or occasions derived from the doses)"
+            )
+        n_occ = subject.occ_start.shape[0]
+        system, per, at = self._occasion_system(params, n_occ)
+        doses = self._doses(subject)
+        occasions = (subject.occ_start, subject.occ_seq, subject.occ_segment)
+        value = lambda p, occ: per[p][occ] if p in per else params[p]  # noqa: E731
+
+        def states(t, seq, seg, occ, pairs, which):
+            return analytic.occasion_superpose(
+                system, doses, subject.dose_occ, occasions, t, seq, seg, occ,
+                self.dose_kinds, pairs, which,
+            )  # fmt: skip
+
+        t = jnp.asarray(subject.point_time, dtype=float)
+        occ = jnp.asarray(subject.point_occ)
+        need_sir = any(e != "temsirolimus" for e in self.endpoints)
+        which = (0, 2, 3) if "s6k" in self.endpoints else ((0, 2) if need_sir else (0,))
+        x = states(
+            t,
+            jnp.asarray(subject.point_seq),
+            jnp.asarray(subject.point_segment),
+            occ,
+            getattr(subject, "pairs", None),
+            which,
+        )
+        out: dict[str, jax.Array] = {}
+        if "temsirolimus" in self.endpoints:
+            out["temsirolimus"] = CONC_SCALE * x[:, 0] / value("v1", occ)
+        if "sirolimus" in self.endpoints:
+            out["sirolimus"] = CONC_SCALE * x[:, 1] / value("v_sir", occ)
+        if "s6k" in self.endpoints:
+            out["s6k"] = 100.0 * remaining_fraction(
+                jnp.maximum(x[:, 2], 0.0),
+                value("s6k_imax", occ),
+                value("s6k_ic50", occ),
+                value("s6k_hill", occ),
+            )
+        ok = jnp.array(True)
+        if "vegf" in self.endpoints or "pd1_cd8" in self.endpoints:
+            last_seg = jnp.max(jnp.where(doses.active, doses.segment, 0))
+
+            def driver(tt):  # nM, the occasion each time falls in
+                o = analytic.occasion_at(subject, tt)
+                big = jnp.full(tt.shape, jnp.iinfo(jnp.int32).max)
+                y = states(tt, big, jnp.full(tt.shape, last_seg), o, None, (0, 2))
+                c = y[:, 0] * 1e6 / (value("v1", o) * MW_TEM) + value("potency", o) * y[
+                    :, 1
+                ] * 1e6 / (value("v_sir", o) * MW_SIR)
+                return jnp.maximum(c, 0.0)
+
+            ys, ok = self._turnover(params, None, doses, subject, driver)
             if "vegf" in self.endpoints:
                 out["vegf"] = ys[:, 0]
             if "pd1_cd8" in self.endpoints:
@@ -665,12 +838,22 @@ class TemsirolimusModel(Model):
         return res
 
     @staticmethod
-    def _grid_inputs(doses):
-        """Start, end and activity of each dose's input, for :func:`pkpd.pd.forced.dose_grid`."""
+    def _grid_inputs(doses, subject):
+        """Start, end and activity of each dose's input, for :func:`pkpd.pd.forced.dose_grid`,
+        then each later occasion's start (where parameters may change) as an input of no
+        length (the first ``D`` entries are the doses)."""
         infusion = (doses.kind == analytic.INFUSION) | (doses.kind == analytic.SS_INFUSION)
         start = doses.time + doses.lag
         end = start + jnp.where(infusion, doses.duration, 0.0)
-        return start, end, doses.active
+        if getattr(subject, "occ_start", None) is None:
+            return start, end, doses.active
+        b = jnp.asarray(subject.occ_start, dtype=float)[1:]
+        on = jnp.asarray(subject.occ_valid)[1:]
+        return (
+            jnp.concatenate([start, b]),
+            jnp.concatenate([end, b]),
+            jnp.concatenate([doses.active, on]),
+        )
 
     def precompute(self, subjects):
         """The VEGF/PD-1 grid of padded subjects, ``(nodes, index, start_index)`` as numpy
@@ -689,12 +872,15 @@ class TemsirolimusModel(Model):
         from pkpd.pd.forced import dose_grid
 
         def one(subject):
-            return dose_grid(*self._grid_inputs(self._doses(subject)), subject.point_time)
+            return dose_grid(*self._grid_inputs(self._doses(subject), subject), subject.point_time)
 
         subjects = jax.tree.map(jnp.asarray, subjects)
         return tuple(np.asarray(x) for x in jax.jit(jax.vmap(one))(subjects))
 
-    def _turnover(self, params, driver, doses, subject):
+    def _turnover(self, params, driver, doses, subject, driver_fn=None):
+        """VEGF and PD-1 ``[P, 2]`` and ``ok``, driven by the polyexponential ``driver``
+        (nM per mg), or by ``driver_fn(times) -> nM`` when given (parameters per
+        occasion)."""
         from pkpd.ode import solve
 
         t = jnp.asarray(subject.point_time, dtype=float)
@@ -707,21 +893,28 @@ class TemsirolimusModel(Model):
         # such a subject is solved with no drug and flagged ok=False (-inf log density).
         scalars = jnp.stack([k[n] for n in _TURNOVER_ORDER])
         valid = (
-            jnp.all(jnp.isfinite(driver.poles))
-            & jnp.all(driver.poles > 0)
-            & jnp.all(jnp.isfinite(driver.coef))
-            & jnp.all(jnp.isfinite(scalars))
+            jnp.all(jnp.isfinite(scalars))
             & jnp.all(scalars[jnp.array([0, 1, 3, 5, 7])] > 0)
             & (k["p0"] > 0)
             & (k["p0"] < 100)
         )
-        driver = analytic.StateResponse(
-            poles=jnp.where(valid, driver.poles, 1.0), coef=jnp.where(valid, driver.coef, 0.0)
-        )
+        if driver is not None:
+            valid = (
+                valid
+                & jnp.all(jnp.isfinite(driver.poles))
+                & jnp.all(driver.poles > 0)
+                & jnp.all(jnp.isfinite(driver.coef))
+            )
+            driver = analytic.StateResponse(
+                poles=jnp.where(valid, driver.poles, 1.0),
+                coef=jnp.where(valid, driver.coef, 0.0),
+            )
         k = {n: jnp.where(valid, v, _TURNOVER_INERT[n]) for n, v in k.items()}
         vegf_base, p0 = k["vegf_base"], k["p0"]
 
         def conc(tt):
+            if driver_fn is not None:
+                return driver_fn(tt[None])[0]
             seq = jnp.full((1,), jnp.iinfo(jnp.int32).max)
             c = analytic.superpose(driver, doses, tt[None], seq, last_seg[None], self.dose_kinds)[0]
             return jnp.maximum(c, 0.0)
@@ -738,15 +931,19 @@ class TemsirolimusModel(Model):
             if grid is not None:  # computed once from the data (precompute)
                 nodes, index, start_index = grid
             else:
-                nodes, index, start_index = dose_grid(*self._grid_inputs(doses), t)
+                nodes, index, start_index = dose_grid(*self._grid_inputs(doses, subject), t)
+            start_index = start_index[: doses.time.shape[0]]  # the doses' (not occasions')
             conc = None
-            if self.dose_kinds is not None:  # bolus/infusion only, no resets: exact recurrence
+            if driver_fn is None and self.dose_kinds is not None:
+                # bolus/infusion only, no resets: exact recurrence
                 from pkpd.pd.forced import linear_state_on_grid
 
                 cn, cm = linear_state_on_grid(driver, doses, nodes, start_index)
                 conc = (jnp.maximum(cn, 0.0), jnp.maximum(cm, 0.0))
 
             def conc_many(tt):
+                if driver_fn is not None:
+                    return driver_fn(tt)
                 seq_ = jnp.full(tt.shape, jnp.iinfo(jnp.int32).max)
                 c = analytic.superpose(
                     driver, doses, tt, seq_, jnp.full(tt.shape, last_seg), self.dose_kinds
@@ -774,6 +971,8 @@ class TemsirolimusModel(Model):
             y0,
             None,
             t_eval=t,
+            # the driver jumps where an occasion changes a volume or the potency
+            jump_ts=None if driver_fn is None else jnp.asarray(subject.occ_start, dtype=float),
             t0=jnp.minimum(jnp.min(t), 0.0),
             rtol=self.rtol,
             atol=self.atol,
