@@ -56,9 +56,16 @@ OMEGA = {
     "vegf_mrt": 0.25,
     "pd1_base": 0.40,
 }
+# Inter-occasion SD of clearance (log scale; assumption: about 15%, below its between-subject
+# SD, as occasion effects usually are). Occasions are the sampled cycles: a new one starts at
+# the dose of each week with PK samples after the first (PH1: weeks 1-3 | 4; PH2: weeks 1-3 |
+# 4-7 | 8); PH3 samples one week and IMMUNO has no PK, so each of their subjects has one.
+OMEGA_IOV = {"cl": 0.15}
+OCCASION_STARTS = {"PH1": (3 * 168.0,), "PH2": (3 * 168.0, 7 * 168.0), "PH3": (), "IMMUNO": ()}
 # Between-study SDs (assumptions: moderate study-to-study differences).
 OMEGA_STUDY = {"cl": 0.10, "cl_sir": 0.15, "vegf_base": 0.20, "pd1_base": 0.15}
 LOGIT = {"pd1_base"}
+MAX_OCC = 1 + max(len(v) for v in OCCASION_STARTS.values())
 # Residual errors (assumptions within the ranges of priors/temsirolimus.toml [residual.*]).
 RESIDUAL = {
     "temsirolimus": ("combined", {"proportional": 0.15, "additive": 0.3}),
@@ -145,6 +152,11 @@ def individual(rng, cov, study_eta, study):
     return eta, theta
 
 
+def occasion(study, t):
+    """The occasion (1, 2, ...) of a record at time ``t`` (h) in ``study``."""
+    return 1 + sum(t >= b for b in OCCASION_STARTS[study])
+
+
 def main(out: Path = HERE):
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -153,12 +165,17 @@ def main(out: Path = HERE):
     study_eta = {s: {p: float(rng.normal(0, w)) for p, w in OMEGA_STUDY.items()} for s in studies}
     subjects = design(rng)
     cov = covariates(rng, len(subjects))
-    rows, truth_rows, thetas = [], [], []
+    # occasion effects from their own stream, so every other draw is what it was without them
+    rng_iov = np.random.default_rng([SEED, 2])
+    rows, truth_rows, thetas, kappas = [], [], [], []
     for i, (study, doses, samples) in enumerate(subjects):
         sid = 1001 + i
         c = cov.iloc[i]
         eta, theta = individual(rng, c, study_eta, study)
         thetas.append(theta)
+        n_occ = 1 + len(OCCASION_STARTS[study])
+        kappa = {p: rng_iov.normal(0, w, n_occ) for p, w in OMEGA_IOV.items()}
+        kappas.append(kappa)
         truth_rows.append(
             {
                 "ID": sid,
@@ -166,6 +183,11 @@ def main(out: Path = HERE):
                 **c.to_dict(),
                 **{f"eta_{k}": v for k, v in eta.items()},
                 **theta,
+                **{
+                    f"kappa_{p}_{k + 1}": (float(v[k]) if k < n_occ else np.nan)
+                    for p, v in kappa.items()
+                    for k in range(MAX_OCC)
+                },
             }
         )
         recs = [
@@ -175,12 +197,17 @@ def main(out: Path = HERE):
             dict(TIME=float(t), EVID=0, AMT=0, AMTU=".", DUR=0, DVID=DVID[e]) for t, e in samples
         ]
         for r in sorted(recs, key=lambda r: (r["TIME"], -r["EVID"])):
-            rows.append({"ID": sid, "STUDY": study, **r, **c.to_dict()})
+            occ = occasion(study, r["TIME"])
+            rows.append({"ID": sid, "STUDY": study, **r, "OCC": occ, **c.to_dict()})
     data = pd.DataFrame(rows)
     # One batched prediction for every subject (pkpd's own model, all endpoints).
     design_only = data.assign(DV=".", MDV=1)
     pad = pkpd.read_dataset(design_only).to_arrays(prediction_rows="all")
     params = {p: jnp.asarray([th[p] for th in thetas]) for p in TYPICAL}
+    # clearance per occasion: θ·exp(κ) (padded occasions repeat the last; no record uses them)
+    for p in OMEGA_IOV:
+        k = np.array([np.pad(kp[p], (0, MAX_OCC - len(kp[p])), mode="edge") for kp in kappas])
+        params[p] = params[p][:, None] * jnp.exp(jnp.asarray(k))
     # tight adaptive solve: the data should not carry solver error
     model = TemsirolimusModel(rtol=1e-10, atol=1e-10, pd_solver="diffrax")
     pred = jax.jit(jax.vmap(model.predict))(params, jax.tree.map(jnp.asarray, pad.data))
@@ -232,7 +259,7 @@ def main(out: Path = HERE):
     for col in ("HCT", "WT"):
         data.loc[rng.choice(later, size=15, replace=False), col] = np.nan
     data = data.astype({"AGE": "Int64"})
-    cols = ["ID", "STUDY", "TIME", "EVID", "AMT", "AMTU", "DUR", "DVID", "DV", "MDV", "LLOQ", "BLQ",
+    cols = ["ID", "STUDY", "OCC", "TIME", "EVID", "AMT", "AMTU", "DUR", "DVID", "DV", "MDV", "LLOQ", "BLQ",
             "BSA", "WT", "AGE", "SEX", "HCT", "CYP3A4_INH", "CYP3A4_IND"]  # fmt: skip
     data = data[cols]
     header = "# SYNTHETIC data simulated by datasets/temsirolimus/generate.py - not trial data\n"
@@ -253,6 +280,8 @@ def main(out: Path = HERE):
         },  # fmt: skip
         "omega": OMEGA,
         "omega_study": OMEGA_STUDY,
+        "omega_iov": OMEGA_IOV,
+        "occasion_starts_h": {k: list(v) for k, v in OCCASION_STARTS.items()},
         "study_eta": study_eta,
         "residual": {k: {"model": m, **v} for k, (m, v) in RESIDUAL.items()},
         "lloq": LLOQ,

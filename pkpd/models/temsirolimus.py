@@ -65,6 +65,7 @@ from pkpd.models.base import (
     known_endpoints,
 )
 from pkpd.pd.direct import remaining_fraction
+from pkpd.pd.forced import linear_state_on_grid
 from pkpd.pd.turnover import bounded_turnover_rates, indirect_response_rates
 from pkpd.pk import analytic, polyexp
 
@@ -758,10 +759,12 @@ class TemsirolimusModel(Model):
         occasions = (subject.occ_start, subject.occ_seq, subject.occ_segment)
         value = lambda p, occ: per[p][occ] if p in per else params[p]  # noqa: E731
 
+        carry = analytic.occasion_carry(system, doses, subject.dose_occ, occasions, self.dose_kinds)
+
         def states(t, seq, seg, occ, pairs, which):
             return analytic.occasion_superpose(
                 system, doses, subject.dose_occ, occasions, t, seq, seg, occ,
-                self.dose_kinds, pairs, which,
+                self.dose_kinds, pairs, which, carry,
             )  # fmt: skip
 
         t = jnp.asarray(subject.point_time, dtype=float)
@@ -801,7 +804,45 @@ class TemsirolimusModel(Model):
                 ] * 1e6 / (value("v_sir", o) * MW_SIR)
                 return jnp.maximum(c, 0.0)
 
-            ys, ok = self._turnover(params, None, doses, subject, driver)
+            def driver_grid(nodes, start_index):
+                """At the nodes and step midpoints (bolus and infusion doses, no resets): per
+                occasion, the exact recurrence over its own doses, plus the carried state."""
+                resp = jax.vmap(lambda k: self.responses(at(k))["driver"])(jnp.arange(n_occ))
+                d_occ = jnp.asarray(subject.dose_occ)
+
+                def run(k):
+                    on = d_occ == k
+                    dk = doses._replace(
+                        amount=jnp.where(on, doses.amount, 0.0),
+                        rate=jnp.where(on, doses.rate, 0.0),
+                    )
+                    r = analytic.StateResponse(resp.poles[k], resp.coef[k])
+                    return linear_state_on_grid(r, dk, nodes, start_index)
+
+                cn_all, cm_all = jax.vmap(run)(jnp.arange(n_occ))  # [O, N], [O, N - 1]
+                mid = nodes[:-1] + 0.5 * jnp.diff(nodes)
+                out = []
+                for tt, c_all in ((nodes, cn_all), (mid, cm_all)):
+                    o = analytic.occasion_at(subject, tt)
+                    x = analytic.occasion_carried(
+                        carry, occasions, tt, jnp.zeros(tt.shape, jnp.int32), o
+                    )
+                    c = (
+                        jnp.take_along_axis(c_all, o[None, :], axis=0)[0]
+                        + x[:, 0] * 1e6 / (value("v1", o) * MW_TEM)
+                        + value("potency", o) * x[:, 2] * 1e6 / (value("v_sir", o) * MW_SIR)
+                    )
+                    out.append(jnp.maximum(c, 0.0))
+                return tuple(out)
+
+            ys, ok = self._turnover(
+                params,
+                None,
+                doses,
+                subject,
+                driver,
+                driver_grid if self.dose_kinds is not None else None,
+            )
             if "vegf" in self.endpoints:
                 out["vegf"] = ys[:, 0]
             if "pd1_cd8" in self.endpoints:
@@ -877,10 +918,11 @@ class TemsirolimusModel(Model):
         subjects = jax.tree.map(jnp.asarray, subjects)
         return tuple(np.asarray(x) for x in jax.jit(jax.vmap(one))(subjects))
 
-    def _turnover(self, params, driver, doses, subject, driver_fn=None):
+    def _turnover(self, params, driver, doses, subject, driver_fn=None, driver_grid=None):
         """VEGF and PD-1 ``[P, 2]`` and ``ok``, driven by the polyexponential ``driver``
         (nM per mg), or by ``driver_fn(times) -> nM`` when given (parameters per
-        occasion)."""
+        occasion; ``driver_grid(nodes, start_index)``, optional, gives the grid solver the
+        driver at the nodes and step midpoints at once)."""
         from pkpd.ode import solve
 
         t = jnp.asarray(subject.point_time, dtype=float)
@@ -934,10 +976,10 @@ class TemsirolimusModel(Model):
                 nodes, index, start_index = dose_grid(*self._grid_inputs(doses, subject), t)
             start_index = start_index[: doses.time.shape[0]]  # the doses' (not occasions')
             conc = None
-            if driver_fn is None and self.dose_kinds is not None:
+            if driver_grid is not None:
+                conc = driver_grid(nodes, start_index)
+            elif driver_fn is None and self.dose_kinds is not None:
                 # bolus/infusion only, no resets: exact recurrence
-                from pkpd.pd.forced import linear_state_on_grid
-
                 cn, cm = linear_state_on_grid(driver, doses, nodes, start_index)
                 conc = (jnp.maximum(cn, 0.0), jnp.maximum(cm, 0.0))
 

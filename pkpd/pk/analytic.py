@@ -340,7 +340,18 @@ def propagator(m, poles):
 
 
 def occasion_superpose(
-    system, doses, dose_occ, occasions, t, seq, segment, occ, kinds=None, pairs=None, states=None
+    system,
+    doses,
+    dose_occ,
+    occasions,
+    t,
+    seq,
+    segment,
+    occ,
+    kinds=None,
+    pairs=None,
+    states=None,
+    carry=None,
 ):
     """Amounts of a linear system's states at each point with parameters per occasion.
 
@@ -368,47 +379,94 @@ def occasion_superpose(
         As in :func:`superpose` (``pairs`` for these points, or None).
     states : sequence of int, optional
         The states returned (default all).
+    carry : OccasionCarry, optional
+        :func:`occasion_carry` of the same arguments, when already computed.
 
     Returns
     -------
     array [P, len(states)]
     """
+    if carry is None:
+        carry = occasion_carry(system, doses, dose_occ, occasions, kinds)
+    n = carry.poles.shape[1]
+    states = tuple(range(n)) if states is None else tuple(states)
+    inside = jnp.stack(
+        [
+            _own_occasion(carry.responses[i], doses, dose_occ, t, seq, segment, occ, kinds, pairs)
+            for i in states
+        ],
+        axis=-1,
+    )  # fmt: skip  [P, ns]
+    return inside + occasion_carried(carry, occasions, t, segment, occ)[:, list(states)]
+
+
+class OccasionCarry(NamedTuple):
+    """A linear system with parameters per occasion (:func:`occasion_carry`): per occasion
+    ``[O, ...]``, the state responses (a list, one per state), the propagator's poles and
+    weights, and the state carried into the occasion's start (``state``, ``[O, n]``, zero for
+    the first)."""
+
+    responses: list
+    poles: jnp.ndarray
+    weights: jnp.ndarray
+    state: jnp.ndarray
+
+
+def _own_occasion(resp, doses, dose_occ, t, seq, segment, occ, kinds=None, pairs=None):
+    """One state's amount at each time from the doses of the time's own occasion, with that
+    occasion's response (``resp`` stacked by occasion): one pass over doses × times."""
+    d_occ = jnp.asarray(dose_occ)
+    if pairs is not None:
+        d, pt = pairs.dose, pairs.point
+        o, cidx = occ[pt], doses.cidx[d]
+        s = t[pt] - doses.time[d] - doses.lag[d]
+        g = dose_pole_response(resp.poles[o, cidx], s[:, None], doses, lambda x: x[d][:, None], kinds)  # fmt: skip
+        on = pairs.valid & (d_occ[d] == o)
+        g = jnp.where(on[:, None], g, 0.0)
+        return sum_to_points(jnp.where(on, sum_modes(g * resp.coef[o, cidx]), 0.0), pairs, t.shape[0])  # fmt: skip
+    o, cidx = occ[None, :], doses.cidx[:, None]  # [1, T], [D, 1]
+    s = t[None, :] - doses.time[:, None] - doses.lag[:, None]  # [D, T]
+    g = dose_pole_response(
+        resp.poles[o, cidx], s[:, :, None], doses, lambda x: x[:, None, None], kinds
+    )  # [D, T, M]
+    on = given_mask(doses, t, seq, segment) & (d_occ[:, None] == occ[None, :])
+    g = jnp.where(on[:, :, None], g, 0.0)
+    return jnp.sum(resp.coef[o, cidx] * g, axis=(0, 2))
+
+
+def occasion_carry(system, doses, dose_occ, occasions, kinds=None) -> OccasionCarry:
+    """The per-occasion pieces of :func:`occasion_superpose` (arguments as there), with the
+    state carried into each occasion's start: what the previous occasion's doses left there
+    plus what was carried into it, moved on with its parameters (none across a reset)."""
     b, b_seq, b_seg = (jnp.asarray(x) for x in occasions)
     b = b.astype(float)
     n_occ = b.shape[0]
-    n = system(0)[1][1].shape[0]
-    states = tuple(range(n)) if states is None else tuple(states)
-    d_occ = jnp.asarray(dose_occ)
+    responses, (lam, weights) = jax.vmap(system)(jnp.arange(n_occ))  # [O, ...] each
+    n = lam.shape[1]
 
-    def amounts(k, which, t_, seq_, seg_, pairs_):  # the doses of occasion k, its parameters
-        responses = system(k)[0]
-        on = d_occ == k
-        dk = doses._replace(
-            amount=jnp.where(on, doses.amount, 0.0), rate=jnp.where(on, doses.rate, 0.0)
+    def step(x_prev, k):
+        at = (b[k][None], b_seq[k][None], b_seg[k][None], (k - 1)[None])
+        left = jnp.stack(
+            [_own_occasion(responses[i], doses, dose_occ, *at, kinds)[0] for i in range(n)]
         )
-        return jnp.stack(
-            [superpose(responses[i], dk, t_, seq_, seg_, kinds, pairs_) for i in which], axis=-1
-        )
-
-    inside = jax.vmap(lambda k: amounts(k, states, t, seq, segment, pairs))(jnp.arange(n_occ))
-    inside = jnp.take_along_axis(inside, occ[None, :, None], axis=0)[0]  # [P, ns]
-    lam, weights = jax.vmap(lambda k: system(k)[1])(jnp.arange(n_occ))  # [O, n], [O, n, n, n]
-
-    def move(k, u, x):  # expm(M_k u) @ x
-        return jnp.einsum("m,mij,j->i", jnp.exp(-lam[k] * u), weights[k], x)
-
-    def carry(x_prev, k):
-        left = amounts(k - 1, range(n), b[k][None], b_seq[k][None], b_seg[k][None], None)[0]
-        moved = move(k - 1, b[k] - b[k - 1], x_prev)
+        moved = jnp.einsum("m,mij,j->i", jnp.exp(-lam[k - 1] * (b[k] - b[k - 1])), weights[k - 1], x_prev)  # fmt: skip
         x = left + jnp.where(b_seg[k] == b_seg[k - 1], moved, 0.0)
         return x, x
 
-    _, xs = lax.scan(carry, jnp.zeros(n), jnp.arange(1, n_occ))
-    carried = jnp.concatenate([jnp.zeros((1, n)), xs])  # [n_occ, n]
+    _, xs = lax.scan(step, jnp.zeros(n), jnp.arange(1, n_occ))
+    return OccasionCarry(responses, lam, weights, jnp.concatenate([jnp.zeros((1, n)), xs]))
+
+
+def occasion_carried(carry: OccasionCarry, occasions, t, segment, occ):
+    """``[T, n]``: the state carried into each time's occasion, moved on to the time with the
+    occasion's parameters (zero in the first occasion and after a reset within it)."""
+    b, _, b_seg = (jnp.asarray(x) for x in occasions)
+    b = b.astype(float)
     tau = jnp.maximum(t - b[occ], 0.0)
-    now = jax.vmap(move)(occ, tau, carried[occ])
+    decay = jnp.exp(-carry.poles[occ] * tau[:, None])  # [T, n]
+    now = jnp.einsum("tm,tmij,tj->ti", decay, carry.weights[occ], carry.state[occ])
     on = (occ > 0) & (segment == b_seg[occ])
-    return inside + jnp.where(on[:, None], now[:, list(states)], 0.0)
+    return jnp.where(on[:, None], now, 0.0)
 
 
 def occasion_at(subject, t):

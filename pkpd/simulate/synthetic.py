@@ -40,6 +40,7 @@ def fit_from_values(
     *,
     omega=None,
     omega_study=None,
+    omega_iov=None,
     effects=None,
     n_draws: int = 100,
     uncertainty: float = 0.0,
@@ -61,6 +62,10 @@ def fit_from_values(
     omega, omega_study : mapping, optional
         SDs of subject and study effects on the transformed scale (log: ≈ CV) of the
         parameters whose priors have ``bsv``/``bsv_study``; missing ones are 0.
+    omega_iov : mapping, optional
+        SDs of the occasion effects of the parameters with inter-occasion variability (an
+        ``iov`` prior, data with occasions); missing ones are 0. The occasion effects
+        (``kappa_<p>``) of the data's subjects are 0, like their ``eta``.
     effects : mapping, optional
         Value of each estimated covariate effect by name; missing ones take the centre of
         their prior (normal mean, lognormal median).
@@ -85,11 +90,13 @@ def fit_from_values(
     pri = spec.priors
     omega = dict(omega or {})
     omega_study = dict(omega_study or {})
+    omega_iov = dict(omega_iov or {})
     effects = dict(effects or {})
     missing = [p for p in spec.estimated if p not in values]
     unknown = sorted(
         set(omega) - {p for p in spec.estimated if pri.parameters[p].bsv is not None}
     ) + sorted(set(omega_study) - {p for p in spec.estimated if pri.parameters[p].bsv_study})
+    unknown += sorted(set(omega_iov) - set(spec.iov))
     if missing or unknown:
         raise SimulationError(
             "fit_from_values: "
@@ -97,7 +104,8 @@ def fit_from_values(
                 x
                 for x in (
                     f"no value for estimated parameter(s) {', '.join(missing)}" if missing else "",
-                    f"no subject/study variability in the priors for {', '.join(unknown)}"
+                    f"no subject/study/occasion variability in the priors (or no occasions in "
+                    f"the data) for {', '.join(unknown)}"
                     if unknown
                     else "",
                 )
@@ -124,6 +132,9 @@ def fit_from_values(
         if pp.bsv_study is not None and spec.n_studies > 1:
             flat[f"omega_study_{p}"] = np.full(n, float(omega_study.get(p, 0.0)))
             flat[f"eta_study_{p}"] = np.zeros((n, spec.n_studies))
+        if p in spec.iov:
+            flat[f"omega_iov_{p}"] = np.full(n, float(omega_iov.get(p, 0.0)))
+            flat[f"kappa_{p}"] = np.zeros((n, S, spec.n_occasions))
     beta = {}
     for eff in spec.effects:
         if eff.prior.is_fixed:
@@ -141,11 +152,13 @@ def fit_from_values(
     ev = {k: jnp.asarray(v) for k, v in spec.effect_values.items()}
     for i in range(n):
         pop = {p: flat[f"pop_{p}"][i] for p in spec.estimated}
+        kappa = {p: jnp.zeros((S, spec.n_occasions)) for p in spec.iov}
         theta = individual_parameters(
-            spec, pop, eta={}, eta_study={}, beta=beta, effect_values=ev, n=S
+            spec, pop, eta={}, eta_study={}, beta=beta, effect_values=ev, n=S, kappa=kappa
         )
         for p in spec.estimated:
-            flat.setdefault(f"theta_{p}", np.zeros((n, S)))[i] = np.asarray(theta[p])
+            shape = (n, S, spec.n_occasions) if p in spec.iov else (n, S)
+            flat.setdefault(f"theta_{p}", np.zeros(shape))[i] = np.asarray(theta[p])
     ll = np.zeros((n, len(spec.obs_y)))
     return _to_inference_data(
         spec,

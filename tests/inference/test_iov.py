@@ -271,3 +271,53 @@ def test_cli_fit_derives_weekly_occasions_and_takes_iov_from_the_command_line(
     from pkpd.inference.posterior import restore_priors
 
     assert restore_priors(fit).parameters["cl"].iov.params == {"scale": 0.4}
+
+
+def test_default_priors_drop_their_iov_on_data_without_occasions(tmp_path, monkeypatch):
+    """Bundled priors that give clearance an iov (here a copy of temsirolimus's with one): on
+    data without occasions a fit with the defaults drops it (listed), while the same priors
+    passed explicitly are refused; on data with occasions it is kept."""
+    import pandas as pd
+
+    from pkpd.inference import priors as P
+    from pkpd.inference.spec import prepare
+
+    text = (P.bundled_priors_dir() / "temsirolimus.toml").read_text()
+    anchor = 'bsv_study = { family = "halfnormal", scale = 0.15 }\n'
+    assert text.count(anchor) >= 1
+    text = text.replace(anchor, anchor + 'iov = { family = "halfnormal", scale = 0.2 }\n', 1)
+    (tmp_path / "temsirolimus.toml").write_text(text)
+    monkeypatch.setattr(P, "bundled_priors_dir", lambda: tmp_path)
+    assert pkpd.load_priors(model="temsirolimus").parameters["cl"].iov is not None
+
+    ds, _ = pkpd.datasets.load("temsirolimus_small")
+    raw = pd.read_csv(pkpd.datasets.path("temsirolimus_small"), comment="#", dtype=str)
+    plain = pkpd.read_dataset(raw.drop(columns="OCC"), model="temsirolimus")
+    assert not plain.to_arrays().data.has_occasions
+    spec = prepare("temsirolimus", plain, None)
+    assert spec.dropped_iov == ["cl"] and spec.iov == []
+    assert spec.priors.parameters["cl"].iov is None
+    assert "iov" not in spec.priors.raw["parameters"]["cl"]
+    with pytest.raises(FitError, match="data have no occasions"):
+        prepare("temsirolimus", plain, pkpd.load_priors(model="temsirolimus"))
+    with_occ = prepare("temsirolimus", ds, None)
+    assert with_occ.iov == ["cl"] and with_occ.dropped_iov == []
+
+
+def test_a_fit_from_values_carries_the_occasion_sd(study, priors_path):
+    """pkpd.simulate.fit_from_values with omega_iov: the occasion SD as given, occasion
+    effects 0, individual clearances per occasion equal to the population value."""
+    from pkpd.simulate.errors import SimulationError
+    from pkpd.simulate.synthetic import fit_from_values
+
+    values = {"cl": TRUTH["cl"], "v": TRUTH["v"]}
+    idata = fit_from_values(
+        "one_cmt_iv", study, values, omega_iov={"cl": 0.25}, n_draws=3, priors=priors_path
+    )
+    post = idata.posterior
+    assert np.all(post["omega_iov_cl"].values == 0.25)
+    assert post["kappa_cl"].dims[2:] == ("subject", "occasion")
+    assert post["theta_cl"].shape == (1, 3, S, N_OCC)
+    np.testing.assert_allclose(post["theta_cl"].values, TRUTH["cl"], rtol=1e-12)
+    with pytest.raises(SimulationError, match="occasion variability"):
+        fit_from_values("one_cmt_iv", study, values, omega_iov={"v": 0.1}, priors=priors_path)

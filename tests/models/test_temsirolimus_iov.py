@@ -14,6 +14,7 @@ from scipy.integrate import solve_ivp
 
 import pkpd
 from pkpd.models.temsirolimus import MW_SIR, MW_TEM, TYPICAL, TemsirolimusModel
+from pkpd.pk import analytic
 
 #: Weekly 30-min infusions; occasion 2 starts at an observation in week 1 (drug of dose 1 is
 #: carried into it), occasion 3 at the third dose.
@@ -108,9 +109,14 @@ def reference():
     return out
 
 
-@pytest.fixture(scope="module")
-def predicted():
-    return TemsirolimusModel().predict(params(), subject())
+@pytest.fixture(scope="module", params=["all kinds", "a fit's kinds"])
+def predicted(request):
+    """As predicted for any data, and as a fit predicts (told the data hold infusions only,
+    the VEGF/PD-1 driver then comes from the per-occasion recurrence on the grid)."""
+    m = TemsirolimusModel()
+    if request.param == "a fit's kinds":
+        m = m.with_dose_kinds((analytic.INFUSION,))
+    return m.predict(params(), subject())
 
 
 @pytest.fixture(scope="module")
