@@ -714,16 +714,17 @@ class TemsirolimusModel(Model):
             return {**params, **{p: v[k] for p, v in per.items()}}
 
         def system(k):
+            # every state on one pole set (the sirolimus or effect response's, which extends
+            # the disposition poles), so their exponentials are computed once
             pk = at(k)
             cl, v1, q, v2 = (pk[p] for p in ("cl", "v1", "q", "v2"))
             disp = analytic.disposition(cl, v1, [q], [v2])
-            responses = [analytic.state_response(disp, None, state=i) for i in (0, 1)]
+            coefs = [analytic.state_response(disp, None, state=i).coef for i in (0, 1)]
             m = analytic.state_matrix(disp)
             poles = disp.poles
             if need_sir:
                 resp = self.responses(pk)
-                a_s = polyexp.scale(resp["sirolimus"], pk["v_sir"] / CONC_SCALE)
-                responses.append(a_s)
+                coefs.append(resp["sirolimus"].coef * (pk["v_sir"] / CONC_SCALE))  # mg
                 top = resp["effect"] if need_ce else resp["sirolimus"]
                 poles = top.poles[0]
                 k_sir = poles[2]  # as split by polyexp.convolve
@@ -731,7 +732,7 @@ class TemsirolimusModel(Model):
                 m = jnp.pad(m, ((0, 1), (0, 1)))
                 m = m.at[2, 0].set(formation).at[2, 2].set(-k_sir)
                 if need_ce:
-                    responses.append(resp["effect"])
+                    coefs.append(resp["effect"].coef)  # nM
                     ke0 = poles[3]
                     to_nm = jnp.stack(
                         [
@@ -742,7 +743,10 @@ class TemsirolimusModel(Model):
                     )
                     m = jnp.pad(m, ((0, 1), (0, 1)))
                     m = m.at[3, :3].set(pk["s6k_ke0"] * to_nm).at[3, 3].set(-ke0)
-            return responses, (poles, analytic.propagator(m, poles))
+            M = poles.shape[0]
+            coef = jnp.stack([jnp.pad(c, ((0, 0), (0, M - c.shape[-1]))) for c in coefs])
+            shared = analytic.StateResponse(poles[None, :], coef)  # coef [n, 1, M]
+            return shared, (poles, analytic.propagator(m, poles))
 
         return system, per, at
 
@@ -771,26 +775,27 @@ class TemsirolimusModel(Model):
         occ = jnp.asarray(subject.point_occ)
         need_sir = any(e != "temsirolimus" for e in self.endpoints)
         which = (0, 2, 3) if "s6k" in self.endpoints else ((0, 2) if need_sir else (0,))
-        x = states(
-            t,
-            jnp.asarray(subject.point_seq),
-            jnp.asarray(subject.point_segment),
-            occ,
-            getattr(subject, "pairs", None),
-            which,
-        )
         out: dict[str, jax.Array] = {}
-        if "temsirolimus" in self.endpoints:
-            out["temsirolimus"] = CONC_SCALE * x[:, 0] / value("v1", occ)
-        if "sirolimus" in self.endpoints:
-            out["sirolimus"] = CONC_SCALE * x[:, 1] / value("v_sir", occ)
-        if "s6k" in self.endpoints:
-            out["s6k"] = 100.0 * remaining_fraction(
-                jnp.maximum(x[:, 2], 0.0),
-                value("s6k_imax", occ),
-                value("s6k_ic50", occ),
-                value("s6k_hill", occ),
+        if {"temsirolimus", "sirolimus", "s6k"} & set(self.endpoints):
+            x = states(
+                t,
+                jnp.asarray(subject.point_seq),
+                jnp.asarray(subject.point_segment),
+                occ,
+                getattr(subject, "pairs", None),
+                which,
             )
+            if "temsirolimus" in self.endpoints:
+                out["temsirolimus"] = CONC_SCALE * x[:, 0] / value("v1", occ)
+            if "sirolimus" in self.endpoints:
+                out["sirolimus"] = CONC_SCALE * x[:, 1] / value("v_sir", occ)
+            if "s6k" in self.endpoints:
+                out["s6k"] = 100.0 * remaining_fraction(
+                    jnp.maximum(x[:, 2], 0.0),
+                    value("s6k_imax", occ),
+                    value("s6k_ic50", occ),
+                    value("s6k_hill", occ),
+                )
         ok = jnp.array(True)
         if "vegf" in self.endpoints or "pd1_cd8" in self.endpoints:
             last_seg = jnp.max(jnp.where(doses.active, doses.segment, 0))
@@ -821,17 +826,18 @@ class TemsirolimusModel(Model):
 
                 cn_all, cm_all = jax.vmap(run)(jnp.arange(n_occ))  # [O, N], [O, N - 1]
                 mid = nodes[:-1] + 0.5 * jnp.diff(nodes)
+                ks = jnp.arange(n_occ)
+                to_nm = jnp.zeros((n_occ, carry.poles.shape[1]))  # driver per state amount
+                to_nm = to_nm.at[:, 0].set(1e6 / (value("v1", ks) * MW_TEM))
+                to_nm = to_nm.at[:, 2].set(
+                    value("potency", ks) * 1e6 / (value("v_sir", ks) * MW_SIR)
+                )
                 out = []
                 for tt, c_all in ((nodes, cn_all), (mid, cm_all)):
                     o = analytic.occasion_at(subject, tt)
-                    x = analytic.occasion_carried(
-                        carry, occasions, tt, jnp.zeros(tt.shape, jnp.int32), o
-                    )
-                    c = (
-                        jnp.take_along_axis(c_all, o[None, :], axis=0)[0]
-                        + x[:, 0] * 1e6 / (value("v1", o) * MW_TEM)
-                        + value("potency", o) * x[:, 2] * 1e6 / (value("v_sir", o) * MW_SIR)
-                    )
+                    seg0 = jnp.zeros(tt.shape, jnp.int32)  # no resets on this path
+                    c = jnp.take_along_axis(c_all, o[None, :], axis=0)[0]
+                    c = c + analytic.occasion_carried_output(carry, occasions, tt, seg0, o, to_nm)
                     out.append(jnp.maximum(c, 0.0))
                 return tuple(out)
 

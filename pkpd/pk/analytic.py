@@ -78,7 +78,7 @@ Event semantics (NONMEM)
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -366,8 +366,9 @@ def occasion_superpose(
     system : callable
         ``system(k) -> (responses, (poles, R))`` for occasion ``k`` (a traced index):
         ``responses`` a sequence of one :class:`StateResponse` per state (amount per unit dose,
-        per dose compartment), ``(poles, R)`` the state propagator over the same states
-        (:func:`propagator`).
+        per dose compartment), or one :class:`StateResponse` with coefficients ``[n, C, M]``
+        when every state has the same poles (their exponentials are then computed once);
+        ``(poles, R)`` the state propagator over the same states (:func:`propagator`).
     doses : DoseTerms
     dose_occ : int array [D]
         Occasion of each dose.
@@ -390,32 +391,54 @@ def occasion_superpose(
         carry = occasion_carry(system, doses, dose_occ, occasions, kinds)
     n = carry.poles.shape[1]
     states = tuple(range(n)) if states is None else tuple(states)
-    inside = jnp.stack(
-        [
-            _own_occasion(carry.responses[i], doses, dose_occ, t, seq, segment, occ, kinds, pairs)
-            for i in states
-        ],
-        axis=-1,
-    )  # fmt: skip  [P, ns]
+    inside = _states_own_occasion(
+        carry.responses, states, doses, dose_occ, t, seq, segment, occ, kinds, pairs
+    )  # [P, ns]
     return inside + occasion_carried(carry, occasions, t, segment, occ)[:, list(states)]
 
 
 class OccasionCarry(NamedTuple):
     """A linear system with parameters per occasion (:func:`occasion_carry`): per occasion
-    ``[O, ...]``, the state responses (a list, one per state), the propagator's poles and
+    ``[O, ...]``, the state responses (as ``system`` gives them), the propagator's poles and
     weights, and the state carried into the occasion's start (``state``, ``[O, n]``, zero for
     the first)."""
 
-    responses: list
+    responses: Any
     poles: jnp.ndarray
     weights: jnp.ndarray
     state: jnp.ndarray
 
 
+def _states_own_occasion(responses, which, doses, dose_occ, t, seq, segment, occ, kinds, pairs):
+    """``[T, len(which)]``: :func:`_own_occasion` of the states ``which``."""
+    if isinstance(responses, StateResponse):  # shared poles: coefficients [O, n, C, M]
+        r = StateResponse(responses.poles, responses.coef[:, list(which)])
+        return _own_occasion(r, doses, dose_occ, t, seq, segment, occ, kinds, pairs)
+    return jnp.concatenate(
+        [
+            _own_occasion(
+                StateResponse(responses[i].poles, responses[i].coef[:, None]),
+                doses,
+                dose_occ,
+                t,
+                seq,
+                segment,
+                occ,
+                kinds,
+                pairs,
+            )  # fmt: skip
+            for i in which
+        ],
+        axis=-1,
+    )
+
+
 def _own_occasion(resp, doses, dose_occ, t, seq, segment, occ, kinds=None, pairs=None):
-    """One state's amount at each time from the doses of the time's own occasion, with that
-    occasion's response (``resp`` stacked by occasion): one pass over doses × times."""
+    """``[T, K]``: K states' amounts at each time from the doses of the time's own occasion,
+    with that occasion's responses (poles ``[O, C, M]``, coefficients ``[O, K, C, M]``): one
+    pass over doses × times, the exponentials shared by the K states."""
     d_occ = jnp.asarray(dose_occ)
+    K = resp.coef.shape[1]
     if pairs is not None:
         d, pt = pairs.dose, pairs.point
         o, cidx = occ[pt], doses.cidx[d]
@@ -423,7 +446,8 @@ def _own_occasion(resp, doses, dose_occ, t, seq, segment, occ, kinds=None, pairs
         g = dose_pole_response(resp.poles[o, cidx], s[:, None], doses, lambda x: x[d][:, None], kinds)  # fmt: skip
         on = pairs.valid & (d_occ[d] == o)
         g = jnp.where(on[:, None], g, 0.0)
-        return sum_to_points(jnp.where(on, sum_modes(g * resp.coef[o, cidx]), 0.0), pairs, t.shape[0])  # fmt: skip
+        contrib = jnp.stack([sum_modes(g * resp.coef[o, k, cidx]) for k in range(K)])  # [K, Kp]
+        return sum_to_points(jnp.where(on, contrib, 0.0), pairs, t.shape[0]).T
     o, cidx = occ[None, :], doses.cidx[:, None]  # [1, T], [D, 1]
     s = t[None, :] - doses.time[:, None] - doses.lag[:, None]  # [D, T]
     g = dose_pole_response(
@@ -431,7 +455,7 @@ def _own_occasion(resp, doses, dose_occ, t, seq, segment, occ, kinds=None, pairs
     )  # [D, T, M]
     on = given_mask(doses, t, seq, segment) & (d_occ[:, None] == occ[None, :])
     g = jnp.where(on[:, :, None], g, 0.0)
-    return jnp.sum(resp.coef[o, cidx] * g, axis=(0, 2))
+    return jnp.stack([jnp.sum(resp.coef[o, k, cidx] * g, axis=(0, 2)) for k in range(K)], -1)
 
 
 def occasion_carry(system, doses, dose_occ, occasions, kinds=None) -> OccasionCarry:
@@ -446,15 +470,26 @@ def occasion_carry(system, doses, dose_occ, occasions, kinds=None) -> OccasionCa
 
     def step(x_prev, k):
         at = (b[k][None], b_seq[k][None], b_seg[k][None], (k - 1)[None])
-        left = jnp.stack(
-            [_own_occasion(responses[i], doses, dose_occ, *at, kinds)[0] for i in range(n)]
-        )
+        left = _states_own_occasion(responses, range(n), doses, dose_occ, *at, kinds, None)[0]
         moved = jnp.einsum("m,mij,j->i", jnp.exp(-lam[k - 1] * (b[k] - b[k - 1])), weights[k - 1], x_prev)  # fmt: skip
         x = left + jnp.where(b_seg[k] == b_seg[k - 1], moved, 0.0)
         return x, x
 
     _, xs = lax.scan(step, jnp.zeros(n), jnp.arange(1, n_occ))
     return OccasionCarry(responses, lam, weights, jnp.concatenate([jnp.zeros((1, n)), xs]))
+
+
+def occasion_carried_output(carry: OccasionCarry, occasions, t, segment, occ, weights):
+    """``[T]``: one linear output ``Σ_i weights[o, i]·x_i`` (weights ``[O, n]`` per occasion)
+    of :func:`occasion_carried`, with the propagator contracted once per occasion instead of
+    once per time."""
+    b, _, b_seg = (jnp.asarray(x) for x in occasions)
+    b = b.astype(float)
+    w = jnp.einsum("omij,oj,oi->om", carry.weights, carry.state, weights)  # [O, n]
+    tau = jnp.maximum(t - b[occ], 0.0)
+    now = jnp.sum(jnp.exp(-carry.poles[occ] * tau[:, None]) * w[occ], axis=-1)
+    on = (occ > 0) & (segment == b_seg[occ])
+    return jnp.where(on, now, 0.0)
 
 
 def occasion_carried(carry: OccasionCarry, occasions, t, segment, occ):
