@@ -310,6 +310,18 @@ def pd1_rates(k, c):
     return bounded_turnover_rates(c, k["p0"], k["kout_p"], k["imax_p"], k["ic50_p"])
 
 
+def driver_weights(params):
+    """The PD driver (nM) per mg in each state of the occasion chain ``[A1, A2, As]``:
+    ``1e6·A1/(v1·MW_tem) + potency·1e6·As/(v_sir·MW_sir)`` (module docstring), as ``[3]``."""
+    return jnp.stack(
+        [
+            1e6 / (params["v1"] * MW_TEM),
+            jnp.zeros_like(params["v1"]),
+            params["potency"] * 1e6 / (params["v_sir"] * MW_SIR),
+        ]
+    )
+
+
 #: Parameters that may change from one occasion to the next (inter-occasion variability): those
 #: of the linear chain (PK, potency, effect site) and of the S6K response. The VEGF and PD-1
 #: turnover constants stay the subject's (a baseline or turnover rate moving between cycles is
@@ -674,12 +686,13 @@ class TemsirolimusModel(Model):
         ok = jnp.array(True)
         if "vegf" in self.endpoints or "pd1_cd8" in self.endpoints:
             ys, ok = self._turnover(params, resp["driver"], doses, subject)
-            if "vegf" in self.endpoints:
-                out["vegf"] = ys[:, 0]
-            if "pd1_cd8" in self.endpoints:
-                out["pd1_cd8"] = ys[:, 1]
+            out.update(self._turnover_outputs(ys))
         out["ok"] = ok
         return out
+
+    def _turnover_outputs(self, ys) -> dict:
+        """The chosen endpoints among VEGF and PD-1 from :meth:`_turnover`'s ``[P, 2]``."""
+        return {e: ys[:, j] for j, e in enumerate(("vegf", "pd1_cd8")) if e in self.endpoints}
 
     def _occasion_system(self, params, n_occ):
         """The linear chain per occasion for :func:`pkpd.pk.analytic.occasion_superpose`:
@@ -710,13 +723,10 @@ class TemsirolimusModel(Model):
         need_sir = any(e != "temsirolimus" for e in self.endpoints)
         need_ce = "s6k" in self.endpoints
 
-        def at(k):
-            return {**params, **{p: v[k] for p, v in per.items()}}
-
         def system(k):
             # every state on one pole set (the sirolimus or effect response's, which extends
             # the disposition poles), so their exponentials are computed once
-            pk = at(k)
+            pk = {**params, **{p: v[k] for p, v in per.items()}}
             cl, v1, q, v2 = (pk[p] for p in ("cl", "v1", "q", "v2"))
             disp = analytic.disposition(cl, v1, [q], [v2])
             coefs = [analytic.state_response(disp, None, state=i).coef for i in (0, 1)]
@@ -734,21 +744,15 @@ class TemsirolimusModel(Model):
                 if need_ce:
                     coefs.append(resp["effect"].coef)  # nM
                     ke0 = poles[3]
-                    to_nm = jnp.stack(
-                        [
-                            1e6 / (v1 * MW_TEM),
-                            0.0,
-                            pk["potency"] * 1e6 / (pk["v_sir"] * MW_SIR),
-                        ]
-                    )
                     m = jnp.pad(m, ((0, 1), (0, 1)))
-                    m = m.at[3, :3].set(pk["s6k_ke0"] * to_nm).at[3, 3].set(-ke0)
+                    m = m.at[3, :3].set(pk["s6k_ke0"] * driver_weights(pk))
+                    m = m.at[3, 3].set(-ke0)
             M = poles.shape[0]
             coef = jnp.stack([jnp.pad(c, ((0, 0), (0, M - c.shape[-1]))) for c in coefs])
             shared = analytic.StateResponse(poles[None, :], coef)  # coef [n, 1, M]
             return shared, (poles, analytic.propagator(m, poles))
 
-        return system, per, at
+        return system, per
 
     def _predict_occasions(self, params, subject):
         """:meth:`predict` with parameters per occasion (see its Notes)."""
@@ -758,7 +762,7 @@ class TemsirolimusModel(Model):
                 "have no occasions (an OCC column, or occasions derived from the doses)"
             )
         n_occ = subject.occ_start.shape[0]
-        system, per, at = self._occasion_system(params, n_occ)
+        system, per = self._occasion_system(params, n_occ)
         doses = self._doses(subject)
         occasions = (subject.occ_start, subject.occ_seq, subject.occ_segment)
         value = lambda p, occ: per[p][occ] if p in per else params[p]  # noqa: E731
@@ -799,20 +803,23 @@ class TemsirolimusModel(Model):
         ok = jnp.array(True)
         if "vegf" in self.endpoints or "pd1_cd8" in self.endpoints:
             last_seg = jnp.max(jnp.where(doses.active, doses.segment, 0))
+            # nM per mg of each state, per occasion: [O, n] (zero on the effect site)
+            w = jax.vmap(lambda k: driver_weights({p: value(p, k) for p in ("v1", "v_sir", "potency")}))(jnp.arange(n_occ))  # fmt: skip
+            w = jnp.pad(w, ((0, 0), (0, carry.poles.shape[1] - 3)))
 
             def driver(tt):  # nM, the occasion each time falls in
                 o = analytic.occasion_at(subject, tt)
                 big = jnp.full(tt.shape, jnp.iinfo(jnp.int32).max)
                 y = states(tt, big, jnp.full(tt.shape, last_seg), o, None, (0, 2))
-                c = y[:, 0] * 1e6 / (value("v1", o) * MW_TEM) + value("potency", o) * y[
-                    :, 1
-                ] * 1e6 / (value("v_sir", o) * MW_SIR)
-                return jnp.maximum(c, 0.0)
+                return jnp.maximum(jnp.sum(y * w[o][:, jnp.array([0, 2])], axis=-1), 0.0)
 
             def driver_grid(nodes, start_index):
                 """At the nodes and step midpoints (bolus and infusion doses, no resets): per
                 occasion, the exact recurrence over its own doses, plus the carried state."""
-                resp = jax.vmap(lambda k: self.responses(at(k))["driver"])(jnp.arange(n_occ))
+                # the driver's response per occasion, from the states' (A1 and As carry none
+                # on the effect-site pole, which is dropped)
+                r = carry.responses
+                coef = jnp.einsum("on,oncm->ocm", w, r.coef)[..., :3]
                 d_occ = jnp.asarray(subject.dose_occ)
 
                 def run(k):
@@ -821,23 +828,17 @@ class TemsirolimusModel(Model):
                         amount=jnp.where(on, doses.amount, 0.0),
                         rate=jnp.where(on, doses.rate, 0.0),
                     )
-                    r = analytic.StateResponse(resp.poles[k], resp.coef[k])
-                    return linear_state_on_grid(r, dk, nodes, start_index)
+                    rk = analytic.StateResponse(r.poles[k][..., :3], coef[k])
+                    return linear_state_on_grid(rk, dk, nodes, start_index)
 
                 cn_all, cm_all = jax.vmap(run)(jnp.arange(n_occ))  # [O, N], [O, N - 1]
                 mid = nodes[:-1] + 0.5 * jnp.diff(nodes)
-                ks = jnp.arange(n_occ)
-                to_nm = jnp.zeros((n_occ, carry.poles.shape[1]))  # driver per state amount
-                to_nm = to_nm.at[:, 0].set(1e6 / (value("v1", ks) * MW_TEM))
-                to_nm = to_nm.at[:, 2].set(
-                    value("potency", ks) * 1e6 / (value("v_sir", ks) * MW_SIR)
-                )
                 out = []
                 for tt, c_all in ((nodes, cn_all), (mid, cm_all)):
                     o = analytic.occasion_at(subject, tt)
                     seg0 = jnp.zeros(tt.shape, jnp.int32)  # no resets on this path
                     c = jnp.take_along_axis(c_all, o[None, :], axis=0)[0]
-                    c = c + analytic.occasion_carried_output(carry, occasions, tt, seg0, o, to_nm)
+                    c = c + analytic.occasion_carried_output(carry, occasions, tt, seg0, o, w)
                     out.append(jnp.maximum(c, 0.0))
                 return tuple(out)
 
@@ -849,10 +850,7 @@ class TemsirolimusModel(Model):
                 driver,
                 driver_grid if self.dose_kinds is not None else None,
             )
-            if "vegf" in self.endpoints:
-                out["vegf"] = ys[:, 0]
-            if "pd1_cd8" in self.endpoints:
-                out["pd1_cd8"] = ys[:, 1]
+            out.update(self._turnover_outputs(ys))
         out["ok"] = ok
         return out
 
