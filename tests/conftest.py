@@ -24,6 +24,7 @@ SLOW_FIRST = (
     "models/test_ode_model.py",
     "package/test_install.py",
     "inference/test_iov.py",
+    "inference/test_iov_correlation.py",
 )
 
 

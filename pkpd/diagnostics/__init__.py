@@ -34,6 +34,7 @@ from pkpd.diagnostics.simulation import (
 from pkpd.diagnostics.tables import (
     convergence_messages,
     convergence_table,
+    correlations,
     cv_percent,
     data_table,
     parameter_table,
@@ -46,6 +47,7 @@ __all__ = [
     "attainment_table",
     "convergence_messages",
     "convergence_table",
+    "correlations",
     "cv_percent",
     "data_table",
     "exposure_by_regimen",

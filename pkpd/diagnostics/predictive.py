@@ -274,7 +274,7 @@ def posterior_predictive(
         eta_study = {p: d[f"eta_study_{p}"][study] for p in with_study}
         # new occasions too: κ ~ N(0, ω_iov²) per subject and occasion of the design
         zk = jax.random.normal(k_occ, (len(spec.iov),) + (occ_valid.shape if spec.iov else ()))
-        kappa = H.new_occasion_effects(d, spec.iov, zk, occ_valid)
+        kappa = H.new_occasion_effects(d, spec.iov, zk, occ_valid, spec.iov_correlated)
         params = H.individual_parameters(
             spec,
             H.population(spec, d),
@@ -309,6 +309,7 @@ def posterior_predictive(
         | {f"omega_iov_{p}" for p in spec.iov}
         | set(sigma_names)
         | ({"corr_cholesky"} if corr else set())
+        | ({"corr_iov_cholesky"} if spec.iov_correlated else set())
     )
     rep_in = {k: post[k][pick] for k in rep_names}
     keys = jax.random.split(jax.random.PRNGKey(seed), n_replicates)

@@ -13,6 +13,7 @@ import warnings
 
 import numpy as np
 import pandas as pd
+import xarray as xr
 
 from pkpd.diagnostics._common import as_fit
 from pkpd.inference.summary import ESS_MIN, RHAT_MAX  # the thresholds `pkpd fit` uses
@@ -171,6 +172,47 @@ def shrinkage(fit) -> pd.Series:
     return pd.Series(out, name="shrinkage_percent", dtype=float)
 
 
+#: Cholesky factor variable, its row dimension, the table's kind and name prefix, the priors'
+#: section: subject effects (``[correlation]``) and occasion effects (``[correlation_iov]``).
+_CORRELATIONS = (
+    ("corr_cholesky", "corr_row", "between-subject correlation", "corr_", "correlation"),
+    ("corr_iov_cholesky", "corr_iov_row", "between-occasion correlation", "corr_iov_",
+     "correlation_iov"),
+)  # fmt: skip
+
+
+def correlations(fit) -> dict:
+    """Each estimated correlation of a fit's random effects, ``{name: DataArray [chain,
+    draw]}``: ``corr_<a>_<b>`` between the subject effects of ``a`` and ``b`` (priors
+    ``[correlation]``), ``corr_iov_<a>_<b>`` between their occasion effects within an occasion
+    (``[correlation_iov]``); the correlation matrix is :math:`L L^T` of the fitted Cholesky
+    factor. Attributes ``kind`` and ``prior`` (the LKJ prior)."""
+    idata = as_fit(fit)
+    post = idata.posterior
+    try:
+        raw = json.loads(idata.attrs.get("priors_json", "{}"))
+    except ValueError:
+        raw = {}
+    out = {}
+    for var, row_dim, kind, prefix, section in _CORRELATIONS:
+        if var not in post:
+            continue
+        L = np.asarray(post[var].values, dtype=float)  # [chain, draw, k, k]
+        R = L @ np.swapaxes(L, -1, -2)
+        names = [str(n) for n in post[var][row_dim].values]
+        eta = (raw.get(section) or {}).get("lkj_eta", 2.0)
+        for i in range(len(names)):
+            for j in range(i + 1, len(names)):
+                x = xr.DataArray(
+                    R[..., i, j],
+                    dims=("chain", "draw"),
+                    coords={d: post[d] for d in ("chain", "draw")},
+                    attrs={"kind": kind, "prior": f"lkj(eta={eta:g})"},
+                )
+                out[f"{prefix}{names[i]}_{names[j]}"] = x
+    return out
+
+
 def cv_percent(omega) -> np.ndarray:
     r"""Between-subject CV (%) of a log-normal parameter from its SD ``ω`` on the log scale."""
     om = np.asarray(omega, dtype=float)
@@ -193,8 +235,10 @@ def parameter_table(fit, *, prob: float = 0.90) -> pd.DataFrame:
         ...). Columns: ``kind``, ``unit``, ``median``, ``q5`` and ``q95`` (for ``prob=0.9``),
         ``cv_percent`` (with ``cv_q5``, ``cv_q95``) for between-subject and between-study SDs
         of log-normal parameters, ``shrinkage_percent`` for between-subject SDs, ``r_hat``,
-        ``ess_bulk``, ``ess_tail`` (NaN for one chain) and ``prior``. Fixed parameters appear
-        with kind ``fixed`` and their value as the median.
+        ``ess_bulk``, ``ess_tail`` (NaN for one chain) and ``prior``. Estimated correlations
+        follow (:func:`correlations`: ``corr_<a>_<b>``, ``corr_iov_<a>_<b>``, kinds
+        ``between-subject correlation`` and ``between-occasion correlation``). Fixed
+        parameters appear with kind ``fixed`` and their value as the median.
     """
     idata = as_fit(fit)
     post = idata.posterior
@@ -239,6 +283,22 @@ def parameter_table(fit, *, prob: float = 0.90) -> pd.DataFrame:
             prior=priors.get(v, ""),
         )
         rows.append(row)
+    for name, x in correlations(idata).items():
+        vals = np.asarray(x.values, dtype=float).reshape(-1)
+        rows.append(
+            {
+                "parameter": name,
+                "kind": x.attrs["kind"],
+                "unit": "correlation",
+                "median": float(np.median(vals)),
+                lo_c: float(np.quantile(vals, lo_q)),
+                hi_c: float(np.quantile(vals, hi_q)),
+                "r_hat": _rhat(x),
+                "ess_bulk": _ess(x, "bulk"),
+                "ess_tail": _ess(x, "tail"),
+                "prior": x.attrs["prior"],
+            }
+        )
     fixed = json.loads(idata.attrs.get("fixed", "{}"))
     units = _parameter_units(idata)
     for p, val in fixed.items():

@@ -16,12 +16,14 @@ with :math:`η_{p,i} = ω_p z_{p,i}`, :math:`z \sim N(0, 1)` (correlated paramet
 :math:`η_i = \mathrm{diag}(ω) L z_i`, :math:`L` the Cholesky factor of their correlation)
 and :math:`η_{study} = ω_{study} z_{study}`. A parameter with inter-occasion variability adds
 :math:`κ_{p,i,k} = ω^{iov}_p z^{iov}_{p,i,k}` in occasion :math:`k` of subject :math:`i` (one SD
-shared by every occasion), so its individual value is ``[subject, occasion]``.
+shared by every occasion), so its individual value is ``[subject, occasion]``; parameters
+listed in the priors' ``[correlation_iov]`` have correlated occasion effects,
+:math:`κ_{i,k} = \mathrm{diag}(ω^{iov}) L_{iov} z_{i,k}`.
 
 Site names (the variables of a fit's posterior): ``pop_<p>``, ``omega_<p>``,
 ``omega_study_<p>``, ``omega_iov_<p>``, ``eta_<p>`` [subject], ``eta_study_<p>`` [study],
 ``kappa_<p>`` [subject, occasion], ``theta_<p>`` [subject] (or [subject, occasion] with
-inter-occasion variability), ``beta_<effect>``, ``corr_cholesky``, and per endpoint ``sigma_add_<e>``,
+inter-occasion variability), ``beta_<effect>``, ``corr_cholesky``, ``corr_iov_cholesky``, and per endpoint ``sigma_add_<e>``,
 ``sigma_prop_<e>``, ``sigma_log_<e>``, ``sigma_logit_<e>`` (:data:`SIGMA_PREFIX`).
 """
 
@@ -170,14 +172,25 @@ def new_subject_effects(draw: Mapping, independent, correlated, z, zc=None) -> d
     return eta
 
 
-def new_occasion_effects(draw: Mapping, parameters, z, valid=None) -> dict:
+def new_occasion_effects(draw: Mapping, parameters, z, valid=None, correlated=()) -> dict:
     r"""Occasion effects of new subjects or occasions from standard normals:
     :math:`κ_p = ω^{iov}_p z_p` (``z`` ``[len(parameters), ...]``, ``z[i]`` parameter ``i``'s,
     ``...`` e.g. ``[subjects, occasions]``; ``draw["omega_iov_<p>"]`` scalar or broadcastable
-    to ``...``), 0 where ``valid`` is False (occasions a subject does not have)."""
+    to ``...``), 0 where ``valid`` is False (occasions a subject does not have).
+
+    The ``correlated`` parameters (a subset of ``parameters``, in the order of the fit's
+    ``corr_iov_cholesky``) are correlated within an occasion: their normals, stacked in that
+    order, are multiplied by :math:`L` = ``draw["corr_iov_cholesky"]`` (``[..., k, k]``, its
+    leading dimensions broadcastable to ``...``) before scaling, as in the fit.
+    """
     out = {}
-    for i, p in enumerate(parameters):
-        kappa = draw[f"omega_iov_{p}"] * z[i]
+    z = {p: z[i] for i, p in enumerate(parameters)}
+    if correlated:
+        zc = jnp.stack([z[p] for p in correlated], -1)[..., None]  # [..., k, 1]
+        mixed = (draw["corr_iov_cholesky"] @ zc)[..., 0]
+        z.update({p: mixed[..., j] for j, p in enumerate(correlated)})
+    for p in parameters:
+        kappa = draw[f"omega_iov_{p}"] * z[p]
         out[p] = kappa if valid is None else jnp.where(valid, kappa, 0.0)
     return out
 

@@ -164,11 +164,11 @@ class LaplaceProblem:
             {k: jnp.asarray(proto[k]) for k in self.pop_sites}
         )
         self.theta0 = np.asarray(self.theta0, dtype=float)
-        # columns of the subject-effect matrix Z [S, k]: (site, width, vector site?)
+        # columns of the subject-effect matrix Z [S, k]: (site, width, the site's shape)
         self._cols = []
         for k in self.subj_sites:
             shape = np.shape(proto[k])
-            self._cols.append((k, int(np.prod(shape[1:], dtype=int)), len(shape) == 1))
+            self._cols.append((k, int(np.prod(shape[1:], dtype=int)), shape))
         self.k = sum(w for _, w, _ in self._cols)
         self.z0 = np.concatenate(
             [np.asarray(proto[k], dtype=float).reshape(self.S, -1) for k in self.subj_sites]
@@ -194,9 +194,8 @@ class LaplaceProblem:
         """The unconstrained site values of ``(theta, Z)``."""
         out = dict(self._unravel_pop(theta))
         j = 0
-        for name, width, vector in self._cols:
-            block = Z[:, j : j + width]
-            out[name] = block[:, 0] if vector else block
+        for name, width, shape in self._cols:
+            out[name] = Z[:, j : j + width].reshape(shape)  # e.g. [S], [S, O], [S, O, k]
             j += width
         return out
 

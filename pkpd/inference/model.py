@@ -176,7 +176,28 @@ def build_model(spec: FitSpec):
                         zi = numpyro.sample(f"z_{p}", nd.Normal(0.0, 1.0))
                     eta[p] = numpyro.deterministic(f"eta_{p}", om * zi)
         kappa = {}
+        corr_iov = spec.iov_correlated
+        if corr_iov:
+            # occasion effects correlated within an occasion: κ_ik = diag(ω_iov) L z_ik
+            oms = jnp.stack([_sample(f"omega_iov_{p}", pri.parameters[p].iov) for p in corr_iov])
+            L = numpyro.sample(
+                "corr_iov_cholesky",
+                nd.LKJCholesky(
+                    len(corr_iov), concentration=pri.correlation_iov.get("lkj_eta", 2.0)
+                ),
+            )
+            with numpyro.plate("subject", S, dim=-2), numpyro.plate("occasion", n_occ, dim=-1):
+                zc = numpyro.sample(
+                    "z_iov_corr", nd.Normal(0.0, 1.0).expand([len(corr_iov)]).to_event(1)
+                )  # [S, O, k]
+            kc = (zc @ L.T) * oms
+            for j, p in enumerate(corr_iov):
+                kappa[p] = numpyro.deterministic(
+                    f"kappa_{p}", jnp.where(occ_valid, kc[..., j], 0.0)
+                )
         for p in spec.iov:
+            if p in corr_iov:
+                continue
             om = _sample(f"omega_iov_{p}", pri.parameters[p].iov)
             with numpyro.plate("subject", S, dim=-2), numpyro.plate("occasion", n_occ, dim=-1):
                 zk = numpyro.sample(f"z_iov_{p}", nd.Normal(0.0, 1.0))

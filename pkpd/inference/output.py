@@ -148,6 +148,8 @@ def _to_inference_data(spec: FitSpec, flat, ll, n_chains, extra, attrs):
             dims[name] = ["subject"]
         elif name == "corr_cholesky":
             dims[name] = ["corr_row", "corr_col"]
+        elif name == "corr_iov_cholesky":
+            dims[name] = ["corr_iov_row", "corr_iov_col"]
     ll = ll.reshape((n_chains, -1, ll.shape[-1]))
     ep_names = np.array(spec.endpoints, dtype=object)[spec.obs_endpoint]
     d = spec.padded.data
@@ -164,6 +166,9 @@ def _to_inference_data(spec: FitSpec, flat, ll, n_chains, extra, attrs):
     if spec.correlated:
         coords["corr_row"] = spec.correlated
         coords["corr_col"] = spec.correlated
+    if spec.iov_correlated:
+        coords["corr_iov_row"] = spec.iov_correlated
+        coords["corr_iov_col"] = spec.iov_correlated
     obs_y = np.where(spec.obs_blq & np.isnan(spec.obs_y), np.nan, spec.obs_y)
     constant = {
         "obs_time": spec.obs_time,

@@ -211,6 +211,9 @@ class Priors:
     covariates: Mapping[str, CovariateEffect] = field(default_factory=dict)
     residuals: Mapping[str, ResidualPrior] = field(default_factory=dict)
     correlation: Mapping[str, Any] = field(default_factory=dict)
+    #: ``[correlation_iov]``: ``{"parameters": [...], "lkj_eta": η}``, the parameters whose
+    #: occasion effects are correlated within an occasion (each needs an ``iov``), or empty.
+    correlation_iov: Mapping[str, Any] = field(default_factory=dict)
     source: str | None = None
     text: str = ""
     #: Optional entries of the file that the model variant does not use.
@@ -362,7 +365,18 @@ class Priors:
             p: dataclasses.replace(pp, iov=None) if p in parameters else pp
             for p, pp in self.parameters.items()
         }
-        return dataclasses.replace(self, parameters=pars, raw=raw, text=text)
+        corr = dict(self.correlation_iov)
+        if corr:
+            # the occasion-effect correlation keeps the parameters still varying; fewer than
+            # two left: no correlation
+            left = [p for p in corr["parameters"] if p not in parameters]
+            corr = {**corr, "parameters": left} if len(left) >= 2 else {}
+            if corr:
+                raw["correlation_iov"] = corr
+            else:
+                raw.pop("correlation_iov", None)
+                text += "\n# correlation_iov removed\n"
+        return dataclasses.replace(self, parameters=pars, raw=raw, text=text, correlation_iov=corr)
 
     def with_overrides(self, other: Priors) -> Priors:
         """These priors with the entries of ``other`` replacing or adding to them."""
@@ -372,6 +386,7 @@ class Priors:
             covariates={**self.covariates, **other.covariates},
             residuals={**self.residuals, **other.residuals},
             correlation=other.correlation or self.correlation,
+            correlation_iov=other.correlation_iov or self.correlation_iov,
             source=f"{self.source} + {other.source}",
             text=self.text + "\n# --- overrides ---\n" + other.text,
             raw=_merge(self.raw, other.raw),
@@ -497,7 +512,8 @@ def _toml_key(k) -> str:
 def priors_toml(raw: Mapping, header: str = "") -> str:
     """A priors file's text for its parsed form (the schema of ``priors/README.md``: ``[model]``,
     ``[parameters.<name>]``, ``[covariates.<name>]``, ``[residual.<endpoint>]``,
-    ``[correlation]``); ``tomllib.loads`` of the result gives ``raw`` back."""
+    ``[correlation]``, ``[correlation_iov]``); ``tomllib.loads`` of the result gives ``raw``
+    back."""
     lines = [f"# {x}" if x else "#" for x in header.splitlines()] + ([""] if header else [])
     if raw.get("model"):
         lines.append("[model]")
@@ -508,10 +524,11 @@ def priors_toml(raw: Mapping, header: str = "") -> str:
             lines.append(f"[{section}.{_toml_key(name)}]")
             lines += [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in entry.items()]
             lines.append("")
-    if raw.get("correlation"):
-        lines.append("[correlation]")
-        lines += [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in raw["correlation"].items()]
-        lines.append("")
+    for section in ("correlation", "correlation_iov"):
+        if raw.get(section):
+            lines.append(f"[{section}]")
+            lines += [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in raw[section].items()]
+            lines.append("")
     return "\n".join(lines)
 
 
@@ -594,7 +611,14 @@ class _Checker:
 
     def run(self) -> Priors:
         raw = self.raw
-        allowed = {"model", "parameters", "covariates", "residual", "correlation"}
+        allowed = {
+            "model",
+            "parameters",
+            "covariates",
+            "residual",
+            "correlation",
+            "correlation_iov",
+        }
         for k in raw:
             if k not in allowed:
                 self.add(k, f"unknown section; expected one of {', '.join(sorted(allowed))}")
@@ -632,6 +656,9 @@ class _Checker:
         corr = raw.get("correlation", {})
         if corr:
             corr = self._correlation(corr, params)
+        corr_iov = raw.get("correlation_iov", {})
+        if corr_iov:
+            corr_iov = self._correlation(corr_iov, params, section="correlation_iov", sd="iov")
         if self.problems:
             raise PriorsError(self.problems, self.source)
         return Priors(
@@ -640,6 +667,7 @@ class _Checker:
             covariates=covs,
             residuals=res,
             correlation=corr,
+            correlation_iov=corr_iov,
             source=self.source,
             text=self.text,
             ignored=tuple(self.ignored),
@@ -925,20 +953,27 @@ class _Checker:
             assumption=bool(entry.get("assumption", False)),
         )
 
-    def _correlation(self, corr, params):
+    def _correlation(self, corr, params, section="correlation", sd="bsv"):
+        """``[correlation]`` (subject effects: parameters with ``bsv``) or
+        ``[correlation_iov]`` (occasion effects: parameters with ``iov``)."""
         if not isinstance(corr, Mapping):
-            self.add("correlation", "expected a table with parameters = [...] and lkj_eta")
+            self.add(section, "expected a table with parameters = [...] and lkj_eta")
             return {}
+        unknown = sorted(set(corr) - {"parameters", "lkj_eta"})
+        if unknown:
+            self.add(section, f"unknown key(s) {', '.join(unknown)}; expected parameters, lkj_eta")
         names = corr.get("parameters", [])
         eta = corr.get("lkj_eta", 2.0)
         if not isinstance(names, list) or len(names) < 2:
-            self.add("correlation", "parameters must list at least two parameters with bsv")
+            self.add(section, f"parameters must list at least two parameters with {sd}")
         else:
             for n in names:
-                if n not in params or params[n].bsv is None:
-                    self.add("correlation", f"parameter {n!r} has no bsv prior to correlate")
+                if not isinstance(n, str) or n not in params or getattr(params[n], sd) is None:
+                    self.add(section, f"parameter {n!r} has no {sd} prior to correlate")
+            if len(set(map(str, names))) != len(names):
+                self.add(section, "parameters lists a parameter twice")
         if isinstance(eta, bool) or not isinstance(eta, (int, float)) or eta <= 0:
-            self.add("correlation", "lkj_eta must be a number > 0 (1 = uniform over correlations)")
+            self.add(section, "lkj_eta must be a number > 0 (1 = uniform over correlations)")
         return {
             "parameters": list(names) if isinstance(names, list) else [],
             "lkj_eta": float(eta) if isinstance(eta, (int, float)) else 2.0,

@@ -84,6 +84,9 @@ class FitSpec:
     #: Parameters whose inter-occasion variability the model's default priors give but the
     #: data cannot carry (no occasions): dropped from the priors, listed in the fit's attributes.
     dropped_iov: list[str] = field(default_factory=list)
+    #: Parameters whose occasion effects are correlated within an occasion (the priors'
+    #: ``[correlation_iov]``): ``κ_ik = diag(ω_iov) L z_ik``, ``L`` = ``corr_iov_cholesky``.
+    iov_correlated: list[str] = field(default_factory=list)
 
     def centered_mask(self, p: str) -> np.ndarray:
         """Which subjects' effects on ``p`` are sampled centred (bool array [subjects])."""
@@ -285,6 +288,10 @@ def prepare(
     rows = np.asarray(d.point_row)[s_idx, p_idx]
     line = ds.records["LINE"].to_numpy()[rows]
     corr = list(priors.correlation.get("parameters", [])) if priors.correlation else []
+    corr_iov = list(priors.correlation_iov.get("parameters", [])) if priors.correlation_iov else []
+    iov_correlated = [p for p in corr_iov if p in iov]
+    if len(iov_correlated) < 2:
+        iov_correlated = []
     return FitSpec(
         model=model,
         priors=priors,
@@ -308,6 +315,7 @@ def prepare(
         requested_covariates=requested,
         iov=iov,
         dropped_iov=dropped_iov,
+        iov_correlated=iov_correlated,
     )
 
 

@@ -106,6 +106,8 @@ def _posterior(idata, spec, n_draws):
             out[f"beta_{eff.name}"] = get(f"beta_{eff.name}")
     if spec.correlated:
         out["corr_cholesky"] = get("corr_cholesky")
+    if spec.iov_correlated:
+        out["corr_iov_cholesky"] = get("corr_iov_cholesky")
     missing = [k for k in out if k != "index" and not np.all(np.isfinite(out[k]))]
     if missing:
         raise SimulationError(f"the fit's posterior has non-finite values in {missing}")
@@ -412,7 +414,11 @@ def simulate(
                 )
             )(d, s)
             omegas = {f"omega_iov_{p}": inp[f"omega_iov_{p}"][:, None] for p in with_iov}
-            kappa = H.new_occasion_effects(omegas, with_iov, jnp.moveaxis(zk, 1, 0))
+            if spec.iov_correlated:
+                omegas["corr_iov_cholesky"] = inp["corr_iov_cholesky"][:, None]  # [B, 1, k, k]
+            kappa = H.new_occasion_effects(
+                omegas, with_iov, jnp.moveaxis(zk, 1, 0), correlated=spec.iov_correlated
+            )
         return H.individual_parameters(
             spec,
             H.population(spec, inp),

@@ -146,6 +146,9 @@ def fit_from_values(
         flat["corr_cholesky"] = np.broadcast_to(
             np.eye(len(spec.correlated)), (n,) + (len(spec.correlated), len(spec.correlated))
         ).copy()
+    if spec.iov_correlated:
+        k = len(spec.iov_correlated)
+        flat["corr_iov_cholesky"] = np.broadcast_to(np.eye(k), (n, k, k)).copy()
     for e in spec.endpoints:
         for term, d in pri.residuals[e].terms.items():
             flat[sigma_site(term, e)] = np.full(n, _center(d))
