@@ -138,3 +138,19 @@ def fake_simulation(seed=0) -> xr.Dataset:
         attrs={"pkpd_simulation": 1},
     )
     return ds
+
+
+def weekly_occasions_design(n, occasions, times=(0.5, 2.0, 6.0, 12.0, 24.0), rate=0.0):
+    """``n`` subjects given 100 mg IV once a week (``rate`` mg/h, 0 for a bolus), each week an
+    occasion (``OCC`` 1, 2, ...), sampled at ``times`` (h) after each dose (DV 1.0, a
+    placeholder): the design of the inter-occasion variability tests."""
+    rows = []
+    for i in range(n):
+        for k in range(occasions):
+            t0 = 168.0 * k
+            rows.append(dict(ID=i + 1, TIME=t0, EVID=1, AMT=100.0, RATE=rate, DV=np.nan, OCC=k + 1))
+            rows += [
+                dict(ID=i + 1, TIME=t0 + t, EVID=0, AMT=0.0, RATE=0.0, DV=1.0, OCC=k + 1)
+                for t in times
+            ]
+    return pd.DataFrame(rows)

@@ -8,12 +8,13 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pandas as pd
 import pytest
 
 import pkpd
 from pkpd.inference.spec import FitError
 from pkpd.models import load_model
+
+from studies import weekly_occasions_design
 
 TRUTH = {"cl": 2.0, "v": 30.0, "omega_cl": 0.3, "omega_v": 0.2, "iov_cl": 0.25, "prop": 0.1}
 S, N_OCC = 24, 3
@@ -43,16 +44,7 @@ proportional = { family = "halfnormal", scale = 0.3 }
 
 def weekly_design(n=S, occasions=N_OCC, rate=0.0):
     """One 100 mg IV dose a week, each week an occasion, five samples after each dose."""
-    rows = []
-    for i in range(n):
-        for k in range(occasions):
-            t0 = 168.0 * k
-            rows.append(dict(ID=i + 1, TIME=t0, EVID=1, AMT=100.0, RATE=rate, DV=np.nan, OCC=k + 1))
-            rows += [
-                dict(ID=i + 1, TIME=t0 + t, EVID=0, AMT=0.0, RATE=0.0, DV=1.0, OCC=k + 1)
-                for t in TIMES
-            ]
-    return pd.DataFrame(rows)
+    return weekly_occasions_design(n, occasions, TIMES, rate)
 
 
 @pytest.fixture(scope="module")

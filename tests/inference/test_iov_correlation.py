@@ -10,12 +10,13 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pandas as pd
 import pytest
 
 import pkpd
 from pkpd.inference.priors import PriorsError, load_priors, priors_toml
 from pkpd.models import load_model
+
+from studies import weekly_occasions_design
 
 TRUTH = {"cl": 2.0, "v": 30.0, "omega_cl": 0.3, "omega_v": 0.2, "iov_cl": 0.3, "iov_v": 0.25,
          "rho": 0.7, "prop": 0.1}  # fmt: skip
@@ -54,14 +55,7 @@ def drawn():
     """The design and the occasion effects drawn for it: κ_ik ~ N(0, Σ) with Σ from the SDs
     and correlation of TRUTH (numpy's multivariate normal, independent of pkpd)."""
     rng = np.random.default_rng(7)
-    rows = []
-    for i in range(S):
-        for k in range(N_OCC):
-            t0 = 168.0 * k
-            rows.append(dict(ID=i + 1, TIME=t0, EVID=1, AMT=100.0, DV=np.nan, OCC=k + 1))
-            rows += [dict(ID=i + 1, TIME=t0 + t, EVID=0, AMT=0.0, DV=1.0, OCC=k + 1)
-                     for t in TIMES]  # fmt: skip
-    df = pd.DataFrame(rows)
+    df = weekly_occasions_design(S, N_OCC, TIMES)
     sd = np.array([TRUTH["iov_cl"], TRUTH["iov_v"]])
     cov = np.outer(sd, sd) * np.array([[1.0, TRUTH["rho"]], [TRUTH["rho"], 1.0]])
     eta = rng.normal(0.0, [TRUTH["omega_cl"], TRUTH["omega_v"]], size=(S, 2))
