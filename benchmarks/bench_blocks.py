@@ -61,7 +61,8 @@ def hand_written(solver="kvaerno5"):
     return ODEModel(
         name=f"bench_hand_{solver}",
         states=("depot", "central", "marker"),
-        params=ref.parameters,
+        # the structural parameters (the dose modifiers lag_/f_/dur_/rate_ stay at defaults)
+        params={k: ref.parameters[k] for k in ref.structural_parameters},
         outputs={"conc": "ng/mL", "marker": "U/L"},
         rhs=rhs,
         observe=lambda t, y, p: {"conc": 1000.0 * y["central"] / p["v"], "marker": y["marker"]},

@@ -556,6 +556,38 @@ def _compiled_single_chain_mcmc():
     return CompiledSingleChainMCMC
 
 
+def calls_diffrax(fn, *args) -> bool:
+    """Whether ``fn(*args)`` integrates an ODE with diffrax: its jaxpr (traced, not compiled)
+    holds a call of :func:`diffrax.diffeqsolve`, at any depth (a model's own ODE, an
+    ``ODEModel``, a model from blocks on its ODE engine, temsirolimus's diffrax PD path)."""
+
+    def walk(jaxpr) -> bool:
+        for eqn in jaxpr.eqns:
+            if eqn.params.get("name") == "diffeqsolve":
+                return True
+            for v in eqn.params.values():
+                for sub in v if isinstance(v, (list, tuple)) else (v,):
+                    inner = getattr(sub, "jaxpr", sub)
+                    if hasattr(inner, "eqns") and walk(inner):
+                        return True
+        return False
+
+    return walk(jax.make_jaxpr(fn)(*args).jaxpr)
+
+
+def chain_plan(chains: int, potential, u0, devices: int | None = None):
+    """``(chain_method, in_turn)`` for a fit: :func:`chain_method`, except that chains of a
+    model whose ``potential(u0)`` integrates an ODE (:func:`calls_diffrax`) run in turn in one
+    compiled program instead of in parallel over devices (``in_turn`` True): NumPyro's
+    parallel chains (``pmap``, a ``shard_map`` in JAX 0.10) cannot differentiate diffrax's
+    solve ("Closure-converted function called with different dynamic arguments"; diffrax
+    issue #765), which made ``pkpd fit --chains 4 --model my_ode.py`` fail."""
+    method = chain_method(chains, devices)
+    if method == "parallel" and calls_diffrax(potential, u0):
+        return _compiled_chain_map, True
+    return method, False
+
+
 def chain_method(chains: int, devices: int | None = None, platform: str | None = None):
     """How NumPyro runs ``chains`` chains: ``"parallel"`` when there is a device per chain;
     otherwise, on CPU, the chains one after another in one compiled program; on an
@@ -600,6 +632,7 @@ def _run_nuts(
     matrix the Laplace covariance there. Returns ``(samples by chain, sample stats, inverse
     mass matrix or None)``."""
     from numpyro.infer import MCMC, NUTS
+    from numpyro.infer.util import potential_energy
 
     jit = _jittered_starts(objective, u0, key_jit, chains)
     lap("starts")
@@ -630,7 +663,9 @@ def _run_nuts(
         dense_mass=dense,
         inverse_mass_matrix=inverse_mass,
     )
-    method_chain = chain_method(chains)
+    method_chain, in_turn = chain_plan(
+        chains, lambda u: potential_energy(nm, (), {"obs": obs}, u), u0
+    )
     with warnings.catch_warnings():
         # a compiled map of chains has no progress bar; the fit says so itself (below)
         warnings.filterwarnings("ignore", message="Disabling progress bar")
@@ -645,6 +680,13 @@ def _run_nuts(
         )
     if progress_bar and one:
         print("pkpd: one chain, run as one compiled program (no progress bar)", file=sys.stderr)
+    elif progress_bar and in_turn:
+        print(
+            f"pkpd: {chains} chains run one after another in one compiled program (no progress "
+            "bar): the model integrates an ODE (diffrax), which JAX cannot differentiate in "
+            "chains run in parallel over devices",
+            file=sys.stderr,
+        )
     elif progress_bar and callable(method_chain):
         print(
             f"pkpd: {chains} chains run one after another in one compiled program (no progress "
