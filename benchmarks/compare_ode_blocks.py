@@ -7,6 +7,9 @@ quantity, the difference of the posterior means in units of its Monte Carlo stan
 is "the same posterior within Monte Carlo error".
 
     .venv/bin/python benchmarks/compare_ode_blocks.py [--subjects 12] [--warmup 300] [--draws 300]
+
+On this project's 2-core machine the ODE fit at the defaults did not finish in 37 min
+(benchmarks/RESULTS.md, 2026-12-06): it waits for a faster ODE gradient.
 """
 
 from __future__ import annotations
