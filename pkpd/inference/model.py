@@ -13,6 +13,7 @@ import numpyro.distributions as nd
 from pkpd.inference.hierarchy import (
     from_unconstrained,
     individual_parameters,
+    new_occasion_effects,
     sigma_site,
     subject_mean,
 )
@@ -176,33 +177,38 @@ def build_model(spec: FitSpec):
                         zi = numpyro.sample(f"z_{p}", nd.Normal(0.0, 1.0))
                     eta[p] = numpyro.deterministic(f"eta_{p}", om * zi)
         kappa = {}
-        corr_iov = spec.iov_correlated
-        if corr_iov:
-            # occasion effects correlated within an occasion: κ_ik = diag(ω_iov) L z_ik
-            oms = jnp.stack([_sample(f"omega_iov_{p}", pri.parameters[p].iov) for p in corr_iov])
-            L = numpyro.sample(
-                "corr_iov_cholesky",
-                nd.LKJCholesky(
-                    len(corr_iov), concentration=pri.correlation_iov.get("lkj_eta", 2.0)
-                ),
-            )
-            with numpyro.plate("subject", S, dim=-2), numpyro.plate("occasion", n_occ, dim=-1):
-                zc = numpyro.sample(
-                    "z_iov_corr", nd.Normal(0.0, 1.0).expand([len(corr_iov)]).to_event(1)
-                )  # [S, O, k]
-            kc = (zc @ L.T) * oms
-            for j, p in enumerate(corr_iov):
-                kappa[p] = numpyro.deterministic(
-                    f"kappa_{p}", jnp.where(occ_valid, kc[..., j], 0.0)
+        if spec.iov:
+            # one SD per parameter and standard normals z [S, O]; the [correlation_iov] block's
+            # drawn together, [S, O, k], and mixed by its LKJ factor
+            corr_iov = spec.iov_correlated
+            draw, z = {}, {}
+            if corr_iov:
+                for p in corr_iov:
+                    draw[f"omega_iov_{p}"] = _sample(f"omega_iov_{p}", pri.parameters[p].iov)
+                draw["corr_iov_cholesky"] = numpyro.sample(
+                    "corr_iov_cholesky",
+                    nd.LKJCholesky(
+                        len(corr_iov), concentration=pri.correlation_iov.get("lkj_eta", 2.0)
+                    ),
                 )
-        for p in spec.iov:
-            if p in corr_iov:
-                continue
-            om = _sample(f"omega_iov_{p}", pri.parameters[p].iov)
-            with numpyro.plate("subject", S, dim=-2), numpyro.plate("occasion", n_occ, dim=-1):
-                zk = numpyro.sample(f"z_iov_{p}", nd.Normal(0.0, 1.0))
-            # padded occasions (a subject with fewer than the most) have no data: κ = 0 there
-            kappa[p] = numpyro.deterministic(f"kappa_{p}", jnp.where(occ_valid, om * zk, 0.0))
+                with numpyro.plate("subject", S, dim=-2), numpyro.plate("occasion", n_occ, dim=-1):
+                    zc = numpyro.sample(
+                        "z_iov_corr", nd.Normal(0.0, 1.0).expand([len(corr_iov)]).to_event(1)
+                    )
+                z.update({p: zc[..., j] for j, p in enumerate(corr_iov)})
+            for p in spec.iov:
+                if p in corr_iov:
+                    continue
+                draw[f"omega_iov_{p}"] = _sample(f"omega_iov_{p}", pri.parameters[p].iov)
+                with numpyro.plate("subject", S, dim=-2), numpyro.plate("occasion", n_occ, dim=-1):
+                    z[p] = numpyro.sample(f"z_iov_{p}", nd.Normal(0.0, 1.0))
+            # κ = diag(ω_iov) L z, as simulations and predictive checks draw new occasions
+            # (hierarchy.new_occasion_effects); padded occasions (a subject with fewer than
+            # the most) have no data: κ = 0 there
+            new = new_occasion_effects(
+                draw, spec.iov, jnp.stack([z[p] for p in spec.iov]), occ_valid, corr_iov
+            )
+            kappa = {p: numpyro.deterministic(f"kappa_{p}", new[p]) for p in spec.iov}
         params = individual_parameters(
             spec,
             pop,
