@@ -86,11 +86,16 @@ def _rhat(x) -> float:
         return np.nan
 
 
-def _transform_of(idata) -> dict[str, str]:
+def _priors_raw(idata) -> dict:
+    """The priors a fit stored (``attrs["priors_json"]``, parsed), or ``{}``."""
     try:
-        raw = json.loads(idata.attrs.get("priors_json", "{}"))
+        return json.loads(idata.attrs.get("priors_json", "{}"))
     except ValueError:
         return {}
+
+
+def _transform_of(idata) -> dict[str, str]:
+    raw = _priors_raw(idata)
     out = {}
     for p, entry in (raw.get("parameters") or {}).items():
         if isinstance(entry, dict):
@@ -100,10 +105,7 @@ def _transform_of(idata) -> dict[str, str]:
 
 def _prior_text(idata) -> dict[str, str]:
     """Variable name → prior as written in the priors (e.g. ``lognormal(median=16, sd_log=0.25)``)."""
-    try:
-        raw = json.loads(idata.attrs.get("priors_json", "{}"))
-    except ValueError:
-        return {}
+    raw = _priors_raw(idata)
 
     def fmt(d):
         if not isinstance(d, dict):
@@ -189,10 +191,7 @@ def correlations(fit) -> dict:
     factor. Attributes ``kind`` and ``prior`` (the LKJ prior)."""
     idata = as_fit(fit)
     post = idata.posterior
-    try:
-        raw = json.loads(idata.attrs.get("priors_json", "{}"))
-    except ValueError:
-        raw = {}
+    raw = _priors_raw(idata)
     out = {}
     for var, row_dim, kind, prefix, section in _CORRELATIONS:
         if var not in post:
@@ -315,13 +314,9 @@ def parameter_table(fit, *, prob: float = 0.90) -> pd.DataFrame:
 
 
 def _parameter_units(idata) -> dict[str, str]:
-    try:
-        raw = json.loads(idata.attrs.get("priors_json", "{}"))
-    except ValueError:
-        return {}
     return {
         p: str(e.get("unit", ""))
-        for p, e in (raw.get("parameters") or {}).items()
+        for p, e in (_priors_raw(idata).get("parameters") or {}).items()
         if isinstance(e, dict)
     }
 
