@@ -312,7 +312,7 @@ def test_fit_predictor_equals_plain_per_subject_predictions():
     ids = [int(float(s)) for s in spec.padded.subject_ids]
     names = list(spec.model.parameters)
     params = {p: jnp.asarray(truth.loc[ids, p].to_numpy(float)) for p in names if p in truth}
-    got = observation_predictor(spec)(params)
+    got = jax.jit(observation_predictor(spec))(params)  # compiled (op by op: 73 s in the suite)
     model = dataclasses.replace(spec.model, pd_solver="diffrax")
     ref = jax.jit(jax.vmap(model.predict))(params, jax.tree.map(jnp.asarray, spec.padded.data))
     assert bool(np.all(np.asarray(got["ok"])))
