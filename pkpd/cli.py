@@ -855,7 +855,106 @@ def build_parser() -> argparse.ArgumentParser:
     f.set_defaults(func=_fit)
     _add_simulate_parser(sub)
     _add_report_parsers(sub)
+    _add_sbc_parser(sub)
     return p
+
+
+def _add_sbc_parser(sub) -> None:
+    c = sub.add_parser(
+        "sbc",
+        help="simulation-based calibration: fit data simulated from the priors on a design, "
+        "many times, and test that the true values' ranks are uniform",
+    )
+    c.add_argument("--model", required=True, help="registered model name or FILE.py")
+    c.add_argument("--design", required=True, help="CSV whose doses, times, covariates and "
+                   "LLOQs are kept (its DV values are ignored)")  # fmt: skip
+    c.add_argument("--priors", default=None, help="priors TOML (default: the model's)")
+    c.add_argument("--n", type=_positive_int, default=100, help="replicates (default 100)")
+    c.add_argument("--chains", type=_positive_int, default=2)
+    c.add_argument("--warmup", type=_nonnegative_int, default=250)
+    c.add_argument("--draws", type=_positive_int, default=250)
+    c.add_argument("--ranks", type=_positive_int, default=99,
+                   help="posterior draws each rank counts (thinned evenly; default 99)")  # fmt: skip
+    c.add_argument("--seed", type=_nonnegative_int, default=0)
+    c.add_argument("--method", choices=["nuts", "map"], default="nuts")
+    c.add_argument("--parameterization", choices=["auto", "centered", "noncentered"],
+                   default="auto")  # fmt: skip
+    c.add_argument("--subjects", type=_nonnegative_int, default=3,
+                   help="test quantities: individual parameters of the first N subjects")  # fmt: skip
+    c.add_argument("--out", default=None, help="SBC result (netCDF); replicates are kept in "
+                   "OUT.replicates/ as they finish, and a rerun resumes from them")  # fmt: skip
+    c.add_argument("--report", default=None, help="HTML page of the result (ECDF plots)")
+    c.add_argument("--prior-check", action="store_true",
+                   help="only simulate --n datasets from the priors and print what they look "
+                   "like (no fit): check the priors generate plausible data first")  # fmt: skip
+    c.add_argument("--quiet", action="store_true", help="no progress lines")
+    c.set_defaults(func=_sbc)
+
+
+def _sbc(args: argparse.Namespace) -> int:
+    from pkpd.data import DatasetError, read_dataset
+    from pkpd.inference.fit import FitError
+    from pkpd.inference.priors import PriorsError
+    from pkpd.inference.sbc import SBCError, prior_predictive, prior_predictive_table, sbc
+    from pkpd.models import load_model
+
+    try:
+        if args.prior_check:
+            if args.out or args.report:
+                raise ValueError("--prior-check writes nothing: drop --out/--report")
+        elif not (args.out or args.report):
+            raise ValueError("give --out SBC.nc and/or --report SBC.html")
+        outputs = {k: v for k, v in (("--out", args.out), ("--report", args.report)) if v}
+        check_outputs(outputs, {"--design": args.design, "--priors": args.priors})
+        model = load_model(args.model)
+        ds = read_dataset(args.design, model=model)
+        if args.prior_check:
+            pp = prior_predictive(model, ds, args.priors, n=args.n, seed=args.seed)
+            table = prior_predictive_table(pp)
+            with pd_options():
+                print(table.to_string(index=False))
+            return 0
+        result = sbc(
+            model,
+            ds,
+            args.priors,
+            n=args.n,
+            chains=args.chains,
+            warmup=args.warmup,
+            draws=args.draws,
+            ranks=args.ranks,
+            seed=args.seed,
+            method=args.method,
+            parameterization=args.parameterization,
+            subjects=args.subjects,
+            out=args.out,
+            progress=not args.quiet,
+        )
+    except (DatasetError, PriorsError, FitError, SBCError) as e:
+        print(str(e), file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except ValueError as e:
+        print(f"pkpd sbc: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    from pkpd.diagnostics.sbc import sbc_table
+
+    with pd_options():
+        print(sbc_table(result).to_string(index=False))
+    if args.report:
+        from pkpd.report.sbc import sbc_report
+
+        sbc_report(result, args.report)
+        print(f"report: {args.report}")
+    if args.out:
+        print(f"SBC result written to {args.out}")
+    return 0
+
+
+def pd_options():
+    import pandas as pd
+
+    return pd.option_context("display.width", 160, "display.max_columns", 20,
+                             "display.float_format", "{:.4g}".format)  # fmt: skip
 
 
 def _enable_compilation_cache() -> None:
@@ -883,7 +982,7 @@ def _enable_compilation_cache() -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.func.__name__ in ("_fit", "_simulate", "_report", "_demo"):
+    if args.func.__name__ in ("_fit", "_simulate", "_report", "_demo", "_sbc"):
         _enable_compilation_cache()
     try:
         return args.func(args)

@@ -23,6 +23,7 @@ from pkpd.diagnostics.prior_posterior import (
     prior_posterior_table,
     prior_samples,
 )
+from pkpd.diagnostics.sbc import sbc_ecdf, sbc_ranks, sbc_table
 from pkpd.diagnostics.simulation import (
     attainment_table,
     exposure_by_regimen,
@@ -64,6 +65,9 @@ __all__ = [
     "prior_samples",
     "regimen_profiles",
     "sampler_table",
+    "sbc_ecdf",
+    "sbc_ranks",
+    "sbc_table",
     "shrinkage",
     "target_attainment",
     "vpc",
