@@ -884,6 +884,8 @@ def _add_sbc_parser(sub) -> None:
     c.add_argument("--out", default=None, help="SBC result (netCDF); replicates are kept in "
                    "OUT.replicates/ as they finish, and a rerun resumes from them")  # fmt: skip
     c.add_argument("--report", default=None, help="HTML page of the result (ECDF plots)")
+    c.add_argument("--workers", type=_positive_int, default=1,
+                   help="replicates fitted at once, each in its own process (default 1)")  # fmt: skip
     c.add_argument("--prior-check", action="store_true",
                    help="only simulate --n datasets from the priors and print what they look "
                    "like (no fit): check the priors generate plausible data first")  # fmt: skip
@@ -928,6 +930,7 @@ def _sbc(args: argparse.Namespace) -> int:
             parameterization=args.parameterization,
             subjects=args.subjects,
             out=args.out,
+            workers=args.workers,
             progress=not args.quiet,
         )
     except (DatasetError, PriorsError, FitError, SBCError) as e:

@@ -300,6 +300,7 @@ def sbc(
     subjects: int = 3,
     out=None,
     alpha: float = 0.05,
+    workers: int = 1,
     progress: bool = True,
     **fit_options,
 ) -> xr.Dataset:
@@ -333,6 +334,11 @@ def sbc(
     alpha : float
         Level of each quantity's uniformity test (the band is simultaneous over the ranks of a
         quantity; the verdict is Bonferroni-corrected over quantities, see below).
+    workers : int
+        Replicates fitted at once, each in its own process (spawned; each compiles its own
+        programs, which is most of a small fit's time, so on a 2-core machine 2 workers
+        roughly halve the run). The model is sent by name or file path when given so, else
+        pickled (between processes only; nothing is written as pickle).
     **fit_options
         Passed to :func:`pkpd.fit` (``covariates``, ``endpoints``, ``target_accept``, ...).
 
@@ -352,7 +358,8 @@ def sbc(
 
     require_x64("pkpd.sbc")
     for name, v, low in (("n", n, 2), ("chains", chains, 1), ("draws", draws, 1),
-                         ("warmup", warmup, 0), ("ranks", ranks, 1), ("subjects", subjects, 0)):  # fmt: skip
+                         ("warmup", warmup, 0), ("ranks", ranks, 1), ("subjects", subjects, 0),
+                         ("workers", workers, 1)):  # fmt: skip
         if isinstance(v, bool) or not isinstance(v, int) or v < low:
             raise SBCError(f"{name}={v!r}; expected a whole number >= {low}")
     if chains * draws < ranks:
@@ -390,11 +397,11 @@ def sbc(
         print(f"pkpd sbc: {len(done)} replicate(s) found in {folder}, {len(todo)} to run",
               file=sys.stderr)  # fmt: skip
     priors_drawn = _prior_draws(spec, seed, todo)
-    for count, i in enumerate(todo, 1):
-        rep = _run_replicate(i, spec, priors_drawn[i], settings, fit_options)
+
+    def finished(i, rep, count):
         if folder is not None:
             folder.mkdir(parents=True, exist_ok=True)
-            atomic_write(folder / f"replicate_{i:05d}.nc", lambda tmp, r=rep: r.to_netcdf(tmp))
+            atomic_write(folder / f"replicate_{i:05d}.nc", lambda tmp: rep.to_netcdf(tmp))
         done[i] = rep
         if progress:
             print(
@@ -402,10 +409,68 @@ def sbc(
                 f"{float(rep['fit_seconds']):.1f} s, {int(rep['divergences'])} divergence(s)",
                 file=sys.stderr,
             )
+
+    if workers == 1 or len(todo) <= 1:
+        for count, i in enumerate(todo, 1):
+            finished(i, _run_replicate(i, spec, priors_drawn[i], settings, fit_options), count)
+    else:
+        _run_in_processes(todo, workers, model, spec, priors_drawn, settings, fit_options, finished)
     result = combine([done[i] for i in range(n)], alpha=alpha, settings=settings, spec=spec)
     if out is not None:
         atomic_write(out, lambda tmp: result.to_netcdf(tmp))
     return result
+
+
+# -- replicates in other processes ----------------------------------------------------------------
+_WORKER: dict = {}
+
+
+def _start_worker(model_ref, dataset, priors, fit_options) -> None:
+    """Each worker process prepares the design's spec once (``pkpd`` import sets float64)."""
+    import pkpd  # noqa: F401 - float64 and the XLA flags before JAX starts
+    from pkpd.inference.spec import prepare
+    from pkpd.models import load_model
+
+    model = load_model(model_ref) if isinstance(model_ref, str) else model_ref
+    _WORKER["spec"] = prepare(
+        model,
+        dataset,
+        priors,
+        covariates=fit_options.get("covariates"),
+        endpoints=fit_options.get("endpoints"),
+    )
+    _WORKER["fit_options"] = fit_options
+
+
+def _worker_replicate(i, prior, settings) -> xr.Dataset:
+    return _run_replicate(i, _WORKER["spec"], prior, settings, _WORKER["fit_options"])
+
+
+def _run_in_processes(todo, workers, model, spec, priors_drawn, settings, fit_options, finished):
+    import multiprocessing
+    import os
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    model_ref = str(model) if isinstance(model, str | os.PathLike) else spec.model
+    pool = ProcessPoolExecutor(
+        max_workers=min(workers, len(todo)),
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_start_worker,
+        initargs=(model_ref, spec.dataset, spec.priors, fit_options),
+    )
+    try:
+        futures = {pool.submit(_worker_replicate, i, priors_drawn[i], settings): i for i in todo}
+        for count, fut in enumerate(as_completed(futures), 1):
+            i = futures[fut]
+            try:
+                rep = fut.result()
+            except Exception as e:  # noqa: BLE001 - say which replicate failed
+                raise SBCError(
+                    f"replicate {i} failed in its worker: {type(e).__name__}: {e}"
+                ) from e
+            finished(i, rep, count)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _read_replicates(folder: Path, settings: dict, n: int) -> dict[int, xr.Dataset]:

@@ -156,13 +156,13 @@ def test_prior_predictive_shows_priors_too_wide_for_sbc(priors):
 
 # -- a run end to end ------------------------------------------------------------------------------
 def test_a_run_is_written_resumed_and_reported(priors, tmp_path, capsys, monkeypatch):
-    """Two replicates (short NUTS fits, compilation most of their ~15 s each) are written as
-    they finish; a rerun finds them and fits nothing; a longer run fits only the new one;
-    other settings are refused; the page is written."""
+    """Two replicates (short NUTS fits, compilation most of their ~15 s each), fitted at once in
+    two worker processes, are written as they finish; a rerun finds them and fits nothing; a
+    longer run fits only the new one; other settings are refused; the page is written."""
     out = tmp_path / "sbc.nc"
     kw = dict(chains=1, warmup=40, draws=30, ranks=29, seed=2, subjects=2, out=out,
               parameterization="noncentered")  # fmt: skip
-    first = pkpd.sbc("one_cmt_oral", design(4), priors, n=2, **kw)
+    first = pkpd.sbc("one_cmt_oral", design(4), priors, n=2, workers=2, **kw)
     assert first.sizes["replicate"] == 2
     names = list(first["quantity"].values)
     for q in ("pop_cl", "omega_ka", "sigma_prop_conc", "loglik", "theta_cl[1]", "theta_v[2]"):
