@@ -83,3 +83,28 @@ def require_x64(what: str = "pkpd") -> None:
             "turn it on with jax.config.update('jax_enable_x64', True) before creating any "
             "array, or unset JAX_ENABLE_X64."
         )
+
+
+def enable_compilation_cache() -> str | None:
+    """Keep JAX's compiled programs on disk, so that a second run of the same program (the same
+    fit again, or a fit of other data on the same design) loads it instead of compiling.
+
+    The folder is ``$PKPD_CACHE_DIR`` or ``~/.cache/pkpd/jax``; ``PKPD_CACHE_DIR=off`` turns
+    the cache off. Programs that took over 0.2 s to compile are stored. Returns the folder
+    (``None``: off, or not writable). The CLI's fit, simulate, report, demo and sbc commands
+    turn it on; :func:`pkpd.sbc` turns it on for its run when JAX has no cache folder.
+    """
+    from pathlib import Path
+
+    where = os.environ.get("PKPD_CACHE_DIR", str(Path.home() / ".cache" / "pkpd" / "jax"))
+    if where.lower() == "off":
+        return None
+    try:
+        Path(where).mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None  # a read-only home: run without the cache
+    import jax
+
+    jax.config.update("jax_compilation_cache_dir", where)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
+    return where

@@ -961,25 +961,10 @@ def pd_options():
 
 
 def _enable_compilation_cache() -> None:
-    """Keep JAX's compiled programs on disk, so a second run of the same fit skips compiling.
+    """JAX's persistent compilation cache for this command (:func:`pkpd._xla.enable_compilation_cache`)."""
+    from pkpd._xla import enable_compilation_cache
 
-    The folder is ``$PKPD_CACHE_DIR`` or ``~/.cache/pkpd/jax``; ``PKPD_CACHE_DIR=off`` turns
-    the cache off. Programs that took over 0.2 s to compile are stored.
-    """
-    import os
-    from pathlib import Path
-
-    where = os.environ.get("PKPD_CACHE_DIR", str(Path.home() / ".cache" / "pkpd" / "jax"))
-    if where.lower() == "off":
-        return
-    try:
-        Path(where).mkdir(parents=True, exist_ok=True)
-    except OSError:
-        return  # a read-only home: run without the cache
-    import jax
-
-    jax.config.update("jax_compilation_cache_dir", where)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
+    enable_compilation_cache()
 
 
 def main(argv: list[str] | None = None) -> int:

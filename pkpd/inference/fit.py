@@ -23,7 +23,9 @@ outside the package has used from ``pkpd.inference.fit``.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
 import json
 import sys
 import time
@@ -93,12 +95,17 @@ class _Objective:
 
         _, unravel = jax.flatten_util.ravel_pytree(proto)
         self.unravel = unravel
+        self.obs = obs
 
-        def pe(x):
+        def pe_of(x, obs):
             return potential_energy(numpyro_model, (), {"obs": obs}, unravel(x))
 
-        self.pe = pe
-        self.value_and_grad = jax.jit(jax.value_and_grad(pe))
+        self.pe = lambda x: pe_of(x, obs)
+        # the observations are an argument, not a constant of the program: fits of other data
+        # on the same design (simulation-based calibration) compile the same program, which
+        # JAX's persistent cache then serves
+        value_and_grad = jax.jit(jax.value_and_grad(pe_of))
+        self.value_and_grad = lambda x: value_and_grad(x, self.obs)
 
     def __call__(self, x) -> tuple[float, np.ndarray]:
         v, g = self.value_and_grad(jnp.asarray(x, dtype=float))
@@ -121,7 +128,7 @@ def _init_function(numpyro_model, obs, strategy):
     from numpyro.distributions.transforms import biject_to
     from numpyro.handlers import seed, substitute, trace
 
-    def run(key):
+    def run(key, obs):
         tr = trace(substitute(seed(numpyro_model, key), substitute_fn=strategy)).get_trace(obs=obs)
         return {
             k: biject_to(v["fn"].support).inv(v["value"])
@@ -129,7 +136,8 @@ def _init_function(numpyro_model, obs, strategy):
             if v["type"] == "sample" and not v["is_observed"]
         }
 
-    return jax.jit(run)
+    compiled = jax.jit(run)
+    return lambda key: compiled(key, obs)
 
 
 def _valid_start(numpyro_model, obs, key):
@@ -448,11 +456,12 @@ def fit(
 
     sites = _deterministic_sites(nm, obs)
 
-    def pointwise(flat):
+    def pointwise(flat, obs):
         det = Predictive(nm, posterior_samples=flat, return_sites=sites)(k_ll, obs=obs)
         return det, log_likelihood(nm, {**flat, **det}, obs=obs)["y"]
 
-    det, ll = jax.jit(pointwise)(flat)  # compiled: run eagerly, every op compiles on its own
+    # compiled (eagerly every op compiles on its own), the observations an argument
+    det, ll = jax.jit(pointwise)(flat, obs)
     flat = {**flat, **det}
     lap("pointwise")
     idata = _to_inference_data(
@@ -527,9 +536,51 @@ def _chain_model(spec, nm_start, objective: _Objective, obs, u_start, compile_ob
     return nm, u0, (_Objective(nm, obs, u0) if compile_objective else objective)
 
 
+@contextlib.contextmanager
+def _kernel_mass(sampler, inverse_mass):
+    """``sampler``'s initial inverse mass matrix set to ``inverse_mass`` (a traced argument)
+    while a compiled program is traced, restored after."""
+    if sampler is None or not hasattr(sampler, "_inverse_mass_matrix"):
+        yield
+        return
+    saved = sampler._inverse_mass_matrix
+    sampler._inverse_mass_matrix = inverse_mass
+    try:
+        yield
+    finally:
+        sampler._inverse_mass_matrix = saved
+
+
+def _data_as_arguments(one_chain):
+    """``(run, args)``: NumPyro's one-chain function with the model's keyword arguments (the
+    observations) and the kernel's initial inverse mass matrix (the Laplace covariance) taken
+    as arguments of the compiled program rather than baked into it as constants, so that fits
+    of other data on the same design (simulation-based calibration) compile the same program
+    and JAX's persistent cache serves it. ``None`` when ``one_chain`` is not NumPyro's
+    ``partial(MCMC._single_chain_mcmc, ...)``."""
+    if not (isinstance(one_chain, functools.partial) and "kwargs" in one_chain.keywords):
+        return None
+    keywords = dict(one_chain.keywords)
+    kwargs = keywords.pop("kwargs")
+    fn = one_chain.func
+    sampler = getattr(getattr(fn, "__self__", None), "sampler", None)
+    inverse_mass = getattr(sampler, "_inverse_mass_matrix", None)
+
+    def run(init, kwargs, inverse_mass):
+        with _kernel_mass(sampler, inverse_mass):
+            return fn(init, kwargs=kwargs, **keywords)
+
+    return run, (kwargs, inverse_mass)
+
+
 def _compiled_chain_map(one_chain):
     """The chains one after another inside one compiled program (``lax.map``)."""
-    return jax.jit(lambda args: jax.lax.map(one_chain, args))
+    split = _data_as_arguments(one_chain)
+    if split is None:
+        return jax.jit(lambda args: jax.lax.map(one_chain, args))
+    run, extra = split
+    compiled = jax.jit(lambda args, *extra: jax.lax.map(lambda a: run(a, *extra), args))
+    return lambda args: compiled(args, *extra)
 
 
 def _compiled_single_chain_mcmc():
@@ -546,12 +597,17 @@ def _compiled_single_chain_mcmc():
             if self.num_chains != 1 or self.progress_bar:
                 return super()._single_chain_mcmc(init, args, kwargs, collect_fields, remove_sites)
 
-            def run(init, args, kwargs):
-                return MCMC._single_chain_mcmc(
-                    self, init, args, kwargs, collect_fields, remove_sites
-                )
+            sampler = self.sampler
 
-            return jax.jit(run)(init, args, kwargs)
+            def run(init, args, kwargs, inverse_mass):
+                # the data and the initial mass matrix are arguments (see _data_as_arguments)
+                with _kernel_mass(sampler, inverse_mass):
+                    return MCMC._single_chain_mcmc(
+                        self, init, args, kwargs, collect_fields, remove_sites
+                    )
+
+            inverse_mass = getattr(sampler, "_inverse_mass_matrix", None)
+            return jax.jit(run)(init, args, kwargs, inverse_mass)
 
     return CompiledSingleChainMCMC
 
@@ -677,6 +733,8 @@ def _run_nuts(
             num_chains=chains,
             chain_method=method_chain,
             progress_bar=progress_bar and not one,
+            # the observations go into the sampling loop as its arguments, not constants
+            jit_model_args=True,
         )
     if progress_bar and one:
         print("pkpd: one chain, run as one compiled program (no progress bar)", file=sys.stderr)

@@ -39,6 +39,7 @@ settings is refused); the combined file is written last. Nothing is pickled.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -410,24 +411,62 @@ def sbc(
                 file=sys.stderr,
             )
 
-    if workers == 1 or len(todo) <= 1:
-        for count, i in enumerate(todo, 1):
-            finished(i, _run_replicate(i, spec, priors_drawn[i], settings, fit_options), count)
-    else:
-        _run_in_processes(todo, workers, model, spec, priors_drawn, settings, fit_options, finished)
+    with _compilation_cache():
+        if workers == 1 or len(todo) <= 1:
+            for count, i in enumerate(todo, 1):
+                rep = _run_replicate(i, spec, priors_drawn[i], settings, fit_options)
+                finished(i, rep, count)
+        else:
+            _run_in_processes(
+                todo, workers, model, spec, priors_drawn, settings, fit_options, finished
+            )
     result = combine([done[i] for i in range(n)], alpha=alpha, settings=settings, spec=spec)
     if out is not None:
         atomic_write(out, lambda tmp: result.to_netcdf(tmp))
     return result
 
 
+@contextlib.contextmanager
+def _compilation_cache():
+    """JAX's persistent compilation cache on for the run when no folder is set: every
+    replicate's fit compiles the same programs (the observations and the initial mass matrix
+    are their arguments, not constants), so all but the first load them from disk
+    (:func:`pkpd._xla.enable_compilation_cache`); the setting is undone after the run."""
+    import jax
+
+    if jax.config.jax_compilation_cache_dir:
+        yield
+        return
+    from pkpd._xla import enable_compilation_cache
+
+    where = enable_compilation_cache()
+    try:
+        yield
+    finally:
+        if where is not None:
+            jax.config.update("jax_compilation_cache_dir", None)
+            try:
+                from jax._src import compilation_cache
+
+                compilation_cache.reset_cache()
+            except Exception:  # noqa: BLE001 - a JAX without it: the setting alone
+                pass
+
+
 # -- replicates in other processes ----------------------------------------------------------------
 _WORKER: dict = {}
 
 
-def _start_worker(model_ref, dataset, priors, fit_options) -> None:
-    """Each worker process prepares the design's spec once (``pkpd`` import sets float64)."""
+def _start_worker(model_ref, dataset, priors, fit_options, cache_dir) -> None:
+    """Each worker process prepares the design's spec once (``pkpd`` import sets float64) and
+    shares the parent's compilation cache."""
     import pkpd  # noqa: F401 - float64 and the XLA flags before JAX starts
+
+    if cache_dir:
+        import jax
+
+        jax.config.update("jax_compilation_cache_dir", cache_dir)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
     from pkpd.inference.spec import prepare
     from pkpd.models import load_model
 
@@ -451,12 +490,15 @@ def _run_in_processes(todo, workers, model, spec, priors_drawn, settings, fit_op
     import os
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
+    import jax
+
     model_ref = str(model) if isinstance(model, str | os.PathLike) else spec.model
+    cache_dir = jax.config.jax_compilation_cache_dir
     pool = ProcessPoolExecutor(
         max_workers=min(workers, len(todo)),
         mp_context=multiprocessing.get_context("spawn"),
         initializer=_start_worker,
-        initargs=(model_ref, spec.dataset, spec.priors, fit_options),
+        initargs=(model_ref, spec.dataset, spec.priors, fit_options, cache_dir),
     )
     try:
         futures = {pool.submit(_worker_replicate, i, priors_drawn[i], settings): i for i in todo}
