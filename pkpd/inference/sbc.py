@@ -200,9 +200,16 @@ def _quantities(spec, values: dict, idata, subjects: int) -> dict[str, tuple[flo
     return out
 
 
-def _settings(spec, *, seed, chains, warmup, draws, n_ranks, method, parameterization, subjects):
-    design = spec.dataset.records[["ID", "TIME", "EVID", "AMT", "MDV", "LLOQ"]]
-    h = hashlib.sha256(design.to_csv(index=False).encode()).hexdigest()[:16]
+#: The design's columns a replicate depends on (with the covariates): not DV and BLQ.
+DESIGN_COLUMNS = ("ID", "STUDY", "TIME", "EVID", "AMT", "RATE", "DUR", "CMT", "II", "ADDL", "SS",
+                  "MDV", "LLOQ", "ENDPOINT", "OCC")  # fmt: skip
+
+
+def _settings(spec, *, seed, chains, warmup, draws, n_ranks, method, parameterization, subjects,
+              fit_options):  # fmt: skip
+    rec = spec.dataset.records
+    cols = [c for c in (*DESIGN_COLUMNS, *spec.dataset.covariates) if c in rec]
+    h = hashlib.sha256(rec[cols].to_csv(index=False).encode()).hexdigest()[:16]
     return dict(
         model=spec.model.name,
         priors_sha256=hashlib.sha256(
@@ -217,6 +224,7 @@ def _settings(spec, *, seed, chains, warmup, draws, n_ranks, method, parameteriz
         method=method,
         parameterization=parameterization,
         subjects=int(subjects),
+        fit_options=json.loads(json.dumps(fit_options, sort_keys=True, default=str)),
     )
 
 
@@ -388,6 +396,7 @@ def sbc(
         method=method,
         parameterization=parameterization,
         subjects=subjects,
+        fit_options=fit_options,
     )
     folder = None if out is None else Path(str(out) + ".replicates")
     done: dict[int, xr.Dataset] = {}
