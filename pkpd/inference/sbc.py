@@ -19,7 +19,8 @@ For each replicate ``i`` (Talts et al. 2018, arXiv:1804.06788):
    ``parameterization="auto"`` by default: MAP start, Laplace mass matrix, automatic centring,
    levelled IC50s, anchors — every geometry change pkpd makes is under test).
 4. **Ranks.** For each population-level quantity (``pop_*``, ``omega_*``, ``beta_*``,
-   ``sigma_*``) and the test quantities — the log-likelihood of the simulated data
+   ``sigma_*``, and the correlations ``corr_<a>_<b>``/``corr_iov_<a>_<b>`` of a
+   ``[correlation]``/``[correlation_iov]`` block) and the test quantities — the log-likelihood of the simulated data
    (``loglik``; Modrák et al. 2023, "Simulation-based calibration checking for Bayesian
    computation: the choice of test quantities shapes sensitivity", Bayesian Analysis) and the
    individual parameters of the first ``subjects`` subjects (``theta_<p>[ID]``) — the rank of
@@ -186,6 +187,21 @@ def _quantities(spec, values: dict, idata, subjects: int) -> dict[str, tuple[flo
     for v in population_variables(idata):
         if v in values:
             out[v] = (float(values[v]), post[v].values)
+    # correlations of random effects ([correlation], [correlation_iov]): R = L L^T
+    from pkpd.diagnostics.tables import correlations
+
+    drawn = correlations(idata)
+    for site, names, prefix in (("corr_cholesky", spec.correlated, "corr_"),
+                                ("corr_iov_cholesky", spec.iov_correlated, "corr_iov_")):  # fmt: skip
+        if site not in values:
+            continue
+        L = np.asarray(values[site], dtype=float)
+        R = L @ L.T
+        for i in range(len(names)):
+            for j in range(i + 1, len(names)):
+                name = f"{prefix}{names[i]}_{names[j]}"
+                if name in drawn:
+                    out[name] = (float(R[i, j]), drawn[name].values)
     ids = list(spec.padded.subject_ids)
     for p in spec.estimated:
         name = f"theta_{p}"
