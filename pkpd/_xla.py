@@ -85,18 +85,19 @@ def require_x64(what: str = "pkpd") -> None:
         )
 
 
-def enable_compilation_cache() -> str | None:
+def enable_compilation_cache(folder: str | None = None) -> str | None:
     """Keep JAX's compiled programs on disk, so that a second run of the same program (the same
     fit again, or a fit of other data on the same design) loads it instead of compiling.
 
-    The folder is ``$PKPD_CACHE_DIR`` or ``~/.cache/pkpd/jax``; ``PKPD_CACHE_DIR=off`` turns
-    the cache off. Programs that took over 0.2 s to compile are stored. Returns the folder
+    The folder is ``folder``, else ``$PKPD_CACHE_DIR`` or ``~/.cache/pkpd/jax``;
+    ``PKPD_CACHE_DIR=off`` turns the cache off. Programs that took over 0.2 s to compile are
+    stored. Returns the folder
     (``None``: off, or not writable). The CLI's fit, simulate, report, demo and sbc commands
     turn it on; :func:`pkpd.sbc` turns it on for its run when JAX has no cache folder.
     """
     from pathlib import Path
 
-    where = os.environ.get("PKPD_CACHE_DIR", str(Path.home() / ".cache" / "pkpd" / "jax"))
+    where = folder or os.environ.get("PKPD_CACHE_DIR", str(Path.home() / ".cache" / "pkpd" / "jax"))
     if where.lower() == "off":
         return None
     try:

@@ -960,18 +960,13 @@ def pd_options():
                              "display.float_format", "{:.4g}".format)  # fmt: skip
 
 
-def _enable_compilation_cache() -> None:
-    """JAX's persistent compilation cache for this command (:func:`pkpd._xla.enable_compilation_cache`)."""
-    from pkpd._xla import enable_compilation_cache
-
-    enable_compilation_cache()
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.func.__name__ in ("_fit", "_simulate", "_report", "_demo", "_sbc"):
-        _enable_compilation_cache()
+        from pkpd._xla import enable_compilation_cache
+
+        enable_compilation_cache()
     try:
         return args.func(args)
     except OutputError as e:

@@ -51,6 +51,7 @@ from pkpd.inference.geometry import (  # noqa: F401
     _laplace_covariance,
 )
 from pkpd.inference.layout import _trim, _unique_points, observation_predictor  # noqa: F401
+from pkpd.inference.likelihood import observed_values
 from pkpd.inference.model import (  # noqa: F401
     _level_frame,
     _normal_on_transform,
@@ -337,7 +338,7 @@ def fit(
     lap("prepare")
     spec.parameterization = parameterization if method == "nuts" else "noncentered"
     nm_start = build_model(dataclasses.replace(spec, parameterization="noncentered"))
-    obs = jnp.asarray(np.where(spec.obs_blq, np.nan_to_num(spec.obs_lloq, nan=1.0), spec.obs_y))
+    obs = jnp.asarray(observed_values(spec.obs_y, spec.obs_lloq, spec.obs_blq))
     key = jax.random.PRNGKey(seed)
     k_map, k_run, k_jit, k_ll = jax.random.split(key, 4)
     x_start, objective = _valid_start(nm_start, obs, k_map)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import numpyro.distributions as dist
 from jax.scipy.special import log_ndtr
 from numpyro.distributions import constraints
@@ -87,6 +88,12 @@ def pointwise_loglik(y, f, kind, additive, proportional, sigma, lloq, blq, *, st
     lim = jnp.where(jnp.isfinite(lloq), lloq, 1.0)
     cens = log_ndtr((_transform(lim, kind, kinds) - gf) / sd)
     return jnp.where(blq, cens, dens)
+
+
+def observed_values(y, lloq, blq) -> np.ndarray:
+    """The observation vector the likelihood is given: a censored (BLQ) record's LLOQ (M3 uses
+    only it; 1.0 where a BLQ record has no LLOQ), every other record's value."""
+    return np.where(blq, np.nan_to_num(lloq, nan=1.0), y)
 
 
 class ResidualLikelihood(dist.Distribution):

@@ -66,9 +66,11 @@ class SBCError(ValueError):
 
 # -- the design and its prior draws -------------------------------------------------------------
 def _prior_draws(spec, seed: int, indices):
-    """Truth and simulated data of replicates ``indices``: ``(values, y, loglik_parts)`` per
-    replicate, ``values`` the dict of every site of the model, and the number of rejected
-    draws of each."""
+    """Truth and simulated data of replicates ``indices``: ``{i: (values, parts, rejected)}``,
+    ``values`` every site of the model (the simulated observations in ``y``), ``parts`` the
+    residual model's arguments at the truth (predictions ``f``, ``kind``, ``additive``,
+    ``proportional``, ``sigma``: what :func:`_loglik` needs) and ``rejected`` the number of
+    draws redrawn."""
     import jax
     import jax.numpy as jnp
     from numpyro import handlers
@@ -145,9 +147,9 @@ def _replicate_dataset(spec, y: np.ndarray):
 def _loglik(y, blq, lloq, parts) -> float:
     import jax.numpy as jnp
 
-    from pkpd.inference.likelihood import pointwise_loglik
+    from pkpd.inference.likelihood import observed_values, pointwise_loglik
 
-    obs = np.where(blq, np.nan_to_num(lloq, nan=1.0), y)
+    obs = observed_values(y, lloq, blq)
     return float(
         jnp.sum(
             pointwise_loglik(
@@ -162,6 +164,14 @@ def _loglik(y, blq, lloq, parts) -> float:
             )
         )
     )
+
+
+def _prepare(model, design, priors, options):
+    """The fit spec of the design, with the fit options that shape it (covariates, endpoints)."""
+    from pkpd.inference.spec import prepare
+
+    return prepare(model, design, priors, covariates=options.get("covariates"),
+                   endpoints=options.get("endpoints"))  # fmt: skip
 
 
 # -- one replicate ------------------------------------------------------------------------------
@@ -273,7 +283,7 @@ def _run_replicate(i, spec, prior, settings, fit_options) -> xr.Dataset:
     q = _quantities(spec, values, idata, settings["subjects"])
     ll_post = idata.log_likelihood["y"].sum("obs").values
     q["loglik"] = (_loglik(y, blq, spec.obs_lloq, parts), ll_post)
-    import arviz as az
+    from pkpd.diagnostics.tables import _ess, _rhat
 
     names = list(q)
     rank, truth, mean, sd, ess, rhat = [], [], [], [], [], []
@@ -284,8 +294,8 @@ def _run_replicate(i, spec, prior, settings, fit_options) -> xr.Dataset:
         mean.append(float(np.mean(d)))
         sd.append(float(np.std(d)))
         da = xr.DataArray(d, dims=("chain", "draw"))
-        ess.append(float(az.ess(da.to_dataset(name="x"), method="bulk")["x"]))
-        rhat.append(float(az.rhat(da.to_dataset(name="x"))["x"]) if d.shape[0] > 1 else np.nan)
+        ess.append(_ess(da, "bulk"))
+        rhat.append(_rhat(da))
     stats = idata.get("sample_stats")
     div = int(stats["diverging"].values.sum()) if stats is not None and "diverging" in stats else 0
     qd = ("quantity",)
@@ -379,7 +389,6 @@ def sbc(
         ``band_lower``/``band_upper`` on ``ecdf_point``; settings in ``attrs``.
     """
     from pkpd._xla import require_x64
-    from pkpd.inference.spec import prepare
 
     require_x64("pkpd.sbc")
     for name, v, low in (("n", n, 2), ("chains", chains, 1), ("draws", draws, 1),
@@ -394,13 +403,7 @@ def sbc(
         )
     if not 0 < alpha < 1:
         raise SBCError(f"alpha={alpha!r}; expected a number between 0 and 1")
-    spec = prepare(
-        model,
-        design,
-        priors,
-        covariates=fit_options.get("covariates"),
-        endpoints=fit_options.get("endpoints"),
-    )
+    spec = _prepare(model, design, priors, fit_options)
     n_ranks = ranks + 1
     settings = _settings(
         spec,
@@ -486,23 +489,13 @@ def _start_worker(model_ref, dataset, priors, fit_options, cache_dir) -> None:
     """Each worker process prepares the design's spec once (``pkpd`` import sets float64) and
     shares the parent's compilation cache."""
     import pkpd  # noqa: F401 - float64 and the XLA flags before JAX starts
-
-    if cache_dir:
-        import jax
-
-        jax.config.update("jax_compilation_cache_dir", cache_dir)
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
-    from pkpd.inference.spec import prepare
+    from pkpd._xla import enable_compilation_cache
     from pkpd.models import load_model
 
+    if cache_dir:
+        enable_compilation_cache(cache_dir)
     model = load_model(model_ref) if isinstance(model_ref, str) else model_ref
-    _WORKER["spec"] = prepare(
-        model,
-        dataset,
-        priors,
-        covariates=fit_options.get("covariates"),
-        endpoints=fit_options.get("endpoints"),
-    )
+    _WORKER["spec"] = _prepare(model, dataset, priors, fit_options)
     _WORKER["fit_options"] = fit_options
 
 
@@ -628,12 +621,9 @@ def prior_predictive(model, design, priors=None, *, n: int = 200, seed: int = 0,
         ``beta_*``) [draw], ``rejected_draws`` [draw]; per observation ``endpoint``,
         ``subject``, ``time`` (h), ``lloq`` and the design's ``dv``.
     """
-    from pkpd.inference.spec import prepare
-
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise SBCError(f"n={n!r}; expected a whole number >= 1")
-    spec = prepare(model, design, priors, covariates=options.get("covariates"),
-                   endpoints=options.get("endpoints"))  # fmt: skip
+    spec = _prepare(model, design, priors, options)
     draws = _prior_draws(spec, seed, range(n))
     first = draws[0][0]
     scalars = sorted(
