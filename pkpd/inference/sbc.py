@@ -370,9 +370,9 @@ def sbc(
         Level of each quantity's uniformity test (the band is simultaneous over the ranks of a
         quantity; the verdict is Bonferroni-corrected over quantities, see below).
     workers : int
-        Replicates fitted at once, each in its own process (spawned; each compiles its own
-        programs, which is most of a small fit's time, so on a 2-core machine 2 workers
-        roughly halve the run). The model is sent by name or file path when given so, else
+        Replicates fitted at once, each in its own process (spawned, sharing the compilation
+        cache). On a 2-core machine 2 workers gained only ~10% (one fit already keeps both
+        cores busy; benchmarks/RESULTS.md); they pay on machines with more cores. The model is sent by name or file path when given so, else
         pickled (between processes only; nothing is written as pickle).
     **fit_options
         Passed to :func:`pkpd.fit` (``covariates``, ``endpoints``, ``target_accept``, ...).
