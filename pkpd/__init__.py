@@ -26,6 +26,7 @@ _PUBLIC = {
     "Dataset": "pkpd.data",
     "DatasetError": "pkpd.data",
     "read_dataset": "pkpd.data",
+    "read_aggregate": "pkpd.data.aggregate",
     "FitError": "pkpd.inference.fit",
     "fit": "pkpd.inference.fit",
     "load_fit": "pkpd.inference.fit",

@@ -328,7 +328,10 @@ def _fit(args: argparse.Namespace) -> int:
     from pkpd.models import load_model
 
     try:
-        check_outputs({"--out": args.out}, {"data": args.data, "--priors": args.priors})
+        check_outputs(
+            {"--out": args.out},
+            {"data": args.data, "--priors": args.priors, "--aggregate": args.aggregate},
+        )
         # read with the model's DVID codes and units (and --dvid, --dv-unit, --molar-mass)
         model = load_model(args.model)  # a model file runs once
         ds = read_dataset(
@@ -362,6 +365,8 @@ def _fit(args: argparse.Namespace) -> int:
                 parameterization=args.parameterization,
                 mass_matrix=args.mass_matrix,
                 target_accept=args.target_accept,
+                aggregate=args.aggregate,
+                aggregate_virtual=args.aggregate_virtual,
             )
     except (DatasetError, PriorsError, FitError) as e:
         print(str(e), file=sys.stderr)
@@ -825,6 +830,21 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         help="endpoint to fit (repeat), e.g. --endpoint temsirolimus --endpoint sirolimus; "
         "default: every endpoint in the data",
+    )
+    f.add_argument(
+        "--aggregate",
+        default=None,
+        metavar="ARMS.csv",
+        help="published arm-level summaries fitted with the data (mean Cmax, AUC, ... per arm; "
+        "format: pkpd.data.aggregate)",
+    )
+    f.add_argument(
+        "--aggregate-virtual",
+        type=_positive_int,
+        default=None,
+        metavar="M",
+        help="virtual subjects simulated per arm of --aggregate (default: 25 x the largest N, "
+        "at least 200)",
     )
     _add_data_options(f)
     _add_occasions_option(f)

@@ -216,6 +216,9 @@ def fit(
     map_steps: int = 2000,
     progress_bar: bool = True,
     parameterization: str = "auto",
+    aggregate=None,
+    aggregate_virtual: int | None = None,
+    aggregate_seed: int | None = None,
 ):
     """Fit a population model to a dataset.
 
@@ -283,6 +286,17 @@ def fit(
         chain start (:func:`_laplace_covariance`; its population block for the dense block),
         not NumPyro's identity (fewer leapfrog steps in early warmup; benchmarks/RESULTS.md).
 
+    aggregate : path, DataFrame or AggregateData, optional
+        Published arm-level summaries (mean Cmax, AUC, PD change of an arm; the format:
+        :mod:`pkpd.data.aggregate`) fitted with the individual data: each arm is simulated
+        with ``aggregate_virtual`` virtual subjects (fixed normals from ``aggregate_seed``) at
+        every draw, and its summaries enter through their sampling distributions
+        (:mod:`pkpd.inference.aggregate`). An arm of a study the individual data do not have
+        gets that study's own between-study effect. The posterior then has
+        ``aggregate_mu``/``aggregate_se`` [aggregate_row] (each summary's prediction and
+        sampling SE on its scale; :func:`pkpd.diagnostics.aggregate_table` sets them beside
+        the published values).
+
     Returns
     -------
     arviz.InferenceData
@@ -323,7 +337,16 @@ def fit(
         timing[name] = round(now - clock, 3)
         clock = now
 
-    spec = prepare(model, data, priors, covariates=covariates, endpoints=endpoints)
+    spec = prepare(
+        model,
+        data,
+        priors,
+        covariates=covariates,
+        endpoints=endpoints,
+        aggregate=aggregate,
+        aggregate_virtual=aggregate_virtual,
+        aggregate_seed=aggregate_seed,
+    )
     from pkpd.models.predict import warn_concentration_scale
 
     warn_concentration_scale(spec.model, spec.dataset, spec.priors.typical())
@@ -504,7 +527,7 @@ def fit(
             # parameters sampled through the mean value of the studies with data on them
             # (_choose_anchors): {parameter: [study, ...]}
             anchored_parameters={
-                p: [str(spec.padded.studies[i]) for i in idx] for p, idx in spec.anchors.items()
+                p: [spec.study_names[i] for i in idx] for p, idx in spec.anchors.items()
             },
             mass_matrix=mass_matrix if method == "nuts" else "",
             # NUTS's initial mass matrix: "laplace" (see _laplace_covariance) or "identity"

@@ -512,7 +512,7 @@ def laplace_marginal_fit(spec, numpyro_model, obs, x_start, unravel, key, n_draw
 
     t0 = time.perf_counter()
     proto = unravel(jnp.asarray(x_start))
-    studies = [str(s) for s in spec.padded.studies]
+    studies = spec.study_names
     labels = {k: studies for k in proto if k.startswith("z_study_")}
     problem = LaplaceProblem(
         numpyro_model,

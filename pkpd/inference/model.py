@@ -53,6 +53,18 @@ def _level_frame(level, value):
     return value(hill), log_ref + (jnp.log(value(scale)) if scale else 0.0)
 
 
+def _aggregate_likelihood(spec, pop, study_values, beta, omegas):
+    """The published arm-level summaries' log density (:mod:`pkpd.inference.aggregate`) as
+    a factor; each summary's prediction and sampling SE as deterministics."""
+    from pkpd.inference.aggregate import summary_loglik, virtual_values
+
+    v = virtual_values(spec.aggregate, spec, pop, study_values, beta, omegas)
+    ll, mu, se = summary_loglik(spec.aggregate, v)
+    numpyro.deterministic("aggregate_mu", mu)
+    numpyro.deterministic("aggregate_se", se)
+    numpyro.factor("aggregate", jnp.where(jnp.all(jnp.isfinite(ll)), jnp.sum(ll), -jnp.inf))
+
+
 def build_model(spec: FitSpec):
     """The NumPyro model function ``model(obs=None)`` of a fit spec (see module docstring)."""
     pri = spec.priors
@@ -83,13 +95,17 @@ def build_model(spec: FitSpec):
 
     def numpyro_model(obs=None):
         pop, eta_study, beta, eta = {}, {}, {}, {}
+        # per study (not per subject) effects and the subject-effect SDs, for the arms of
+        # aggregate data (pkpd.inference.aggregate)
+        study_values, omegas = {}, {}
 
         def study_effects(p):
             """Sample ``p``'s between-study SD and standardised effects; record η_study."""
             om = _sample(f"omega_study_{p}", pri.parameters[p].bsv_study)
             with numpyro.plate("study", n_study):
                 zs = numpyro.sample(f"z_study_{p}", nd.Normal(0.0, 1.0))
-            eta_study[p] = numpyro.deterministic(f"eta_study_{p}", om * zs)[study]
+            study_values[p] = numpyro.deterministic(f"eta_study_{p}", om * zs)
+            eta_study[p] = study_values[p][study]
             return om, zs
 
         # levelled parameters last: their level is defined through the others' values
@@ -133,6 +149,7 @@ def build_model(spec: FitSpec):
         centered_set = set(spec.centered)
         if corr:
             oms = jnp.stack([_sample(f"omega_{p}", pri.parameters[p].bsv) for p in corr])
+            omegas.update({f"omega_{p}": oms[k] for k, p in enumerate(corr)})
             L = numpyro.sample(
                 "corr_cholesky",
                 nd.LKJCholesky(len(corr), concentration=pri.correlation.get("lkj_eta", 2.0)),
@@ -158,6 +175,7 @@ def build_model(spec: FitSpec):
             pp = pri.parameters[p]
             if pp.bsv is not None and p not in corr:
                 om = _sample(f"omega_{p}", pp.bsv)
+                omegas[f"omega_{p}"] = om
                 if p in centered_set:  # centred for the subjects whose data pin them
                     c = jnp.asarray(spec.centered_mask(p))
                     loc = subject_mean(spec, p, pop, eta_study, beta, eff_vals, S)
@@ -221,6 +239,10 @@ def build_model(spec: FitSpec):
         )
         for p in spec.estimated:
             numpyro.deterministic(f"theta_{p}", params[p])
+        if spec.aggregate is not None:
+            if corr:
+                omegas["corr_cholesky"] = L
+            _aggregate_likelihood(spec, pop, study_values, beta, omegas)
         preds = predict(params)
         ok = preds.pop("ok", jnp.ones(S, dtype=bool))
         stacked = jnp.stack([preds[e] for e in spec.endpoints])  # [E, S, P]

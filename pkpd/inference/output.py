@@ -113,6 +113,26 @@ def _model_source_attrs(model) -> dict:
     return out
 
 
+def _aggregate_attrs(spec: FitSpec) -> dict:
+    """The aggregate data of the fit, so that the file alone rebuilds the fit's spec: the CSV
+    text as read, the virtual subjects and seed, and the rows as fitted (with their Monte Carlo
+    ratio; :func:`pkpd.inference.aggregate.rows_attr`)."""
+    agg = spec.aggregate
+    if agg is None:
+        return {}
+    from pkpd.inference.aggregate import rows_attr
+
+    return {
+        "aggregate_csv": agg.data.text,
+        "aggregate_source": agg.data.source,
+        "aggregate_sha256": agg.data.sha256,
+        "aggregate_virtual": int(agg.n_virtual),
+        "aggregate_seed": int(agg.seed),
+        "aggregate_studies": json.dumps(spec.aggregate_studies),
+        "aggregate_rows": json.dumps(rows_attr(agg)),
+    }
+
+
 def _occasion_labels(spec: FitSpec) -> np.ndarray:
     """:attr:`pkpd.data.arrays.PaddedData.occasion_labels` as ``[subject, occasion]`` (``""``
     past a subject's last occasion)."""
@@ -128,7 +148,7 @@ def _to_inference_data(spec: FitSpec, flat, ll, n_chains, extra, attrs):
     pri = spec.priors
     units = dict(spec.model.parameters)
     subj = list(spec.padded.subject_ids)
-    studies = list(spec.padded.studies)
+    studies = spec.study_names
     post, dims = {}, {}
     for name, v in flat.items():
         if name.startswith(("z_", "zc_")):
@@ -146,6 +166,8 @@ def _to_inference_data(spec: FitSpec, flat, ll, n_chains, extra, attrs):
             dims[name] = ["subject", "occasion"]
         elif name.startswith(("eta_", "theta_")):
             dims[name] = ["subject"]
+        elif name.startswith("aggregate_"):
+            dims[name] = ["aggregate_row"]
         elif name == "corr_cholesky":
             dims[name] = ["corr_row", "corr_col"]
         elif name == "corr_iov_cholesky":
@@ -160,6 +182,8 @@ def _to_inference_data(spec: FitSpec, flat, ll, n_chains, extra, attrs):
         "covariate": list(spec.padded.covariates),
         "dose": np.arange(d.dose_time.shape[1]),
     }
+    if spec.aggregate is not None:
+        coords["aggregate_row"] = spec.aggregate.labels
     if spec.iov:
         # the k-th occasion of each subject in time order (labels: constant_data occasion_label)
         coords["occasion"] = np.arange(1, spec.n_occasions + 1)
@@ -245,6 +269,7 @@ def _to_inference_data(spec: FitSpec, flat, ll, n_chains, extra, attrs):
         "data_source": str(spec.dataset.source),
         "data_sha256": _data_sha256(spec.dataset),
         "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        **_aggregate_attrs(spec),
         **{k: (json.dumps(v) if isinstance(v, (list, dict)) else v) for k, v in attrs.items()},
     }
     idata = az.from_dict(

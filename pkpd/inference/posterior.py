@@ -115,7 +115,25 @@ def restore_spec(idata, model=None) -> FitSpec:
     priors = restore_priors(idata, model)
     requested = json.loads(idata.attrs.get("covariates_requested", "null"))
     endpoints = json.loads(_attr(idata, "endpoints"))
-    spec = prepare(model, ds, priors, covariates=requested, endpoints=endpoints)
+    aggregate = None
+    if idata.attrs.get("aggregate_csv"):
+        import io
+
+        from pkpd.data.aggregate import read_aggregate
+
+        text = io.StringIO(str(idata.attrs["aggregate_csv"]))
+        text.name = str(idata.attrs.get("aggregate_source", "aggregate data of the fit"))
+        aggregate = read_aggregate(text)
+    spec = prepare(
+        model,
+        ds,
+        priors,
+        covariates=requested,
+        endpoints=endpoints,
+        aggregate=aggregate,
+        aggregate_virtual=int(idata.attrs.get("aggregate_virtual", 0)) or None,
+        aggregate_seed=idata.attrs.get("aggregate_seed"),
+    )
     fitted = json.loads(idata.attrs.get("covariate_effects", "[]"))
     if [e.name for e in spec.effects] != fitted:
         raise FitError(

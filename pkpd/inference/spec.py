@@ -87,6 +87,10 @@ class FitSpec:
     #: Parameters whose occasion effects are correlated within an occasion (the priors'
     #: ``[correlation_iov]``): ``κ_ik = diag(ω_iov) L z_ik``, ``L`` = ``corr_iov_cholesky``.
     iov_correlated: list[str] = field(default_factory=list)
+    #: Published arm-level summaries in the fit (:class:`pkpd.inference.aggregate.AggregateSetup`).
+    aggregate: Any = None
+    #: Studies that only the aggregate data have (after the individual data's studies).
+    aggregate_studies: list[str] = field(default_factory=list)
 
     def centered_mask(self, p: str) -> np.ndarray:
         """Which subjects' effects on ``p`` are sampled centred (bool array [subjects])."""
@@ -99,8 +103,14 @@ class FitSpec:
         return self.padded.n_subjects
 
     @property
+    def study_names(self) -> list[str]:
+        """The fit's studies: those of the individual data, then those only the aggregate data
+        have (each with its own between-study effects)."""
+        return [str(s) for s in self.padded.studies] + list(self.aggregate_studies)
+
+    @property
     def n_studies(self) -> int:
-        return len(self.padded.studies)
+        return len(self.study_names)
 
     @property
     def n_occasions(self) -> int:
@@ -116,6 +126,9 @@ def prepare(
     *,
     covariates: Sequence[str] | None = None,
     endpoints: Sequence[str] | None = None,
+    aggregate=None,
+    aggregate_virtual: int | None = None,
+    aggregate_seed: int | None = None,
 ) -> FitSpec:
     """Check data, model and priors against each other and lay out the arrays of a fit.
 
@@ -133,6 +146,11 @@ def prepare(
     endpoints : sequence of str, optional
         Fit only these endpoints (e.g. the PK of a PK/PD dataset); observations of the others
         are left out of the likelihood (and counted in the fit's attributes).
+    aggregate : AggregateData, path or DataFrame, optional
+        Published arm-level summaries fitted with the data (:mod:`pkpd.data.aggregate`,
+        :mod:`pkpd.inference.aggregate`); ``aggregate_virtual`` virtual subjects per arm
+        (default :func:`pkpd.inference.aggregate.default_virtual`), their fixed normals from
+        ``aggregate_seed``.
     """
     from pkpd.data import read_dataset
 
@@ -292,7 +310,7 @@ def prepare(
     iov_correlated = [p for p in corr_iov if p in iov]
     if len(iov_correlated) < 2:
         iov_correlated = []
-    return FitSpec(
+    spec = FitSpec(
         model=model,
         priors=priors,
         dataset=ds,
@@ -316,6 +334,32 @@ def prepare(
         iov=iov,
         dropped_iov=dropped_iov,
         iov_correlated=iov_correlated,
+    )
+    if aggregate is not None:
+        _add_aggregate(spec, aggregate, aggregate_virtual, aggregate_seed)
+    return spec
+
+
+def _add_aggregate(spec: FitSpec, aggregate, n_virtual, seed) -> None:
+    """Check the aggregate data against the fit and lay them out (``spec.aggregate``)."""
+    from pkpd.data.aggregate import as_aggregate
+    from pkpd.inference import aggregate as agg_mod
+
+    agg = as_aggregate(aggregate, spec.model)
+    not_fitted = sorted({e for r in agg.rows for e in r.endpoints} - set(spec.endpoints))
+    if not_fitted:
+        raise FitError(
+            f"aggregate data on endpoint(s) {', '.join(not_fitted)}, which the fit does not fit "
+            f"(it fits {', '.join(spec.endpoints)}): summaries can join an endpoint the "
+            "individual data observe, not yet stand alone for one"
+        )
+    known = set(spec.study_names)
+    spec.aggregate_studies = [s for s in agg.studies if s not in known]
+    spec.aggregate = agg_mod.setup(
+        spec,
+        agg,
+        n_virtual=n_virtual,
+        seed=agg_mod.DEFAULT_SEED if seed is None else int(seed),
     )
 
 

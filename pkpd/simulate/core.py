@@ -283,7 +283,7 @@ def simulate(
     units = spec.model.endpoint_units
 
     # study
-    studies = list(spec.padded.studies)
+    studies = spec.study_names
     if study is not None and study != "new" and str(study) not in studies:
         raise SimulationError(
             f"study={study!r} is not a study of the fit (it has {', '.join(studies)}); give one "
