@@ -16,7 +16,7 @@ Examples
 >>> dx.vpc(fit, "temsirolimus", ppc=ppc).savefig("vpc.png")  # doctest: +SKIP
 """
 
-from pkpd.diagnostics.aggregate import aggregate_table
+from pkpd.diagnostics.aggregate import aggregate_plot, aggregate_table
 from pkpd.diagnostics.gof import gof, individual_fits, npde_summary
 from pkpd.diagnostics.predictive import npde, posterior_predictive
 from pkpd.diagnostics.prior_posterior import (
@@ -46,6 +46,7 @@ from pkpd.diagnostics.tables import (
 from pkpd.diagnostics.vpc import vpc, vpc_coverage, vpc_table
 
 __all__ = [
+    "aggregate_plot",
     "aggregate_table",
     "attainment_table",
     "convergence_messages",

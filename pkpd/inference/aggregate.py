@@ -212,6 +212,9 @@ def setup(spec, agg: AggregateData, *, n_virtual=None, seed: int = DEFAULT_SEED)
                 catalogue[name] = dict(endpoint=e, kind="auc", window="c1")
             else:
                 name = None
+            if name is not None:
+                # metrics_and_profiles reads the intervals of the endpoints that have a Cmax
+                catalogue.setdefault(f"cmax_{e}_c1", dict(endpoint=e, kind="cmax", window="c1"))
             names.append(name)
         t_arm = times[a]
         rows.append(

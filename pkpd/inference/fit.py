@@ -226,7 +226,10 @@ def fit(
     ----------
     model : str or model object
         ``"one_cmt_oral"``, ``"temsirolimus"``, ... or a model object.
-    data : Dataset, path or DataFrame
+    data : Dataset, path, DataFrame or None
+        ``None``: a fit of published summaries alone (``aggregate=``; the endpoints are those
+        they summarise, the between-subject SDs are informed only by their spreads, and
+        covariate effects without individual data are dropped and listed).
     priors : path, Priors or None
         ``None``: the model's bundled priors.
     chains, warmup, draws : int
@@ -380,8 +383,10 @@ def fit(
     # a parameter with inter-occasion variability keeps its subject effects non-centred (its
     # individual values are per occasion; the centred form would need them per subject)
     bsv = tuple(
-        p for p in spec.estimated if spec.priors.parameters[p].bsv is not None and p not in spec.iov
-    )
+        p
+        for p in spec.estimated
+        if spec.priors.parameters[p].bsv is not None and p not in spec.iov and spec.n_subjects
+    )  # no subjects (published summaries alone): no subject effects to centre
     if spec.parameterization == "centered":
         spec.centered = bsv
     elif spec.parameterization == "auto" and bsv:
@@ -473,7 +478,7 @@ def fit(
         n_chains = 1
         parameterization_check = {}
         lap("laplace")
-    flat = jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), samples)
+    flat = jax.tree.map(lambda x: x.reshape((x.shape[0] * x.shape[1],) + x.shape[2:]), samples)
     # deterministic sites (theta, eta, pop of percentages) for every draw
     from numpyro.infer import Predictive
     from numpyro.infer.util import log_likelihood
@@ -482,7 +487,9 @@ def fit(
 
     def pointwise(flat, obs):
         det = Predictive(nm, posterior_samples=flat, return_sites=sites)(k_ll, obs=obs)
-        return det, log_likelihood(nm, {**flat, **det}, obs=obs)["y"]
+        ll = log_likelihood(nm, {**flat, **det}, obs=obs)
+        n = jax.tree.leaves(flat)[0].shape[0]
+        return det, ll["y"] if "y" in ll else jnp.zeros((n, 0))  # no individual data: no y
 
     # compiled (eagerly every op compiles on its own), the observations an argument
     det, ll = jax.jit(pointwise)(flat, obs)

@@ -154,7 +154,9 @@ def build_model(spec: FitSpec):
                 "corr_cholesky",
                 nd.LKJCholesky(len(corr), concentration=pri.correlation.get("lkj_eta", 2.0)),
             )
-            if set(corr) <= centered_set:
+            if S == 0:  # no individual data: the SDs reach only the aggregate arms
+                pass
+            elif set(corr) <= centered_set:
                 loc = jnp.stack(
                     [subject_mean(spec, p, pop, eta_study, beta, eff_vals, S) for p in corr], -1
                 )
@@ -170,12 +172,15 @@ def build_model(spec: FitSpec):
                     )
                 eta_c = (zc @ L.T) * oms
             for k, p in enumerate(corr):
-                eta[p] = numpyro.deterministic(f"eta_{p}", eta_c[:, k])
+                if S:
+                    eta[p] = numpyro.deterministic(f"eta_{p}", eta_c[:, k])
         for p in spec.estimated:
             pp = pri.parameters[p]
             if pp.bsv is not None and p not in corr:
                 om = _sample(f"omega_{p}", pp.bsv)
                 omegas[f"omega_{p}"] = om
+                if S == 0:  # no individual data: the SD reaches only the aggregate arms
+                    continue
                 if p in centered_set:  # centred for the subjects whose data pin them
                     c = jnp.asarray(spec.centered_mask(p))
                     loc = subject_mean(spec, p, pop, eta_study, beta, eff_vals, S)
@@ -264,6 +269,8 @@ def build_model(spec: FitSpec):
             for term in ("sd_log", "sd_logit"):
                 if term in r.terms:
                     sig = sig.at[j].set(_sample(sigma_site(term, e), r.terms[term]))
+        if f.shape[0] == 0:  # no individual data (published summaries alone)
+            return
         with numpyro.plate("obs", f.shape[0]):
             numpyro.sample(
                 "y",

@@ -156,7 +156,7 @@ def _to_inference_data(spec: FitSpec, flat, ll, n_chains, extra, attrs):
         if name.endswith(("_fraction", "_level", "_anchor")) and name.startswith("pop_"):
             continue  # sampled forms of pop_<param>, which is kept
         arr = np.asarray(v)
-        arr = arr.reshape((n_chains, -1) + arr.shape[1:])
+        arr = arr.reshape((n_chains, arr.shape[0] // n_chains) + arr.shape[1:])
         post[name] = arr
         if name.startswith(("eta_study_",)):
             dims[name] = ["study"]
@@ -172,7 +172,7 @@ def _to_inference_data(spec: FitSpec, flat, ll, n_chains, extra, attrs):
             dims[name] = ["corr_row", "corr_col"]
         elif name == "corr_iov_cholesky":
             dims[name] = ["corr_iov_row", "corr_iov_col"]
-    ll = ll.reshape((n_chains, -1, ll.shape[-1]))
+    ll = ll.reshape((n_chains, ll.shape[0] // n_chains, ll.shape[-1]))  # [obs] may be empty
     ep_names = np.array(spec.endpoints, dtype=object)[spec.obs_endpoint]
     d = spec.padded.data
     coords = {

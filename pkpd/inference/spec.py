@@ -155,10 +155,24 @@ def prepare(
     from pkpd.data import read_dataset
 
     model = resolve_model(model)
-    # a path or DataFrame is read with the model's DVID codes and endpoint units
-    ds = data if isinstance(data, Dataset) else read_dataset(data, model=model)
+    if data is None:
+        if aggregate is None:
+            raise FitError("no data: give a dataset, or aggregate data (aggregate=) or both")
+        ds = _no_individual_data()
+    else:
+        # a path or DataFrame is read with the model's DVID codes and endpoint units
+        ds = data if isinstance(data, Dataset) else read_dataset(data, model=model)
     eps_model = model_endpoints(model)
-    if endpoints is not None:
+    if data is None:
+        # a fit of published summaries alone: the endpoints they summarise
+        from pkpd.data.aggregate import as_aggregate
+
+        aggregate = as_aggregate(aggregate, model)
+        named = {e for r in aggregate.rows for e in r.endpoints}
+        if endpoints is not None:
+            named |= set(endpoints)
+        endpoints = [e for e in eps_model if e in named]
+    if endpoints is not None and data is not None:
         bad = [e for e in endpoints if e not in ds.endpoints or e not in eps_model]
         if bad:
             raise FitError(
@@ -166,6 +180,8 @@ def prepare(
                 f"and model {model.name!r} predicts {', '.join(eps_model)}"
             )
     present = [e for e in ds.endpoints if e in eps_model and (endpoints is None or e in endpoints)]
+    if data is None:
+        present = list(endpoints)
     unknown = [e for e in ds.endpoints if e not in eps_model and endpoints is None]
     if unknown:
         hint = ""
@@ -338,6 +354,18 @@ def prepare(
     if aggregate is not None:
         _add_aggregate(spec, aggregate, aggregate_virtual, aggregate_seed)
     return spec
+
+
+def _no_individual_data() -> Dataset:
+    """An empty dataset (no subjects): a fit of published summaries alone."""
+    from pkpd.data import read_dataset
+
+    one = read_dataset(
+        __import__("pandas").DataFrame(
+            [dict(ID=1, TIME=0.0, EVID=1, AMT=1.0, DV="."), dict(ID=1, TIME=1.0, EVID=0, DV=1.0)]
+        )
+    )
+    return dataclasses.replace(one, records=one.records.iloc[:0], source="(no individual data)")
 
 
 def _add_aggregate(spec: FitSpec, aggregate, n_virtual, seed) -> None:

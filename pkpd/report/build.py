@@ -89,6 +89,15 @@ def _fit_meta(idata) -> list[tuple[str, object]]:
         else f"{method}: posterior mode + Laplace approximation, {post.sizes['draw']} draws"
     )
     eff = [e["name"] for e in json.loads(a.get("covariate_effects_detail", "[]"))]
+    aggregate = []
+    if a.get("aggregate_rows"):
+        rows = json.loads(a["aggregate_rows"])
+        arms = len({(r["study"], r["arm"]) for r in rows})
+        aggregate = [
+            ("aggregate data", f"{a.get('aggregate_source', '')}: {len(rows)} published summaries "
+             f"of {arms} arms, {a.get('aggregate_virtual', '')} virtual subjects per arm"),
+            ("studies of the aggregate data only", ", ".join(json.loads(a.get("aggregate_studies", "[]"))) or "none"),
+        ]  # fmt: skip
     return [
         ("model", a.get("model", "")),
         ("endpoints fitted", ", ".join(json.loads(a.get("endpoints", "[]")))),
@@ -100,6 +109,7 @@ def _fit_meta(idata) -> list[tuple[str, object]]:
         ("observations", idata.observed_data.sizes.get("obs", "")),
         ("data file", a.get("data_source", "") if a.get("data_source", "") not in ("", "None") else "(a DataFrame)"),
         ("data SHA-256", a.get("data_sha256", "")),
+        *aggregate,
         ("priors", a.get("priors_source", "")),
         ("covariate effects", ", ".join(eff) or "none"),
         ("covariate effects not used", ", ".join(json.loads(a.get("dropped_covariate_effects", "[]"))) or "none"),
@@ -266,6 +276,20 @@ def build_sections(
     else:
         v.add("warning", "No replicates of the trial: see the error under Goodness of fit.")
     sections.append(v)
+
+    if "aggregate_mu" in idata.posterior:
+        a = Section("aggregate", "Published summaries")
+        a.add("text", "Each published arm-level summary fitted with the data, beside the 90% "
+              "posterior predictive interval of the statistic a trial of the arm's size would "
+              "report (tail: predictive probability below the published value; near 0 or 1, "
+              "the model does not reproduce that publication). mc_ratio: Monte Carlo SE of the "
+              "prediction over the summary's own SE (virtual subjects per arm: "
+              f"{idata.attrs.get('aggregate_virtual', '')}).")  # fmt: skip
+        b.attempt(a, "published summaries table", lambda: dx.aggregate_table(idata, seed=seed),
+                  "table", "Published summaries (values in the model's units)")  # fmt: skip
+        b.attempt(a, "published summaries plot", lambda: dx.aggregate_plot(idata, seed=seed),
+                  "figure", "Published summaries (dots) and 90% predictive intervals (bars)")  # fmt: skip
+        sections.append(a)
 
     p = Section("priors", "Priors and posteriors")
     b.progress("prior vs posterior")

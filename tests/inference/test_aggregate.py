@@ -47,12 +47,13 @@ def _study_a(rng, n=10):
     return pd.DataFrame(rows)
 
 
-def _study_b_arms(rng, n=12, doses=(100, 300, 1000)):
+def _study_b_arms(rng, n=12, doses=(100, 300, 1000), shift=SHIFT_B):
     """Study B as published: per single-dose arm, the sample mean (SD) Cmax in mg/L and the
-    geometric mean AUC0-inf in ng*h/mL with the SD of its logs, of ``n`` simulated subjects."""
+    geometric mean AUC0-inf in ng*h/mL with the SD of its logs, of ``n`` simulated subjects
+    whose clearance is ``exp(shift)`` times the population's."""
     out = []
     for dose in doses:
-        cl = CL * np.exp(SHIFT_B + OMEGA * rng.normal(size=n))
+        cl = CL * np.exp(shift + OMEGA * rng.normal(size=n))
         v = V * np.exp(OMEGA * rng.normal(size=n))
         cmax, log_auc = dose / v, np.log(dose / cl * 1000.0)
         common = dict(STUDY="B", ARM=f"{dose} mg", REGIMEN=f"{dose} mg once", N=n, ENDPOINT="conc",
@@ -193,6 +194,11 @@ def test_individual_data_and_another_studys_summaries_recover_the_truth(tmp_path
     table = pkpd.diagnostics.aggregate_table(fit)
     assert len(table) == 6 and table["tail"].between(0.02, 0.98).all(), table
     assert post["aggregate_mu"].dims[-1] == "aggregate_row"
+    fig = pkpd.diagnostics.aggregate_plot(fit)
+    assert len(fig.axes[0].lines[1].get_xdata()) == 6  # one published dot per summary
+    page = pkpd.report(fit, out=tmp_path / "report.html", n_replicates=5, strict=True)
+    html = page.read_text()
+    assert "Published summaries" in html and ">300 mg</td>" in html
     # the fit file alone rebuilds the fit, aggregate data included
     path = pkpd.save_fit(fit, tmp_path / "fit.nc")
     from pkpd.inference.posterior import restore_spec
@@ -261,3 +267,45 @@ def test_cli_fit_reports_a_bad_aggregate_file_and_writes_nothing(tmp_path, capsy
     rc = main(["fit", str(data), "--model", "one_cmt_iv", "--aggregate", str(path),
                "--out", str(path), "--quiet"])  # fmt: skip
     assert rc == 2 and "--aggregate" in capsys.readouterr().err
+
+
+def test_the_bundled_label_summaries_and_the_temsirolimus_model():
+    """The bundled published summaries (Torisel label: a single 25 mg dose) read against the
+    temsirolimus model; at the priors' typical values (between-subject SDs 0) the virtual arm
+    equals the closed forms of linear PK: AUC0-inf of the parent = dose/CL, and the sirolimus
+    to temsirolimus AUC ratio = fm · (MW_sir/MW_tem) · CL/CL_sir; and it is near the label's
+    585 ng/mL, 1627 ng·h/mL and 2.7, from which the priors were built."""
+    ds, _ = pkpd.datasets.load("temsirolimus_small")
+    path = ROOT / "datasets" / "temsirolimus" / "published_summaries.csv"
+    spec = prepare("temsirolimus", ds, aggregate=path, aggregate_virtual=200)
+    assert spec.aggregate_studies == ["LABEL"]
+    typ = spec.priors.typical()
+    pop = {p: jnp.asarray(typ[p]) for p in spec.estimated}
+    agg = spec.aggregate
+    sds = {f"omega_{p}": jnp.asarray(0.0) for p in agg.independent + agg.correlated}
+    beta = {e.name: e.prior.params.get("value", 0.0) for e in spec.effects}
+    cmax, auc, ratio = np.asarray(A.virtual_values(agg, spec, pop, {}, beta, sds))[:, 0]
+    assert auc == pytest.approx(25.0 / typ["cl"] * 1000.0, rel=1e-6)
+    mw = spec.model.endpoint_molar_masses
+    want = typ["fm"] * mw["sirolimus"] / mw["temsirolimus"] * typ["cl"] / typ["cl_sir"]
+    assert ratio == pytest.approx(want, rel=1e-4)
+    for got, label in ((cmax, 585.0), (auc, 1627.0), (ratio, 2.7)):
+        assert got == pytest.approx(label, rel=0.1)
+
+
+@pytest.mark.filterwarnings("ignore::pkpd.inference.aggregate.AggregateWarning")
+def test_published_summaries_alone_recover_typical_clearance_and_volume():
+    """No individual data: three published 12-subject arms (100, 300, 1000 mg; mean Cmax with
+    SD, geometric mean AUC0-inf with the SD of its logs) of a study without a study effect. The
+    90% intervals of the typical CL and V cover the truth, and a fit without data or summaries
+    is refused."""
+    arms = _study_b_arms(np.random.default_rng(21), shift=0.0)
+    fit = pkpd.fit("one_cmt_iv", None, aggregate=arms, aggregate_virtual=150, chains=1,
+                   warmup=150, draws=150, seed=3, progress_bar=False)  # fmt: skip
+    post = fit.posterior
+    assert post.sizes["subject"] == 0 and fit.attrs["data_source"] == "(no individual data)"
+    for p, truth in (("pop_cl", CL), ("pop_v", V)):
+        lo, hi = np.quantile(post[p].values, [0.05, 0.95])
+        assert lo <= truth <= hi, (p, lo, hi)
+    with pytest.raises(pkpd.FitError, match="no data"):
+        pkpd.fit("one_cmt_iv", None)
