@@ -19,6 +19,7 @@ SLOW_FIRST = (
     "package/test_notebooks.py",
     "inference/test_inference.py",
     "inference/test_inference_temsirolimus.py",
+    "inference/test_aggregate.py",
     "models/test_your_model_notebook.py",
     "models/test_blocks.py",
     "models/test_ode_model.py",

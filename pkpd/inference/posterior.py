@@ -126,7 +126,7 @@ def restore_spec(idata, model=None) -> FitSpec:
         aggregate = read_aggregate(text)
     spec = prepare(
         model,
-        ds,
+        ds if len(ds.records) or aggregate is None else None,  # None: summaries alone
         priors,
         covariates=requested,
         endpoints=endpoints,

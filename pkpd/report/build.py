@@ -213,8 +213,13 @@ def build_sections(
         s.add("table", st, "Sampler statistics per chain")
     sections.append(s)
 
-    b.progress(f"simulating {n_replicates} replicates of the trial (VPC, NPDE)")
     gof_s = Section("gof", "Goodness of fit")
+    if not idata.observed_data.sizes.get("obs", 0):
+        gof_s.add("note", "No individual data: the fit is of published summaries alone (see "
+                  "Published summaries); there are no observations to check.")  # fmt: skip
+        ppc = False
+    else:
+        b.progress(f"simulating {n_replicates} replicates of the trial (VPC, NPDE)")
     if ppc is None:
         ppc = b.attempt(
             gof_s,
@@ -222,7 +227,7 @@ def build_sections(
             lambda: dx.posterior_predictive(idata, n_replicates=n_replicates, seed=seed),
             None,
         )
-    if ppc is not None:
+    if ppc is not None and ppc is not False:
         gof_s.add("text", f"PRED: population prediction (subject and study effects 0), IPRED: "
                   f"individual prediction, both posterior medians over {ppc.attrs['n_draws']} "
                   f"draws. NPDE from {ppc.sizes['replicate']} replicates of the trial with new "
@@ -242,7 +247,9 @@ def build_sections(
     sections.append(gof_s)
 
     v = Section("vpc", "Visual predictive checks")
-    if ppc is not None:
+    if ppc is False:
+        v.add("note", "No individual data: no visual predictive checks.")
+    elif ppc is not None:
         v.add("text", "Observed percentiles (lines) against the 90% interval of the same "
               "percentiles over replicates (bands), per study. Percentiles decided by "
               "observations below the LLOQ are not drawn; the lower panels compare the fraction "
