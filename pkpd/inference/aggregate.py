@@ -353,8 +353,13 @@ def _row_value(row, e, name, metrics, profiles):
     if row["metric"] == "auc_0_inf":
         i1, i2 = row["tail"]
         c1, c2 = prof[:, i1], prof[:, i2]
-        lam = jnp.log(c1 / c2) / (0.25 * row["horizon"])  # terminal slope, last quarter
-        return metrics[name][a] + c2 / jnp.where(lam > 0, lam, jnp.nan)
+        # terminal slope over the last quarter; a concentration already 0 has no tail (safe
+        # operands in both branches keep the gradient finite); a rising one has no slope: NaN
+        gone = c2 <= 0.0
+        c1s, c2s = jnp.where(gone, 2.0, c1), jnp.where(gone, 1.0, c2)
+        lam = jnp.log(c1s / c2s) / (0.25 * row["horizon"])
+        tail = jnp.where(gone, 0.0, c2s / jnp.where(lam > 0, lam, jnp.nan))
+        return metrics[name][a] + tail
     v = prof[:, row["t_index"]]
     if row["metric"] == "value":
         return v
