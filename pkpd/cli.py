@@ -334,11 +334,14 @@ def _fit(args: argparse.Namespace) -> int:
         )
         # read with the model's DVID codes and units (and --dvid, --dv-unit, --molar-mass)
         model = load_model(args.model)  # a model file runs once
-        ds = read_dataset(
-            args.data,
-            model=model,
-            occasions=args.occasions,
-            **data_options(args),
+        if args.data is None and args.aggregate is None:
+            raise FitError("give the data (DATA.csv), published summaries (--aggregate), or both")
+        ds = (
+            None  # published summaries alone
+            if args.data is None
+            else read_dataset(
+                args.data, model=model, occasions=args.occasions, **data_options(args)
+            )
         )
         priors = args.priors
         if args.error or args.iov:
@@ -794,7 +797,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_options(pr)
     pr.set_defaults(func=_predict)
     f = sub.add_parser("fit", help="fit a population model (NumPyro NUTS) and save it as netCDF")
-    f.add_argument("data", help="CSV file (NONMEM-style)")
+    f.add_argument(
+        "data",
+        nargs="?",
+        default=None,
+        help="CSV file (NONMEM-style); may be left out with --aggregate (published summaries alone)",
+    )
     f.add_argument("--model", required=True, help="model name: temsirolimus, one_cmt_oral, ...")
     f.add_argument("--priors", default=None, help="priors TOML (default: priors/<model>.toml)")
     f.add_argument("--chains", type=_positive_int, default=4)

@@ -265,6 +265,9 @@ def test_cli_fit_reports_a_bad_aggregate_file_and_writes_nothing(tmp_path, capsy
     rc = main(["fit", str(data), "--model", "one_cmt_iv", "--aggregate", str(path),
                "--out", str(path), "--quiet"])  # fmt: skip
     assert rc == 2 and "--aggregate" in capsys.readouterr().err
+    # no data and no summaries: nothing to fit, said before any work
+    rc = main(["fit", "--model", "one_cmt_iv", "--out", str(out), "--quiet"])
+    assert rc == 2 and "--aggregate" in capsys.readouterr().err and not out.exists()
 
 
 def test_the_bundled_label_summaries_and_the_temsirolimus_model():
