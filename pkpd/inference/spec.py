@@ -163,14 +163,21 @@ def prepare(
         # a path or DataFrame is read with the model's DVID codes and endpoint units
         ds = data if isinstance(data, Dataset) else read_dataset(data, model=model)
     eps_model = model_endpoints(model)
-    if data is None:
-        # a fit of published summaries alone: the endpoints they summarise
+    summarised = set()
+    if aggregate is not None:
         from pkpd.data.aggregate import as_aggregate
 
-        aggregate = as_aggregate(aggregate, model)
-        named = {e for r in aggregate.rows for e in r.endpoints}
-        if endpoints is not None:
-            named |= set(endpoints)
+        aggregate = as_aggregate(aggregate, model)  # checked now: every problem before any work
+        summarised = {e for r in aggregate.rows for e in r.endpoints}
+        if endpoints is not None and not summarised <= set(endpoints):
+            raise FitError(
+                f"the aggregate data summarise endpoint(s) "
+                f"{', '.join(sorted(summarised - set(endpoints)))}, which endpoints= leaves out; "
+                "add them to endpoints= or remove those summaries"
+            )
+    if data is None:
+        # a fit of published summaries alone: the endpoints they summarise
+        named = summarised | set(endpoints or ())
         endpoints = [e for e in eps_model if e in named]
     if endpoints is not None and data is not None:
         bad = [e for e in endpoints if e not in ds.endpoints or e not in eps_model]
@@ -182,6 +189,10 @@ def prepare(
     present = [e for e in ds.endpoints if e in eps_model and (endpoints is None or e in endpoints)]
     if data is None:
         present = list(endpoints)
+    elif summarised - set(present):
+        # an endpoint only the summaries inform (e.g. published sirolimus exposure beside
+        # individual temsirolimus concentrations): fitted too, with no individual observations
+        present = [e for e in eps_model if e in set(present) | summarised]
     unknown = [e for e in ds.endpoints if e not in eps_model and endpoints is None]
     if unknown:
         hint = ""
@@ -374,13 +385,6 @@ def _add_aggregate(spec: FitSpec, aggregate, n_virtual, seed) -> None:
     from pkpd.inference import aggregate as agg_mod
 
     agg = as_aggregate(aggregate, spec.model)
-    not_fitted = sorted({e for r in agg.rows for e in r.endpoints} - set(spec.endpoints))
-    if not_fitted:
-        raise FitError(
-            f"aggregate data on endpoint(s) {', '.join(not_fitted)}, which the fit does not fit "
-            f"(it fits {', '.join(spec.endpoints)}): summaries can join an endpoint the "
-            "individual data observe, not yet stand alone for one"
-        )
     known = set(spec.study_names)
     spec.aggregate_studies = [s for s in agg.studies if s not in known]
     spec.aggregate = agg_mod.setup(

@@ -316,3 +316,20 @@ def test_published_summaries_alone_recover_typical_clearance_and_volume(tmp_path
     assert "No individual data" in html
     with pytest.raises(pkpd.FitError, match="no data"):
         pkpd.fit("one_cmt_iv", None)
+
+
+@pytest.mark.filterwarnings("ignore::pkpd.inference.aggregate.AggregateWarning")
+def test_an_endpoint_only_the_summaries_inform_is_fitted_too():
+    """Individual temsirolimus concentrations only, and the label's sirolimus/temsirolimus AUC
+    ratio: sirolimus joins the fitted endpoints (its parameters estimated, no observations of
+    it); leaving it out with endpoints= while summaries name it is refused."""
+    table = pd.read_csv(pkpd.datasets.path("temsirolimus_small"), comment="#", dtype=str)
+    ds = pkpd.read_dataset(table[table["DVID"].isin([".", "1"])], model="temsirolimus")
+    assert ds.endpoints == ("temsirolimus",)
+    path = ROOT / "datasets" / "temsirolimus" / "published_summaries.csv"
+    spec = prepare("temsirolimus", ds, aggregate=path, aggregate_virtual=50)
+    assert spec.endpoints == ["temsirolimus", "sirolimus"]
+    assert {"cl_sir", "v_sir"} <= set(spec.estimated)
+    assert set(np.asarray(spec.obs_endpoint)) == {0}  # every observation is temsirolimus
+    with pytest.raises(pkpd.FitError, match="summarise endpoint.*sirolimus.*endpoints="):
+        prepare("temsirolimus", ds, endpoints=["temsirolimus"], aggregate=path)
