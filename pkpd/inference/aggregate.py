@@ -161,9 +161,6 @@ def setup(spec, agg: AggregateData, *, n_virtual=None, seed: int = DEFAULT_SEED)
                     f"line {first[key].line}: arm {key[0]}/{key[1]} gives no {col}, which the "
                     f"covariate effect {eff.name} needs (add a column {col}: the arm's median)"
                 )
-    for key in arms:
-        if key[0] not in studies:  # pragma: no cover - the spec lists every aggregate study
-            problems.append(f"arm {key[0]}/{key[1]}: study {key[0]!r} is not in the fit")
     if problems:
         raise FitError("aggregate data: " + "; ".join(problems))
     params_used = list(spec.estimated) + list(spec.fixed)

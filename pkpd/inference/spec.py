@@ -369,22 +369,23 @@ def prepare(
 
 def _no_individual_data() -> Dataset:
     """An empty dataset (no subjects): a fit of published summaries alone."""
+    import pandas as pd
+
     from pkpd.data import read_dataset
 
     one = read_dataset(
-        __import__("pandas").DataFrame(
+        pd.DataFrame(
             [dict(ID=1, TIME=0.0, EVID=1, AMT=1.0, DV="."), dict(ID=1, TIME=1.0, EVID=0, DV=1.0)]
         )
     )
     return dataclasses.replace(one, records=one.records.iloc[:0], source="(no individual data)")
 
 
-def _add_aggregate(spec: FitSpec, aggregate, n_virtual, seed) -> None:
-    """Check the aggregate data against the fit and lay them out (``spec.aggregate``)."""
-    from pkpd.data.aggregate import as_aggregate
+def _add_aggregate(spec: FitSpec, agg, n_virtual, seed) -> None:
+    """Lay out the aggregate data, already checked against the model (``prepare``), for the
+    fit (``spec.aggregate``)."""
     from pkpd.inference import aggregate as agg_mod
 
-    agg = as_aggregate(aggregate, spec.model)
     known = set(spec.study_names)
     spec.aggregate_studies = [s for s in agg.studies if s not in known]
     spec.aggregate = agg_mod.setup(

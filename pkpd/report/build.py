@@ -214,20 +214,19 @@ def build_sections(
     sections.append(s)
 
     gof_s = Section("gof", "Goodness of fit")
-    if not idata.observed_data.sizes.get("obs", 0):
+    observed = bool(idata.observed_data.sizes.get("obs", 0))  # none: published summaries alone
+    if not observed:
         gof_s.add("note", "No individual data: the fit is of published summaries alone (see "
                   "Published summaries); there are no observations to check.")  # fmt: skip
-        ppc = False
-    else:
+    elif ppc is None:
         b.progress(f"simulating {n_replicates} replicates of the trial (VPC, NPDE)")
-    if ppc is None:
         ppc = b.attempt(
             gof_s,
             "replicates of the trial",
             lambda: dx.posterior_predictive(idata, n_replicates=n_replicates, seed=seed),
             None,
         )
-    if ppc is not None and ppc is not False:
+    if observed and ppc is not None:
         gof_s.add("text", f"PRED: population prediction (subject and study effects 0), IPRED: "
                   f"individual prediction, both posterior medians over {ppc.attrs['n_draws']} "
                   f"draws. NPDE from {ppc.sizes['replicate']} replicates of the trial with new "
@@ -247,7 +246,7 @@ def build_sections(
     sections.append(gof_s)
 
     v = Section("vpc", "Visual predictive checks")
-    if ppc is False:
+    if not observed:
         v.add("note", "No individual data: no visual predictive checks.")
     elif ppc is not None:
         v.add("text", "Observed percentiles (lines) against the 90% interval of the same "
