@@ -19,6 +19,14 @@ NAMES = {
     "two_studies": "examples/two_studies.csv",
 }
 
+#: Bundled arm-level summaries (:mod:`pkpd.data.aggregate` format) for ``pkpd.fit(...,
+#: aggregate=)``: the Torisel label's (real numbers, assumptions in the file) and the synthetic
+#: PH2 study's three dose arms (from the stored truth of the bundled subjects).
+SUMMARIES = {
+    "temsirolimus_label": "temsirolimus/published_summaries.csv",
+    "temsirolimus_ph2": "temsirolimus/ph2_arm_summaries.csv",
+}
+
 
 def datasets_dir() -> Path:
     """The folder of the bundled datasets (the repository's ``datasets/``, installed as
@@ -34,6 +42,14 @@ def path(name: str) -> Path:
         return datasets_dir() / NAMES[name]
     except KeyError:
         raise ValueError(f"unknown dataset {name!r}; bundled: {', '.join(NAMES)}") from None
+
+
+def summaries(name: str) -> Path:
+    """File of bundled arm-level summaries (:data:`SUMMARIES`), for ``aggregate=``."""
+    try:
+        return datasets_dir() / SUMMARIES[name]
+    except KeyError:
+        raise ValueError(f"unknown summaries {name!r}; bundled: {', '.join(SUMMARIES)}") from None
 
 
 def load(name: str = "temsirolimus") -> tuple[Dataset, dict | None]:

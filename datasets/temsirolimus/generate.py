@@ -13,7 +13,9 @@ It rewrites (in this folder, or OUT_DIR), byte for byte (fixed seed, fixed numbe
 * ``temsirolimus_small.csv``: a subset of a few subjects per study, for quick tests and the demo;
 * ``truth.json``: population values, covariate effects, variabilities, residual errors and the
   study random effects used;
-* ``truth_subjects.csv``: every subject's covariates, random effects and individual parameters.
+* ``truth_subjects.csv``: every subject's covariates, random effects and individual parameters;
+* ``ph2_arm_summaries.csv``: study PH2's dose arms as a publication would summarise them
+  (:func:`arm_summaries`), for fits of published summaries next to individual data.
 """
 
 from __future__ import annotations
@@ -289,6 +291,92 @@ def main(out: Path = HERE):
     }
     (out / "truth.json").write_text(json.dumps(truth, indent=2, sort_keys=True) + "\n")
     pd.DataFrame(truth_rows).to_csv(out / "truth_subjects.csv", index=False, float_format="%.6g")
+    (out / "ph2_arm_summaries.csv").write_text(arm_summaries(data, thetas, kappas))
+
+
+#: Dense grid of the first dosing interval (h) for the PH2 arm summaries: 0.01 h for a day
+#: (the infusion's end and sirolimus's peak), 0.25 h after.
+SUMMARY_GRID = np.unique(
+    np.concatenate([np.arange(0, 2401) * 0.01, 24.0 + np.arange(0, 577) * 0.25])
+)
+
+
+def first_interval_exposures(data, thetas, kappas, study):
+    """Per subject of ``study``: its first dose (mg) and the true Cmax (ng/mL) and AUC over
+    0-168 h (ng*h/mL) of temsirolimus and sirolimus after the first dose, from its individual
+    parameters (clearance of occasion 1), no assay error: what NCA of rich sampling after a
+    first dose approximates. AUCs by the linear-up/log-down trapezoid on SUMMARY_GRID."""
+    first = data[(data.STUDY == study) & (data.EVID == 1)].groupby("ID").head(1)
+    idx = [int(i) - 1001 for i in first.ID]
+    # one design subject per first dose: every subject of an arm has the same first dose
+    doses = sorted(set(first.AMT))
+    recs = []
+    for j, (_, d) in enumerate(first.drop_duplicates("AMT").sort_values("AMT").iterrows()):
+        base = {"ID": j + 1, "STUDY": study, "OCC": 1, "AMTU": ".", "DUR": 0.0, "EVID": 0, "AMT": 0}
+        base |= {c: d[c] for c in ("BSA", "WT", "AGE", "SEX", "HCT", "CYP3A4_INH", "CYP3A4_IND")}
+        recs.append(
+            base | {"TIME": 0.0, "EVID": 1, "AMT": d.AMT, "AMTU": d.AMTU, "DUR": d.DUR, "DVID": "."}
+        )
+        recs += [base | {"TIME": float(t), "DVID": k} for t in SUMMARY_GRID for k in (1, 2)]
+    design = pd.DataFrame(recs).assign(DV=".", MDV=1)
+    pad = pkpd.read_dataset(design).to_arrays(prediction_rows="all")
+    which = np.asarray([doses.index(a) for a in first.AMT])
+    per_subject = jax.tree.map(lambda x: jnp.asarray(x)[which], pad.data)
+    params = {p: jnp.asarray([thetas[i][p] for i in idx]) for p in TYPICAL}
+    params["cl"] = params["cl"] * jnp.exp(jnp.asarray([kappas[i]["cl"][0] for i in idx]))
+    model = TemsirolimusModel(endpoints=("temsirolimus", "sirolimus"))  # closed form
+    pred = jax.jit(jax.vmap(model.predict))(params, per_subject)
+    out = {"dose": first.AMT.to_numpy(float)}
+    for e in ("temsirolimus", "sirolimus"):
+        # each design subject's records in file order: TIME 0 dose, then (t, DVID 1), (t, DVID 2)
+        point_row = np.asarray(per_subject.point_row)
+        valid = np.asarray(per_subject.point_valid)
+        dvid = design.DVID.to_numpy()
+        c = np.stack(
+            [
+                np.asarray(pred[e])[i][valid[i] & (dvid[point_row[i]] == DVID[e])]
+                for i in range(len(idx))
+            ]
+        )
+        dt, c1, c2 = np.diff(SUMMARY_GRID), c[:, :-1], c[:, 1:]
+        down = (c2 < c1) & (c2 > 0)
+        log_piece = dt * (c1 - c2) / np.log(np.where(down, c1 / np.where(down, c2, 1.0), 2.0))
+        out[f"cmax_{e}"] = c.max(axis=1)
+        out[f"auc_{e}"] = np.where(down, log_piece, dt * (c1 + c2) / 2).sum(axis=1)
+    return first.ID.to_numpy(), out
+
+
+def arm_summaries(data, thetas, kappas) -> str:
+    """PH2's three arms as a publication would give them (pkpd.data.aggregate format)."""
+    ids, x = first_interval_exposures(data, thetas, kappas, "PH2")
+    cov = data.groupby("ID").first().loc[ids]
+    lines = [
+        "# SYNTHETIC arm-level summaries of study PH2 of the bundled synthetic dataset - not trial",
+        "# data. Written by datasets/temsirolimus/generate.py from the stored truth: each PH2",
+        "# subject's true exposure after the first dose (its individual parameters, clearance of",
+        "# occasion 1, no assay error), summarised per dose arm as a publication would (mean and SD",
+        "# of Cmax, geometric mean and SD of log AUC over the first week, the sirolimus Cmax with",
+        "# its CV). The arm covariates are the arm's medians (BSA, HCT) and no CYP3A4 co-medication",
+        "# (the arms' few co-medicated subjects are in the summaries). Fit them in place of PH2's",
+        "# individual records: pkpd.fit(..., aggregate=this file).",
+        "STUDY,ARM,REGIMEN,N,ENDPOINT,METRIC,WINDOW,STATISTIC,VALUE,SPREAD,SPREAD_VALUE,UNIT,SOURCE,HORIZON_H,BSA,HCT,CYP3A4_INH,CYP3A4_IND",
+    ]
+    source = "synthetic: truth of the bundled PH2 subjects (generate.py)"
+    for dose in sorted(set(x["dose"])):
+        arm = x["dose"] == dose
+        n = int(arm.sum())
+        bsa, hct = np.median(cov.BSA[arm]), np.median(cov.HCT[arm])
+        common = f"PH2,{dose:g} mg weekly,{dose:g} mg q1w x8 over 30 min,{n}"
+        tail = f"{source},168,{bsa:.3g},{hct:.3g},0,0"
+        cmax, auc = x["cmax_temsirolimus"][arm], np.log(x["auc_temsirolimus"][arm])
+        cmax_s, auc_s = x["cmax_sirolimus"][arm], np.log(x["auc_sirolimus"][arm])
+        lines += [
+            f"{common},temsirolimus,cmax,c1,mean,{cmax.mean():.5g},sd,{cmax.std(ddof=1):.4g},ng/mL,{tail}",
+            f"{common},temsirolimus,auc_tau,c1,geomean,{np.exp(auc.mean()):.5g},sd_log,{auc.std(ddof=1):.4g},ng*h/mL,{tail}",
+            f"{common},sirolimus,cmax,c1,mean,{cmax_s.mean():.5g},cv,{100 * cmax_s.std(ddof=1) / cmax_s.mean():.4g},ng/mL,{tail}",
+            f"{common},sirolimus,auc_tau,c1,geomean,{np.exp(auc_s.mean()):.5g},sd_log,{auc_s.std(ddof=1):.4g},ng*h/mL,{tail}",
+        ]  # fmt: skip
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

@@ -21,6 +21,19 @@ positive metric (log-normal between subjects) and on the natural scale otherwise
   (central limit theorem; for a median :math:`\hat\sigma\sqrt{\pi/2}/\sqrt n`, the asymptotic SE
   of a normal sample's median). This is the approximation that breaks first for small ``n``
   with skewed values on the natural scale: give geometric means where the publication has them;
+* the statistics of one arm's rows jointly Gaussian (Weber et al. 2018 likewise): summaries
+  of the same subjects (Cmax and AUC, two analytes' AUCs, their ratio) are correlated as
+  their virtual values are, :math:`\rho_{ij}` between :math:`x_{i,m}` and :math:`x_{j,m}`;
+  the correlation of two sample means is :math:`\rho`, of a mean and a median
+  :math:`\rho\sqrt{2/\pi}`, of two medians :math:`(2/\pi)\arcsin\rho` (normal samples,
+  asymptotically), times :math:`\sqrt{n_{min}/n_{max}}` when the rows have different N (the
+  smaller sample taken as part of the larger). Correlations are shrunk by
+  :data:`JOINT_SHRINK` toward 0, so the law stays proper where one summary is a function of
+  others (the geometric means of two AUCs and of their ratio: singular without it). Rows
+  taken as independent would count what correlated summaries share more than once. The
+  published spreads below are taken as independent of the statistics (exact for normal
+  values: a sample's mean and variance are independent) and of each other (an
+  approximation);
 * with a published spread, its square :math:`s^2` ~ Gamma with mean :math:`\hat\sigma^2` and
   variance :math:`\hat\sigma^4 (2/(n-1) + \hat\kappa/n)`, :math:`\hat\kappa` the virtual
   subjects' excess kurtosis (0 on the log scale: exactly :math:`\chi^2_{n-1}` scaled for normal
@@ -57,6 +70,9 @@ from pkpd.data.aggregate import AggregateData
 DEFAULT_MIN, DEFAULT_MAX = 200, 4000
 #: The fit warns when a row's Monte Carlo SE exceeds this fraction of its summary's SE.
 MC_RATIO_WARN = 0.25
+#: Shrinkage of the correlations between the statistics of one arm toward 0 (module
+#: docstring): keeps the joint law proper when one summary is a function of others.
+JOINT_SHRINK = 0.05
 #: Seed of the virtual subjects' fixed normals (``aggregate_seed`` of :func:`pkpd.fit`).
 DEFAULT_SEED = 20181
 
@@ -390,6 +406,42 @@ def _static_rows(agg: AggregateSetup):
     return n, log, median, y_scale, s, jac
 
 
+def _arm_groups(agg: AggregateSetup) -> list[np.ndarray]:
+    """Row indices of each arm with more than one summary row."""
+    arms: dict[int, list[int]] = {}
+    for i, row in enumerate(agg.rows):
+        arms.setdefault(int(row["arm"]), []).append(i)
+    return [np.asarray(ix) for ix in arms.values() if len(ix) > 1]
+
+
+def _joint_arm(idx, y, mu, se, dev, sd, n, median):
+    """Log density of one arm's statistics ``y[idx]`` under their joint Gaussian, split into
+    sequential conditionals (row ``k`` given the rows before it; they sum to the joint)."""
+    d = dev[idx]
+    m = d.shape[1]
+    s = sd[idx]
+    rho = (d @ d.T) / (m - 1) / jnp.maximum(s[:, None] * s[None, :], 1e-300)
+    k = len(idx)
+    eye = jnp.eye(k)
+    # off the diagonal only, inside (-1, 1): arcsin's derivative is infinite at ±1, and a NaN
+    # gradient of the branch jnp.where drops would still reach the sum
+    rho = jnp.where(eye > 0, 0.0, jnp.clip(rho, -1.0 + 1e-12, 1.0 - 1e-12))
+    med = median[idx]
+    both, one = med[:, None] & med[None, :], med[:, None] ^ med[None, :]
+    # asymptotic correlation of the statistics of one normal sample: means ρ, a mean and a
+    # median ρ·sqrt(2/π), two medians (2/π)·arcsin ρ
+    r = jnp.where(
+        both, 2.0 / math.pi * jnp.arcsin(rho), jnp.where(one, rho * math.sqrt(2.0 / math.pi), rho)
+    )
+    nn = n[idx]
+    r = r * jnp.sqrt(jnp.minimum(nn[:, None], nn[None, :]) / jnp.maximum(nn[:, None], nn[None, :]))
+    r = (1.0 - JOINT_SHRINK) * r * (1.0 - eye) + eye
+    e = se[idx]
+    chol = jnp.linalg.cholesky(r * e[:, None] * e[None, :])
+    z = jax.scipy.linalg.solve_triangular(chol, y[idx] - mu[idx], lower=True)
+    return -0.5 * z**2 - jnp.log(jnp.diagonal(chol)) - 0.5 * math.log(2.0 * math.pi)
+
+
 def summary_loglik(agg: AggregateSetup, v):
     """``(log density of every row [rows], predicted statistic on its scale [rows], its
     sampling SE [rows])`` from the virtual values ``v`` [rows, M] (module docstring)."""
@@ -403,6 +455,9 @@ def summary_loglik(agg: AggregateSetup, v):
     sd = jnp.sqrt(var)
     se = sd / jnp.sqrt(n) * jnp.where(median, math.sqrt(math.pi / 2), 1.0)
     ll = jst.norm.logpdf(y, mu, se) + jac
+    # the statistics of one arm's rows, jointly: one Gaussian over the arm (module docstring)
+    for idx in _arm_groups(agg):
+        ll = ll.at[idx].set(_joint_arm(idx, y, mu, se, dev, sd, n, median) + jac[idx])
     # the published spread: s² ~ Gamma(mean σ², variance σ⁴ (2/(n-1) + κ/n))
     kurt = jnp.mean(dev**4, axis=1) / jnp.maximum(jnp.mean(dev**2, axis=1), 1e-300) ** 2 - 3.0
     kurt = jnp.where(log, 0.0, jnp.clip(kurt, -1.0, 50.0))

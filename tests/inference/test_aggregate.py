@@ -148,18 +148,25 @@ def test_virtual_arms_equal_the_closed_form(closed_form_spec):
 
 
 def test_the_summaries_likelihood_equals_scipys(closed_form_spec):
+    """Each arm's statistics jointly Gaussian (scipy's multivariate normal, correlations of
+    means, a mean and a median, two medians from their asymptotic forms), each spread through
+    its gamma law."""
     agg = closed_form_spec.aggregate
     rng = np.random.default_rng(5)
-    v = np.exp(rng.normal(np.log([2000, 20000, 1000, 300, 9000, 1500]), 0.3, size=(40, 6))).T
+    z = rng.normal(size=(40, 6)) @ np.linalg.cholesky(0.5 * np.eye(6) + 0.5).T  # correlated
+    v = np.exp(np.log([2000, 20000, 1000, 300, 9000, 1500]) + 0.3 * z).T
     ll, mu, se = (np.asarray(x) for x in A.summary_loglik(agg, jnp.asarray(v)))
     rows = agg.data.rows
+    xs, ys, sems, spread_ll, jac = [], [], [], [], []
     for i, r in enumerate(rows):
         log = r.statistic == "geomean" or r.statistic == "median"
         x = np.log(v[i]) if log else v[i]
         m, s = x.mean(), x.std(ddof=1)
         sem = s / np.sqrt(r.n) * (np.sqrt(np.pi / 2) if r.statistic == "median" else 1.0)
         y = r.value_model
-        want = stats.norm.logpdf(np.log(y) if log else y, m, sem) - (np.log(y) if log else 0.0)
+        xs.append(x), ys.append(np.log(y) if log else y), sems.append(sem)
+        jac.append(-np.log(y) if log else 0.0)
+        want = 0.0
         spread = {"sd": r.spread_model, "se": (r.spread_model or 0) * np.sqrt(r.n)}.get(r.spread)
         if r.spread == "cv":
             cv = r.spread_value / 100
@@ -169,8 +176,28 @@ def test_the_summaries_likelihood_equals_scipys(closed_form_spec):
             shape = 1.0 / (2.0 / (r.n - 1) + kurt / r.n)
             # s² ~ Gamma(mean σ², variance σ⁴(2/(n-1) + κ/n)); the density of s
             want += stats.gamma.logpdf(spread**2, shape, scale=s**2 / shape) + np.log(2 * spread)
-        assert ll[i] == pytest.approx(want, rel=1e-9), r.label
+        spread_ll.append(want)
         assert mu[i] == pytest.approx(m, rel=1e-12) and se[i] == pytest.approx(sem, rel=1e-12)
+    for arm in ([0, 1, 2], [3, 4, 5]):
+        rho = np.corrcoef(np.array([xs[i] for i in arm]))
+        med = np.array([rows[i].statistic == "median" for i in arm])
+        n = np.array([rows[i].n for i in arm], float)
+        r = np.where(
+            med[:, None] & med[None, :],
+            2 / np.pi * np.arcsin(rho),
+            np.where(med[:, None] != med[None, :], rho * np.sqrt(2 / np.pi), rho),
+        )
+        r *= np.sqrt(np.minimum.outer(n, n) / np.maximum.outer(n, n))
+        r = (1 - A.JOINT_SHRINK) * r + A.JOINT_SHRINK * np.eye(3)
+        np.fill_diagonal(r, 1.0)
+        sem = np.array([sems[i] for i in arm])
+        want = stats.multivariate_normal.logpdf([ys[i] for i in arm], [mu[i] for i in arm],
+                                                r * np.outer(sem, sem))  # fmt: skip
+        want += sum(jac[i] + spread_ll[i] for i in arm)
+        assert ll[arm].sum() == pytest.approx(want, rel=1e-9), arm
+    # the rows of the first arm are correlated: their joint density is not the product
+    indep = sum(stats.norm.logpdf(ys[i], mu[i], sems[i]) + jac[i] + spread_ll[i] for i in (0, 1, 2))
+    assert abs(ll[:3].sum() - indep) > 0.01
 
 
 @pytest.mark.filterwarnings("ignore::pkpd.inference.aggregate.AggregateWarning")
