@@ -914,6 +914,10 @@ def _add_sbc_parser(sub) -> None:
     c.add_argument("--report", default=None, help="HTML page of the result (ECDF plots)")
     c.add_argument("--workers", type=_positive_int, default=1,
                    help="replicates fitted at once, each in its own process (default 1)")  # fmt: skip
+    c.add_argument("--batch", type=_positive_int, default=None,
+                   help="run N replicates at once in one vectorised NUTS program (plain NUTS on "
+                   "the non-centred model, no MAP start: needs --parameterization noncentered "
+                   "and a design without LLOQs); far faster on small models")  # fmt: skip
     c.add_argument("--prior-check", action="store_true",
                    help="only simulate --n datasets from the priors and print what they look "
                    "like (no fit): check the priors generate plausible data first")  # fmt: skip
@@ -959,6 +963,7 @@ def _sbc(args: argparse.Namespace) -> int:
             subjects=args.subjects,
             out=args.out,
             workers=args.workers,
+            batch=args.batch,
             progress=not args.quiet,
         )
     except (DatasetError, PriorsError, FitError, SBCError) as e:

@@ -26,6 +26,7 @@ SLOW_FIRST = (
     "package/test_install.py",
     "inference/test_iov.py",
     "inference/test_iov_correlation.py",
+    "inference/test_sbc.py",
 )
 
 

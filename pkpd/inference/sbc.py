@@ -190,17 +190,23 @@ def _rank(draws: np.ndarray, truth: float, rng: np.random.Generator) -> int:
 
 def _quantities(spec, values: dict, idata, subjects: int) -> dict[str, tuple[float, np.ndarray]]:
     """``{quantity: (true value, posterior draws [chain, draw])}`` for one replicate."""
-    from pkpd.diagnostics.tables import population_variables
-
-    post = idata.posterior
-    out = {}
-    for v in population_variables(idata):
-        if v in values:
-            out[v] = (float(values[v]), post[v].values)
-    # correlations of random effects ([correlation], [correlation_iov]): R = L L^T
     from pkpd.diagnostics.tables import correlations
 
-    drawn = correlations(idata)
+    return _quantities_of(spec, values, idata.posterior, correlations(idata), subjects)
+
+
+def _quantities_of(spec, values: dict, post, drawn: dict, subjects: int):
+    """:func:`_quantities` from a posterior dataset and its correlations ``{name: [chain,
+    draw]}``."""
+    from types import SimpleNamespace
+
+    from pkpd.diagnostics.tables import population_variables
+
+    out = {}
+    for v in population_variables(SimpleNamespace(posterior=post)):
+        if v in values:
+            out[v] = (float(values[v]), np.asarray(post[v].values))
+    # correlations of random effects ([correlation], [correlation_iov]): R = L L^T
     for site, names, prefix in (("corr_cholesky", spec.correlated, "corr_"),
                                 ("corr_iov_cholesky", spec.iov_correlated, "corr_iov_")):  # fmt: skip
         if site not in values:
@@ -211,7 +217,7 @@ def _quantities(spec, values: dict, idata, subjects: int) -> dict[str, tuple[flo
             for j in range(i + 1, len(names)):
                 name = f"{prefix}{names[i]}_{names[j]}"
                 if name in drawn:
-                    out[name] = (float(R[i, j]), drawn[name].values)
+                    out[name] = (float(R[i, j]), np.asarray(drawn[name]))
     ids = list(spec.padded.subject_ids)
     for p in spec.estimated:
         name = f"theta_{p}"
@@ -278,12 +284,20 @@ def _run_replicate(i, spec, prior, settings, fit_options) -> xr.Dataset:
             **fit_options,
         )
     seconds = time.perf_counter() - clock
-    n_ranks = settings["ranks"] + 1
-    rng = np.random.default_rng([settings["seed"], i, 1])
     q = _quantities(spec, values, idata, settings["subjects"])
     ll_post = idata.log_likelihood["y"].sum("obs").values
     q["loglik"] = (_loglik(y, blq, spec.obs_lloq, parts), ll_post)
+    stats = idata.get("sample_stats")
+    div = int(stats["diverging"].values.sum()) if stats is not None and "diverging" in stats else 0
+    return _replicate_result(i, q, settings, div, blq, rejected, seconds, fit_seed)
+
+
+def _replicate_result(i, q, settings, div, blq, rejected, seconds, fit_seed) -> xr.Dataset:
+    """One replicate's dataset from its quantities ``{name: (truth, draws [chain, draw])}``."""
     from pkpd.diagnostics.tables import _ess, _rhat
+
+    n_ranks = settings["ranks"] + 1
+    rng = np.random.default_rng([settings["seed"], i, 1])
 
     names = list(q)
     rank, truth, mean, sd, ess, rhat = [], [], [], [], [], []
@@ -296,8 +310,6 @@ def _run_replicate(i, spec, prior, settings, fit_options) -> xr.Dataset:
         da = xr.DataArray(d, dims=("chain", "draw"))
         ess.append(_ess(da, "bulk"))
         rhat.append(_rhat(da))
-    stats = idata.get("sample_stats")
-    div = int(stats["diverging"].values.sum()) if stats is not None and "diverging" in stats else 0
     qd = ("quantity",)
     return xr.Dataset(
         {
@@ -318,6 +330,128 @@ def _run_replicate(i, spec, prior, settings, fit_options) -> xr.Dataset:
     )
 
 
+# -- replicates batched in one program ------------------------------------------------------------
+#: fit options a batched run takes (NUTS settings and what shapes the spec)
+BATCH_OPTIONS = ("covariates", "endpoints", "target_accept", "max_tree_depth")
+
+
+def _check_batch(spec, method, parameterization, fit_options) -> None:
+    problems = []
+    if method != "nuts":
+        problems.append(f'method="{method}" (a batch runs NUTS)')
+    if parameterization not in ("noncentered", "centered"):
+        problems.append(
+            f'parameterization="{parameterization}" (a batch has no MAP start for "auto" to '
+            'choose from: give parameterization="centered" or "noncentered")'
+        )
+    if np.any(np.isfinite(spec.obs_lloq)):
+        problems.append("a design with LLOQs (censoring differs between replicates)")
+    if spec.aggregate is not None:
+        problems.append("published summaries (aggregate=)")
+    other = sorted(set(fit_options) - set(BATCH_OPTIONS))
+    if other:
+        problems.append(
+            f"fit options {', '.join(other)} (a batch takes {', '.join(BATCH_OPTIONS)})"
+        )
+    if problems:
+        raise SBCError("batch= cannot run " + "; ".join(problems) + "; run without batch=")
+
+
+def _drawn_correlations(spec, samples: dict) -> dict:
+    """``{corr_<a>_<b>: draws}`` from the Cholesky factors' draws (as
+    :func:`pkpd.diagnostics.tables.correlations` names them)."""
+    out = {}
+    for site, names, prefix in (("corr_cholesky", spec.correlated, "corr_"),
+                                ("corr_iov_cholesky", spec.iov_correlated, "corr_iov_")):  # fmt: skip
+        if site not in samples:
+            continue
+        L = np.asarray(samples[site], dtype=float)
+        R = L @ np.swapaxes(L, -1, -2)
+        for i in range(len(names)):
+            for j in range(i + 1, len(names)):
+                out[f"{prefix}{names[i]}_{names[j]}"] = R[..., i, j]
+    return out
+
+
+def _run_batch(indices, spec, prior, settings, fit_options) -> dict[int, xr.Dataset]:
+    """Replicates ``indices`` in one compiled program: NumPyro's NUTS on the model with every
+    subject effect non-centred (or centred), the chains of every replicate vectorised
+    (``vmap``) with each replicate's observations as that lane's argument; each chain starts
+    at the prior medians (``init_to_median``: the median of 15 prior draws, so chains start
+    apart), its step size and diagonal mass matrix adapted in the warmup. NumPyro's default
+    start (uniform in [-2, 2] on the unconstrained scale: V near 1 L where the prior says 50)
+    left chains stuck: 10 of 13 quantities miscalibrated on the test design
+    (benchmarks/RESULTS.md). Every lane's random key comes from the replicate's seed and the
+    chain's index, so a replicate's draws do not depend on which batch it ran in (checked:
+    4 replicates in one batch of 4 or two of 2 give identical draws)."""
+    import jax
+    import jax.numpy as jnp
+    from numpyro.infer import MCMC, NUTS, init_to_median
+
+    from pkpd.inference.fit import _data_as_arguments
+    from pkpd.inference.likelihood import observed_values
+    from pkpd.inference.model import build_model
+
+    if settings["parameterization"] == "centered":  # every subject effect, as pkpd.fit does
+        bsv = tuple(p for p in spec.estimated if spec.priors.parameters[p].bsv is not None
+                    and p not in spec.iov)  # fmt: skip
+        nm = build_model(dataclasses.replace(spec, parameterization="centered", centered=bsv))
+    else:
+        nm = build_model(dataclasses.replace(spec, parameterization="noncentered", centered=()))
+    C = settings["chains"]
+    obs = [observed_values(prior[i][0]["y"], spec.obs_lloq, spec.obs_blq) for i in indices]
+    obs_lanes = jnp.asarray(np.repeat(np.stack([np.asarray(o) for o in obs]), C, axis=0))
+    seeds = {i: int(np.random.SeedSequence([settings["seed"], i]).generate_state(1)[0])
+             for i in indices}  # fmt: skip
+    keys = jnp.stack(
+        [jax.random.fold_in(jax.random.PRNGKey(seeds[i]), c) for i in indices for c in range(C)]
+    )
+
+    def lanes(one_chain):
+        split = _data_as_arguments(one_chain)
+        if split is None:  # pragma: no cover - a NumPyro that runs chains otherwise
+            raise SBCError("this NumPyro version does not pass the observations per chain")
+        run, (kwargs, inverse_mass) = split
+        lane = lambda a, o: run(a, {**kwargs, "obs": o}, inverse_mass)  # noqa: E731
+        vmapped = jax.jit(jax.vmap(lane))
+        return lambda map_args: vmapped((keys, *map_args[1:]), obs_lanes)
+
+    kernel = NUTS(
+        nm,
+        init_strategy=init_to_median(num_samples=15),
+        target_accept_prob=fit_options.get("target_accept", 0.8),
+        max_tree_depth=fit_options.get("max_tree_depth", 10),
+    )
+    mcmc = MCMC(kernel, num_warmup=settings["warmup"], num_samples=settings["draws"],
+                num_chains=len(indices) * C, chain_method=lanes, progress_bar=False,
+                jit_model_args=True)  # fmt: skip
+    clock = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        mcmc.run(jax.random.PRNGKey(settings["seed"]), obs=jnp.asarray(obs[0]),
+                 extra_fields=("diverging",))  # fmt: skip
+        samples = {k: np.asarray(v) for k, v in mcmc.get_samples(group_by_chain=True).items()}
+    diverging = np.asarray(mcmc.get_extra_fields(group_by_chain=True)["diverging"])
+    seconds = (time.perf_counter() - clock) / len(indices)
+    out = {}
+    for r, i in enumerate(indices):
+        values, _, rejected = prior[i]
+        sl = slice(r * C, (r + 1) * C)
+        mine = {k: v[sl] for k, v in samples.items()}
+        post = xr.Dataset(
+            {
+                k: (("chain", "draw", *[f"{k}_dim_{j}" for j in range(v.ndim - 2)]), v)
+                for k, v in mine.items()
+            }  # fmt: skip
+        )
+        q = _quantities_of(spec, values, post, _drawn_correlations(spec, mine),
+                           settings["subjects"])  # fmt: skip
+        out[i] = _replicate_result(i, q, settings, int(diverging[sl].sum()),
+                                   np.zeros(len(spec.obs_lloq), bool), rejected, seconds,
+                                   seeds[i])  # fmt: skip
+    return out
+
+
 # -- the run ------------------------------------------------------------------------------------
 def sbc(
     model,
@@ -336,6 +470,7 @@ def sbc(
     out=None,
     alpha: float = 0.05,
     workers: int = 1,
+    batch: int | None = None,
     progress: bool = True,
     **fit_options,
 ) -> xr.Dataset:
@@ -374,6 +509,15 @@ def sbc(
         cache). On a 2-core machine 2 workers gained only ~10% (one fit already keeps both
         cores busy; benchmarks/RESULTS.md); they pay on machines with more cores. The model is sent by name or file path when given so, else
         pickled (between processes only; nothing is written as pickle).
+    batch : int, optional
+        Replicates run together in one compiled program (:func:`_run_batch`): NumPyro's NUTS on
+        the non-centred model with the chains of ``batch`` replicates vectorised, instead of
+        one :func:`pkpd.fit` per replicate. Far faster on small models (the one-compartment
+        test design: 50 replicates in about a minute on 2 cores against ~10 minutes), but it
+        checks the model, the priors and NUTS, not the fit's own start (MAP), initial mass
+        matrix (Laplace) and centring choice. Needs ``method="nuts"``,
+        ``parameterization="noncentered"``, a design without LLOQs, and only the fit options
+        :data:`BATCH_OPTIONS`. Recorded in the settings (``batched``).
     **fit_options
         Passed to :func:`pkpd.fit` (``covariates``, ``endpoints``, ``target_accept``, ...).
 
@@ -393,7 +537,7 @@ def sbc(
     require_x64("pkpd.sbc")
     for name, v, low in (("n", n, 2), ("chains", chains, 1), ("draws", draws, 1),
                          ("warmup", warmup, 0), ("ranks", ranks, 1), ("subjects", subjects, 0),
-                         ("workers", workers, 1)):  # fmt: skip
+                         ("workers", workers, 1), ("batch", 1 if batch is None else batch, 1)):  # fmt: skip
         if isinstance(v, bool) or not isinstance(v, int) or v < low:
             raise SBCError(f"{name}={v!r}; expected a whole number >= {low}")
     if chains * draws < ranks:
@@ -404,6 +548,8 @@ def sbc(
     if not 0 < alpha < 1:
         raise SBCError(f"alpha={alpha!r}; expected a number between 0 and 1")
     spec = _prepare(model, design, priors, fit_options)
+    if batch is not None:
+        _check_batch(spec, method, parameterization, fit_options)
     n_ranks = ranks + 1
     settings = _settings(
         spec,
@@ -417,6 +563,8 @@ def sbc(
         subjects=subjects,
         fit_options=fit_options,
     )
+    if batch is not None:
+        settings["batched"] = True
     folder = None if out is None else Path(str(out) + ".replicates")
     done: dict[int, xr.Dataset] = {}
     if folder is not None and folder.exists():
@@ -440,7 +588,14 @@ def sbc(
             )
 
     with _compilation_cache():
-        if workers == 1 or len(todo) <= 1:
+        if batch is not None:
+            count = 0
+            for start in range(0, len(todo), batch):
+                for i, rep in _run_batch(todo[start : start + batch], spec, priors_drawn,
+                                         settings, fit_options).items():  # fmt: skip
+                    count += 1
+                    finished(i, rep, count)
+        elif workers == 1 or len(todo) <= 1:
             for count, i in enumerate(todo, 1):
                 rep = _run_replicate(i, spec, priors_drawn[i], settings, fit_options)
                 finished(i, rep, count)

@@ -232,6 +232,10 @@ def test_cli_prior_check_and_bad_input(priors, tmp_path, capsys):
                "--out", str(tmp_path / "x.nc")]  # fmt: skip
     assert main(missing) == EXIT_BAD_INPUT
     assert not (tmp_path / "x.nc").exists()
+    # --batch with the default "auto" parameterization: refused before any work
+    assert main([*args, "--out", str(tmp_path / "x.nc"), "--batch", "4"]) == EXIT_BAD_INPUT
+    assert 'parameterization="centered" or "noncentered"' in capsys.readouterr().err
+    assert not (tmp_path / "x.nc").exists()
 
 
 def test_correlations_are_ranked_with_their_lkj_truth(priors, tmp_path):
@@ -252,3 +256,54 @@ def test_correlations_are_ranked_with_their_lkj_truth(priors, tmp_path):
     q = S._quantities(spec, draws[0][0], fake, 0)
     assert q["corr_cl_v"][0] == pytest.approx(r[0])
     assert q["corr_cl_v"][1].shape == fake.posterior["pop_cl"].shape
+
+
+# -- replicates batched: calibrated, and a broken simulator caught -----------------------------------
+BATCH = dict(n=12, chains=2, warmup=100, draws=50, ranks=99, seed=11, subjects=2,
+             parameterization="noncentered", batch=12, progress=False)  # fmt: skip
+
+
+def _halve_the_residual_error(real):
+    """``_prior_draws`` with a broken simulator: every observation's deviation from its
+    prediction halved (so the data carry half the residual SD the truth says)."""
+
+    def broken(spec, seed, indices):
+        out = real(spec, seed, indices)
+        for values, parts, _ in out.values():
+            values["y"] = parts["f"] + 0.5 * (values["y"] - parts["f"])
+        return out
+
+    return broken
+
+
+def test_batched_replicates_pass_and_a_broken_simulator_fails_the_same_test(priors, monkeypatch):
+    """12 replicates of the one-compartment oral design (10 subjects × 7 samples), NUTS
+    2 × (100 + 50) each, vectorised in one program (the second run loads it from JAX's
+    cache): with the true simulator no quantity's ranks fail the ECDF test (p > 0.001 each;
+    measured 0.03-0.95); with the data simulated at half the residual SD the same test calls the
+    residual SD suspicious, its truth above every thinned draw in most replicates. 12 replicates
+    catch a gross error like this one; the recorded 50-replicate runs are in
+    benchmarks/RESULTS.md (a suite run of 50 would take ~3 minutes of the suite's ~20)."""
+    good = pkpd.sbc("one_cmt_oral", design(10), priors, **BATCH)
+    assert good.sizes["replicate"] == 12
+    names = set(good["quantity"].values)
+    assert {"pop_cl", "pop_v", "pop_ka", "omega_cl", "sigma_prop_conc", "theta_cl[1]"} <= names
+    assert float(good["p_value"].min()) > 0.001, good["p_value"].to_series().to_dict()
+    assert int(good["divergences"].sum()) <= 0.01 * 12 * 100
+
+    monkeypatch.setattr(S, "_prior_draws", _halve_the_residual_error(S._prior_draws))
+    bad = pkpd.sbc("one_cmt_oral", design(10), priors, **BATCH)
+    sigma = bad.sel(quantity="sigma_prop_conc")
+    assert str(sigma["verdict"].values) == "suspicious"
+    assert (sigma["rank"].values >= 95).mean() >= 0.9
+    # only the residual SD is affected this much
+    others = bad.drop_sel(quantity="sigma_prop_conc")
+    assert float(others["p_value"].min()) > 0.001
+
+
+def test_a_batch_refuses_what_it_cannot_run(priors):
+    with pytest.raises(S.SBCError, match='parameterization="centered" or "noncentered"'):
+        pkpd.sbc("one_cmt_oral", design(4), priors, n=2, batch=2)
+    with pytest.raises(S.SBCError, match="LLOQ"):
+        pkpd.sbc("one_cmt_oral", design(4, lloq=0.5), priors, n=2, batch=2,
+                 parameterization="noncentered")  # fmt: skip
