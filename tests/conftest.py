@@ -27,6 +27,17 @@ SLOW_FIRST = (
     "inference/test_iov.py",
     "inference/test_iov_correlation.py",
     "inference/test_sbc.py",
+    # files of one to two minutes, so that none of them is the last to start
+    "models/test_temsirolimus_model.py",
+    "report/test_report.py",
+    "data/test_datasets.py",
+    "pd/test_ode.py",
+    "models/test_temsirolimus_iov.py",
+    "pk/test_occasions.py",
+    "inference/test_quick_fit.py",
+    "pk/test_pk_nonlinear.py",
+    "models/test_temsirolimus_binding.py",
+    "simulate/test_simulate.py",
 )
 
 
