@@ -915,9 +915,9 @@ def _add_sbc_parser(sub) -> None:
     c.add_argument("--workers", type=_positive_int, default=1,
                    help="replicates fitted at once, each in its own process (default 1)")  # fmt: skip
     c.add_argument("--batch", type=_positive_int, default=None,
-                   help="run N replicates at once in one vectorised NUTS program (plain NUTS on "
-                   "the non-centred model, no MAP start: needs --parameterization noncentered "
-                   "and a design without LLOQs); far faster on small models")  # fmt: skip
+                   help="run N replicates at once in one vectorised NUTS program (plain NUTS, "
+                   "no MAP start: needs --parameterization noncentered or centered and a design "
+                   "without LLOQs); faster on small models")  # fmt: skip
     c.add_argument("--prior-check", action="store_true",
                    help="only simulate --n datasets from the priors and print what they look "
                    "like (no fit): check the priors generate plausible data first")  # fmt: skip

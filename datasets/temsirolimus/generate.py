@@ -327,11 +327,11 @@ def first_interval_exposures(data, thetas, kappas, study):
     model = TemsirolimusModel(endpoints=("temsirolimus", "sirolimus"))  # closed form
     pred = jax.jit(jax.vmap(model.predict))(params, per_subject)
     out = {"dose": first.AMT.to_numpy(float)}
+    # each design subject's records in file order: TIME 0 dose, then (t, DVID 1), (t, DVID 2)
+    point_row = np.asarray(per_subject.point_row)
+    valid = np.asarray(per_subject.point_valid)
+    dvid = design.DVID.to_numpy()
     for e in ("temsirolimus", "sirolimus"):
-        # each design subject's records in file order: TIME 0 dose, then (t, DVID 1), (t, DVID 2)
-        point_row = np.asarray(per_subject.point_row)
-        valid = np.asarray(per_subject.point_valid)
-        dvid = design.DVID.to_numpy()
         c = np.stack(
             [
                 np.asarray(pred[e])[i][valid[i] & (dvid[point_row[i]] == DVID[e])]

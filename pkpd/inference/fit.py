@@ -380,13 +380,7 @@ def fit(
     unravel = objective.unravel
     u0 = unravel(flat_map)
     lap("map")
-    # a parameter with inter-occasion variability keeps its subject effects non-centred (its
-    # individual values are per occasion; the centred form would need them per subject)
-    bsv = tuple(
-        p
-        for p in spec.estimated
-        if spec.priors.parameters[p].bsv is not None and p not in spec.iov and spec.n_subjects
-    )  # no subjects (published summaries alone): no subject effects to centre
+    bsv = centrable_parameters(spec)
     if spec.parameterization == "centered":
         spec.centered = bsv
     elif spec.parameterization == "auto" and bsv:
@@ -554,6 +548,18 @@ def fit(
     # pointwise (deterministics and log-likelihood of every draw), output
     idata.attrs["timing_s"] = json.dumps(timing)
     return idata
+
+
+def centrable_parameters(spec) -> tuple[str, ...]:
+    """Parameters whose subject effects can be centred: estimated, with between-subject
+    variability, and without inter-occasion variability (their individual values are per
+    occasion; the centred form would need them per subject); none without subjects (published
+    summaries alone)."""
+    if not spec.n_subjects:
+        return ()
+    return tuple(
+        p for p in spec.estimated if spec.priors.parameters[p].bsv is not None and p not in spec.iov
+    )
 
 
 def _chain_model(spec, nm_start, objective: _Objective, obs, u_start, compile_objective: bool):

@@ -188,16 +188,10 @@ def _rank(draws: np.ndarray, truth: float, rng: np.random.Generator) -> int:
     return below + (int(rng.integers(0, ties + 1)) if ties else 0)
 
 
-def _quantities(spec, values: dict, idata, subjects: int) -> dict[str, tuple[float, np.ndarray]]:
-    """``{quantity: (true value, posterior draws [chain, draw])}`` for one replicate."""
-    from pkpd.diagnostics.tables import correlations
-
-    return _quantities_of(spec, values, idata.posterior, correlations(idata), subjects)
-
-
-def _quantities_of(spec, values: dict, post, drawn: dict, subjects: int):
-    """:func:`_quantities` from a posterior dataset and its correlations ``{name: [chain,
-    draw]}``."""
+def _quantities(spec, values: dict, post, subjects: int) -> dict[str, tuple[float, np.ndarray]]:
+    """``{quantity: (true value, posterior draws [chain, draw])}`` for one replicate, from its
+    posterior (an InferenceData's ``posterior``, or a batch's draws as a dataset: variables
+    named as the model's sites)."""
     from types import SimpleNamespace
 
     from pkpd.diagnostics.tables import population_variables
@@ -206,18 +200,19 @@ def _quantities_of(spec, values: dict, post, drawn: dict, subjects: int):
     for v in population_variables(SimpleNamespace(posterior=post)):
         if v in values:
             out[v] = (float(values[v]), np.asarray(post[v].values))
-    # correlations of random effects ([correlation], [correlation_iov]): R = L L^T
+    # correlations of random effects ([correlation], [correlation_iov]): R = L L^T, the truth's
+    # and each draw's (rows in the spec's order, as pkpd.diagnostics.tables.correlations reads)
     for site, names, prefix in (("corr_cholesky", spec.correlated, "corr_"),
                                 ("corr_iov_cholesky", spec.iov_correlated, "corr_iov_")):  # fmt: skip
-        if site not in values:
+        if site not in values or site not in post:
             continue
         L = np.asarray(values[site], dtype=float)
         R = L @ L.T
+        L_draws = np.asarray(post[site].values, dtype=float)  # [chain, draw, k, k]
+        R_draws = L_draws @ np.swapaxes(L_draws, -1, -2)
         for i in range(len(names)):
             for j in range(i + 1, len(names)):
-                name = f"{prefix}{names[i]}_{names[j]}"
-                if name in drawn:
-                    out[name] = (float(R[i, j]), np.asarray(drawn[name]))
+                out[f"{prefix}{names[i]}_{names[j]}"] = (float(R[i, j]), R_draws[..., i, j])
     ids = list(spec.padded.subject_ids)
     for p in spec.estimated:
         name = f"theta_{p}"
@@ -284,15 +279,15 @@ def _run_replicate(i, spec, prior, settings, fit_options) -> xr.Dataset:
             **fit_options,
         )
     seconds = time.perf_counter() - clock
-    q = _quantities(spec, values, idata, settings["subjects"])
+    q = _quantities(spec, values, idata.posterior, settings["subjects"])
     ll_post = idata.log_likelihood["y"].sum("obs").values
     q["loglik"] = (_loglik(y, blq, spec.obs_lloq, parts), ll_post)
     stats = idata.get("sample_stats")
     div = int(stats["diverging"].values.sum()) if stats is not None and "diverging" in stats else 0
-    return _replicate_result(i, q, settings, div, blq, rejected, seconds, fit_seed)
+    return _replicate_result(i, q, settings, div, int(blq.sum()), rejected, seconds, fit_seed)
 
 
-def _replicate_result(i, q, settings, div, blq, rejected, seconds, fit_seed) -> xr.Dataset:
+def _replicate_result(i, q, settings, div, n_blq, rejected, seconds, fit_seed) -> xr.Dataset:
     """One replicate's dataset from its quantities ``{name: (truth, draws [chain, draw])}``."""
     from pkpd.diagnostics.tables import _ess, _rhat
 
@@ -320,7 +315,7 @@ def _replicate_result(i, q, settings, div, blq, rejected, seconds, fit_seed) -> 
             "ess_bulk": (qd, np.asarray(ess)),
             "rhat": (qd, np.asarray(rhat)),
             "divergences": ((), div),
-            "n_blq": ((), int(blq.sum())),
+            "n_blq": ((), int(n_blq)),
             "rejected_prior_draws": ((), int(rejected)),
             "fit_seconds": ((), float(seconds)),
             "fit_seed": ((), np.int64(fit_seed)),
@@ -357,22 +352,6 @@ def _check_batch(spec, method, parameterization, fit_options) -> None:
         raise SBCError("batch= cannot run " + "; ".join(problems) + "; run without batch=")
 
 
-def _drawn_correlations(spec, samples: dict) -> dict:
-    """``{corr_<a>_<b>: draws}`` from the Cholesky factors' draws (as
-    :func:`pkpd.diagnostics.tables.correlations` names them)."""
-    out = {}
-    for site, names, prefix in (("corr_cholesky", spec.correlated, "corr_"),
-                                ("corr_iov_cholesky", spec.iov_correlated, "corr_iov_")):  # fmt: skip
-        if site not in samples:
-            continue
-        L = np.asarray(samples[site], dtype=float)
-        R = L @ np.swapaxes(L, -1, -2)
-        for i in range(len(names)):
-            for j in range(i + 1, len(names)):
-                out[f"{prefix}{names[i]}_{names[j]}"] = R[..., i, j]
-    return out
-
-
 def _run_batch(indices, spec, prior, settings, fit_options) -> dict[int, xr.Dataset]:
     """Replicates ``indices`` in one compiled program: NumPyro's NUTS on the model with every
     subject effect non-centred (or centred), the chains of every replicate vectorised
@@ -388,16 +367,13 @@ def _run_batch(indices, spec, prior, settings, fit_options) -> dict[int, xr.Data
     import jax.numpy as jnp
     from numpyro.infer import MCMC, NUTS, init_to_median
 
-    from pkpd.inference.fit import _data_as_arguments
+    from pkpd.inference.fit import _data_as_arguments, centrable_parameters
     from pkpd.inference.likelihood import observed_values
     from pkpd.inference.model import build_model
 
-    if settings["parameterization"] == "centered":  # every subject effect, as pkpd.fit does
-        bsv = tuple(p for p in spec.estimated if spec.priors.parameters[p].bsv is not None
-                    and p not in spec.iov)  # fmt: skip
-        nm = build_model(dataclasses.replace(spec, parameterization="centered", centered=bsv))
-    else:
-        nm = build_model(dataclasses.replace(spec, parameterization="noncentered", centered=()))
+    param = settings["parameterization"]
+    centred = centrable_parameters(spec) if param == "centered" else ()  # as pkpd.fit does
+    nm = build_model(dataclasses.replace(spec, parameterization=param, centered=centred))
     C = settings["chains"]
     obs = [observed_values(prior[i][0]["y"], spec.obs_lloq, spec.obs_blq) for i in indices]
     obs_lanes = jnp.asarray(np.repeat(np.stack([np.asarray(o) for o in obs]), C, axis=0))
@@ -444,11 +420,10 @@ def _run_batch(indices, spec, prior, settings, fit_options) -> dict[int, xr.Data
                 for k, v in mine.items()
             }  # fmt: skip
         )
-        q = _quantities_of(spec, values, post, _drawn_correlations(spec, mine),
-                           settings["subjects"])  # fmt: skip
-        out[i] = _replicate_result(i, q, settings, int(diverging[sl].sum()),
-                                   np.zeros(len(spec.obs_lloq), bool), rejected, seconds,
-                                   seeds[i])  # fmt: skip
+        q = _quantities(spec, values, post, settings["subjects"])
+        # no LLOQs in a batched design (_check_batch): nothing censored
+        out[i] = _replicate_result(i, q, settings, int(diverging[sl].sum()), 0, rejected,
+                                   seconds, seeds[i])  # fmt: skip
     return out
 
 
@@ -511,13 +486,13 @@ def sbc(
         pickled (between processes only; nothing is written as pickle).
     batch : int, optional
         Replicates run together in one compiled program (:func:`_run_batch`): NumPyro's NUTS on
-        the non-centred model with the chains of ``batch`` replicates vectorised, instead of
-        one :func:`pkpd.fit` per replicate. Far faster on small models (the one-compartment
-        test design: 50 replicates in about a minute on 2 cores against ~10 minutes), but it
+        the model with the chains of ``batch`` replicates vectorised, instead of one
+        :func:`pkpd.fit` per replicate. Faster on small models (the 10-subject one-compartment
+        design, 50 replicates × 2 × (150 + 150): 162 s on 2 cores against ~10 minutes), but it
         checks the model, the priors and NUTS, not the fit's own start (MAP), initial mass
         matrix (Laplace) and centring choice. Needs ``method="nuts"``,
-        ``parameterization="noncentered"``, a design without LLOQs, and only the fit options
-        :data:`BATCH_OPTIONS`. Recorded in the settings (``batched``).
+        ``parameterization="noncentered"`` or ``"centered"``, a design without LLOQs, and only
+        the fit options :data:`BATCH_OPTIONS`. Recorded in the settings (``batched``).
     **fit_options
         Passed to :func:`pkpd.fit` (``covariates``, ``endpoints``, ``target_accept``, ...).
 

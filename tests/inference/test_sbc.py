@@ -253,7 +253,7 @@ def test_correlations_are_ranked_with_their_lkj_truth(priors, tmp_path):
     assert stats.kstest((r + 1) / 2, stats.beta(2.0, 2.0).cdf).pvalue > 0.001
     fake = fit_from_values("one_cmt_oral", design(), {"cl": 5.0, "v": 50.0, "ka": 1.5},
                            omega={"cl": 0.3, "v": 0.3, "ka": 0.3}, n_draws=20, priors=path)  # fmt: skip
-    q = S._quantities(spec, draws[0][0], fake, 0)
+    q = S._quantities(spec, draws[0][0], fake.posterior, 0)
     assert q["corr_cl_v"][0] == pytest.approx(r[0])
     assert q["corr_cl_v"][1].shape == fake.posterior["pop_cl"].shape
 
