@@ -25,6 +25,6 @@ def test_notebooks_run_top_to_bottom(tmp_path, monkeypatch):
         nb = execute(NOTEBOOKS / name, tmp_path)
         images = figures(nb)
         assert images >= 4, f"{name}: only {images} figures were displayed"
-    for f in ("fit.nc", "fit_report.html", "sim.nc", "REPORT.html"):
+    for f in ("fit.nc", "ppc.nc", "fit_report.html", "sim.nc", "REPORT.html"):
         assert (out / f).stat().st_size > 0, f
     assert os.environ["PKPD_NOTEBOOK_SMALL"] == "1"
