@@ -189,7 +189,9 @@ def test_pred_and_ipred_are_the_model_evaluated_directly(truth_fit, truth_ppc, s
     wt = pad.covariate("WT")
     m = load_model("one_cmt_iv")
     typical = {"cl": TRUTH["cl"] * (wt / 70.0) ** 0.75, "v": np.full(len(wt), TRUTH["v"])}
-    pred = np.asarray(jax.vmap(m.predict)(typical, jax.tree.map(jnp.asarray, pad.data))["conc"])
+    pred = np.asarray(
+        jax.jit(jax.vmap(m.predict))(typical, jax.tree.map(jnp.asarray, pad.data))["conc"]
+    )
     s = np.asarray(truth_fit.posterior["subject"].values).tolist()
     subj = [s.index(x) for x in truth_ppc["subject"].values]
     t = truth_ppc["time"].values
@@ -202,7 +204,7 @@ def test_pred_and_ipred_are_the_model_evaluated_directly(truth_fit, truth_ppc, s
     post = truth_fit.posterior
     th = {p: post[f"theta_{p}"].values.reshape(-1, len(s)) for p in ("cl", "v")}
     sub = jax.tree.map(jnp.asarray, pad.data)
-    ip = np.asarray(jax.vmap(lambda p: jax.vmap(m.predict)(p, sub)["conc"])(th))
+    ip = np.asarray(jax.jit(jax.vmap(lambda p: jax.vmap(m.predict)(p, sub)["conc"]))(th))
     np.testing.assert_allclose(
         truth_ppc["ipred"].values, np.median(ip[:, subj, point], axis=0), rtol=1e-9
     )

@@ -39,7 +39,7 @@ def _frame(model, doses=DOSES, obs=OBS):
 def _predict(model, params, doses=DOSES):
     padded = pkpd.read_dataset(_frame(model, doses), model=model).to_arrays()
     subject = jax.tree.map(lambda x: x[0], padded.data)
-    out = model.predict(params, subject)
+    out = jax.jit(model.predict)(params, subject)  # compiled: op by op is several times slower
     assert bool(out.get("ok", True))
     ep = np.asarray(subject.point_endpoint)[np.asarray(subject.point_mask, bool)]
     names = padded.endpoints
@@ -456,7 +456,7 @@ def test_parameters_per_occasion_agree_between_engines():
         padded = pkpd.read_dataset(df, model=m).to_arrays()
         subject = jax.tree.map(lambda x: x[0], padded.data)
         assert subject.has_occasions
-        pred = m.predict(p, subject)
+        pred = jax.jit(m.predict)(p, subject)
         assert bool(pred["ok"])
         mask = np.asarray(subject.point_mask, bool)
         out[solver] = {e: np.asarray(pred[e])[mask] for e in ("conc", "e")}

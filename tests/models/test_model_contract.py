@@ -110,12 +110,12 @@ def test_each_endpoint_alone_predicts_what_the_whole_model_does(name):
     model = MODELS[name]
     subject = jax.tree.map(lambda x: x[0], _subjects(model))
     params = _typical(model)
-    full = model.predict(params, subject)
+    full = jax.jit(model.predict)(params, subject)
     for e in model.endpoints:
         alone = model.with_endpoints([e])
         assert alone.endpoints == (e,)
         sub = {p: v for p, v in params.items() if p in alone.parameters}
-        np.testing.assert_allclose(alone.predict(sub, subject)[e], full[e], rtol=1e-9)
+        np.testing.assert_allclose(jax.jit(alone.predict)(sub, subject)[e], full[e], rtol=1e-9)
     with pytest.raises(ValueError, match="nonsense"):
         model.with_endpoints(["nonsense"])
 
@@ -137,7 +137,7 @@ def test_the_modal_form_is_the_same_model(name):
         lambda x: x[0],
         pkpd.read_dataset(df, endpoints={1: model.concentration_endpoints[0]}).to_arrays().data,
     )
-    pred = model.predict(params, subject)
+    pred = jax.jit(model.predict)(params, subject)
     for e in model.concentration_endpoints:
         modal = 7.0 * np.exp(-np.outer(times, np.asarray(form.poles))) @ np.asarray(form.outputs[e])
         np.testing.assert_allclose(pred[e][: len(times)], modal, rtol=1e-9)

@@ -116,7 +116,7 @@ def predicted(request):
     m = TemsirolimusModel()
     if request.param == "a fit's kinds":
         m = m.with_dose_kinds((analytic.INFUSION,))
-    return m.predict(params(), subject())
+    return jax.jit(m.predict)(params(), subject())
 
 
 @pytest.fixture(scope="module")
@@ -150,7 +150,7 @@ def test_constant_parameters_per_occasion_equal_the_plain_model():
     plain = {k: jnp.asarray(v) for k, v in TYPICAL.items()}
     same = dict(plain, cl=jnp.full(3, TYPICAL["cl"]), s6k_ke0=jnp.full(3, TYPICAL["s6k_ke0"]))
     m = TemsirolimusModel()
-    a, b = m.predict(same, sub), m.predict(plain, sub)
+    a, b = jax.jit(m.predict)(same, sub), jax.jit(m.predict)(plain, sub)
     for e in ("temsirolimus", "sirolimus", "s6k"):
         np.testing.assert_allclose(np.asarray(a[e]), np.asarray(b[e]), rtol=1e-8)
     for e in ("vegf", "pd1_cd8"):  # the occasion starts add grid nodes: integrator error only
@@ -166,10 +166,11 @@ def test_gradient_per_occasion_matches_finite_differences():
         out = m.predict({**base, "cl": cl}, sub)
         return sum(jnp.sum(jnp.log(out[e][: len(TIMES)])) for e in m.endpoints)
 
-    g = np.asarray(jax.grad(total)(base["cl"]))
+    g = np.asarray(jax.jit(jax.grad(total))(base["cl"]))
     h = 1e-5
+    value = jax.jit(total)
     fd = [
-        (total(base["cl"].at[k].add(h)) - total(base["cl"].at[k].add(-h))) / (2 * h)
+        (value(base["cl"].at[k].add(h)) - value(base["cl"].at[k].add(-h))) / (2 * h)
         for k in range(3)
     ]
     np.testing.assert_allclose(g, np.asarray(fd), rtol=1e-5)
@@ -191,7 +192,7 @@ def test_the_adaptive_pd_solver_switches_occasions_too(ref):
         endpoints=("vegf", "pd1_cd8"), pd_solver="diffrax", rtol=1e-10, atol=1e-10
     )
     p = {k: v for k, v in params().items() if k in m.parameters}
-    got = m.predict(p, subject())
+    got = jax.jit(m.predict)(p, subject())
     assert bool(got["ok"])
     for e in m.endpoints:
         want = np.array([ref[t][e] for t in TIMES])

@@ -90,14 +90,18 @@ def two_cmt_oral_rhs(y, p):
 
 def test_two_compartment_oral_carries_amounts_across_occasions():
     _, sub = one_subject(design())
-    got = load_model("two_cmt_oral").predict({k: jnp.asarray(v) for k, v in TWO_CMT.items()}, sub)
+    got = jax.jit(load_model("two_cmt_oral").predict)(
+        {k: jnp.asarray(v) for k, v in TWO_CMT.items()}, sub
+    )
     ref = reference(TWO_CMT, two_cmt_oral_rhs, 3, 0)
     want = [1000 * ref[t][1] / TWO_CMT["v1"][occasion(t) - 1] for t in TIMES]
     np.testing.assert_allclose(np.asarray(got["conc"])[: len(TIMES)], want, rtol=1e-8)
     # drug from occasion 1 is still there in occasion 2: without carrying it the 36 h value
     # (12 h after the last occasion-1 dose) would be far lower than the reference
     amounts = np.asarray(
-        load_model("two_cmt_oral").amounts({k: jnp.asarray(v) for k, v in TWO_CMT.items()}, sub)
+        jax.jit(load_model("two_cmt_oral").amounts)(
+            {k: jnp.asarray(v) for k, v in TWO_CMT.items()}, sub
+        )
     )
     np.testing.assert_allclose(amounts[TIMES.index(36)], ref[36], rtol=1e-8, atol=1e-9)
 
@@ -108,7 +112,8 @@ def test_constant_parameters_per_occasion_equal_the_plain_model():
     same = {k: jnp.full(3, v[0]) for k, v in TWO_CMT.items()}
     plain = {k: jnp.asarray(v[0]) for k, v in TWO_CMT.items()}
     np.testing.assert_allclose(
-        np.asarray(m.predict(same, sub)["conc"]), np.asarray(m.predict(plain, sub)["conc"]),
+        np.asarray(jax.jit(m.predict)(same, sub)["conc"]),
+        np.asarray(jax.jit(m.predict)(plain, sub)["conc"]),
         rtol=1e-10,
     )  # fmt: skip
 
@@ -120,7 +125,9 @@ def test_infusions_and_a_reset_inside_an_occasion():
     df = design(extra=reset, rate=50.0)  # 100-150 mg at 50 mg/h: 2-3 h infusions
     _, sub = one_subject(df)
     params = dict(cl=[2.0, 4.0, 1.0], v=[20.0, 30.0, 25.0])
-    got = load_model("one_cmt_iv").predict({k: jnp.asarray(v) for k, v in params.items()}, sub)
+    got = jax.jit(load_model("one_cmt_iv").predict)(
+        {k: jnp.asarray(v) for k, v in params.items()}, sub
+    )
     ref = reference(
         params, lambda y, p: [-p["cl"] / p["v"] * y[0]], 1, 0, resets=(60.0,), rate=50.0
     )
@@ -147,10 +154,11 @@ def test_gradients_per_occasion_match_finite_differences():
     def total(cl):
         return jnp.sum(jnp.log(m.predict({**base, "cl": cl}, sub)["conc"][: len(TIMES)]))
 
-    g = np.asarray(jax.grad(total)(base["cl"]))
+    g = np.asarray(jax.jit(jax.grad(total))(base["cl"]))
     h = 1e-6
+    value = jax.jit(total)
     fd = [
-        (total(base["cl"].at[k].add(h)) - total(base["cl"].at[k].add(-h))) / (2 * h)
+        (value(base["cl"].at[k].add(h)) - value(base["cl"].at[k].add(-h))) / (2 * h)
         for k in range(3)
     ]
     np.testing.assert_allclose(g, np.asarray(fd), rtol=1e-6)
@@ -191,7 +199,7 @@ def test_an_ode_model_switches_parameters_at_occasion_starts():
     )
     assert model.occasion_parameters == ("cl", "v1", "q", "v2", "ka")
     _, sub = one_subject(design())
-    got = model.predict({k: jnp.asarray(v) for k, v in TWO_CMT.items()}, sub)
+    got = jax.jit(model.predict)({k: jnp.asarray(v) for k, v in TWO_CMT.items()}, sub)
     assert bool(got["ok"])
     ref = reference(TWO_CMT, two_cmt_oral_rhs, 3, 0)
     want = [1000 * ref[t][1] / TWO_CMT["v1"][occasion(t) - 1] for t in TIMES]
