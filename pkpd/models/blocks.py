@@ -60,20 +60,23 @@ when ``hill=True`` or a sigmoid form, else 1).
 
 **Engines**, chosen from the structure (:attr:`BlockModel.engine` says which):
 
-* ``"analytic"``: linear PK (no transit chain, no metabolite, linear elimination) and only
-  direct PD without an effect site. The closed forms of the linear models (NONMEM's dose
-  events, ``SS``, ``ADDL``, ``RATE`` -1/-2 included), the PD applied to their concentrations;
-  exact.
+* ``"analytic"``: linear PK (no transit chain, linear elimination; a metabolite's
+  compartment is one more exponential mode, :func:`pkpd.pk.polyexp.convolve`) and only direct
+  PD without an effect site. The closed forms of the linear models (NONMEM's dose events,
+  ``SS``, ``ADDL``, ``RATE`` -1/-2 included), the PD applied to their concentrations; exact.
+  With a metabolite, doses go into the parent's compartments (dosing the metabolite's needs
+  ``solver="ode"``).
 * ``"grid"``: linear PK with effect sites or turnover PD. The concentration and an effect
   site are closed forms (the effect site is one more exponential mode); turnover states are
   stepped by the exponential integrator of :mod:`pkpd.pd.forced` on a dose-aware grid
   (every dose and infusion end a node), within ~1e-5 relative of a tight scipy solve
   (measured 1.5e-6 to 1.5e-5 in the tests). Data with steady-state doses or resets make the
   prediction fail (``ok`` False) rather than start the turnover at its baseline.
-* ``"ode"``: everything else (transit chains, Michaelis–Menten, metabolites), or
+* ``"ode"``: everything else (transit chains, Michaelis–Menten elimination), or
   ``build(..., solver="ode")``: diffrax through the dose history
   (:class:`~pkpd.models.ODEModel`; rtol 1e-8; steady-state doses and ``RATE`` -1/-2 refused
-  by the ``ok`` flag). Parameters per occasion on a ``"grid"`` model also take this engine.
+  by the ``ok`` flag). Parameters per occasion on a ``"grid"`` model, or on one with a
+  metabolite, also take this engine.
 
 A fit with the ``"ode"`` engine is much slower (an adaptive solve per subject and dose
 interval inside every gradient) and has no quick fit (``method="map"``); the other two are
@@ -224,8 +227,18 @@ class PK:
 
     @property
     def linear(self) -> bool:
-        """A structure the analytic engine of the linear models predicts."""
-        return self.elimination == "linear" and not self.transit and self.metabolite is None
+        """A structure the analytic engine of the linear models predicts alone."""
+        return self.closed_form and self.metabolite is None
+
+    @property
+    def closed_form(self) -> bool:
+        """Linear PK without a transit chain: every unit-dose response is a sum of exponentials
+        (a metabolite's compartment adds one mode, :func:`pkpd.pk.polyexp.convolve`)."""
+        return self.elimination == "linear" and not self.transit
+
+    def metabolite_parameters(self) -> tuple[str, ...]:
+        m = self.metabolite
+        return () if m is None else ("fm", f"cl_{m.name}", f"v_{m.name}")
 
     def parameters(self) -> dict[str, tuple[str, str]]:
         out: dict[str, tuple[str, str]] = {}
@@ -658,7 +671,7 @@ class BlockModel(Model):
         return "grid" if any(b.states for b in self._needed_blocks()) else "analytic"
 
     def _analytic_possible(self) -> bool:
-        return self.pk.linear and self.solver == "auto"
+        return self.pk.closed_form and self.solver == "auto"
 
     def _make_engine(self):
         from pkpd.models.library import LinearPKModel
@@ -825,6 +838,13 @@ class BlockModel(Model):
         import numpy as np
 
         problems = list(self._engine.check_subject(subject))
+        m = self.pk.metabolite
+        if problems and m is not None and self.engine_is_analytic:
+            problems = [
+                f"{p} (the closed forms dose the parent; to dose the metabolite {m.name!r} "
+                "itself, build the model with solver='ode')"
+                for p in problems
+            ]
         if self.engine != "analytic":
             active = np.asarray(subject.dose_mask, dtype=bool)
             ss = active & (np.asarray(subject.dose_ss) != 0)
@@ -842,13 +862,25 @@ class BlockModel(Model):
         return self._engine.occasion_problems(subjects, line)
 
     def modal_form(self, params):
-        return self._engine.modal_form(params) if self.engine_is_analytic and not self.pd else None
+        """The closed-form PK as modes (:class:`pkpd.models.base.ModalForm`): every
+        concentration endpoint (the metabolite's too) per mg into the first compartment, in
+        its unit; ``None`` for models with PD blocks or integrated PK."""
+        if not (self.engine_is_analytic and not self.pd):
+            return None
+        from pkpd.models.base import ModalForm
+
+        concs, _ = self._concentration_responses(params)
+        poles = next(reversed(concs.values())).poles[0]  # the metabolite's carry every mode
+        return ModalForm(poles, {e: r.coef[0] for e, r in concs.items()})
 
     def modal_parameters_supported(self, parameters) -> bool:
+        """PK without PD blocks, of the closed forms, without dose modifiers."""
         return bool(
             self.engine_is_analytic
             and not self.pd
-            and self._engine.modal_parameters_supported(parameters)
+            and self._engine.modal_parameters_supported(
+                [p for p in parameters if p not in self.pk.metabolite_parameters()]
+            )
         )
 
     @property
@@ -908,7 +940,9 @@ class BlockModel(Model):
         """
         if self.engine_is_analytic:
             by_occ = any(jnp.ndim(v) == 1 for k, v in params.items() if k in self._all_declared())
-            if self.engine == "analytic":
+            if not by_occ and self.pk.metabolite is not None:
+                return self._predict_grid(params, subject)
+            if self.engine == "analytic" and self.pk.metabolite is None:
                 return self._predict_analytic(params, subject)
             if not by_occ:
                 return self._predict_grid(params, subject)
@@ -925,19 +959,85 @@ class BlockModel(Model):
         return {**{e: out[e] for e in self.endpoints}, "ok": out["ok"]}
 
     def _pk_params(self, params):
+        """The parameters of the parent's PK (and dose modifiers): those of the linear
+        engine."""
         names = set(self.pk.parameters()) | set(self._modifier_names())
+        names -= set(self.pk.metabolite_parameters())
         return {k: v for k, v in params.items() if k in names}
 
     def amounts(self, params, subject):
         """Amount (mg) in every PK compartment at each point, ``[P, n]`` (columns in
         :attr:`compartments` order), for PK of the closed forms (:attr:`engine` ``"analytic"``
-        or ``"grid"``): :meth:`pkpd.models.LinearPKModel.amounts`."""
+        or ``"grid"``): :meth:`pkpd.models.LinearPKModel.amounts`, and the metabolite's
+        amount as its last column."""
         if not self.engine_is_analytic:
             raise ValueError(
                 f"model {self.name!r}: amounts are given by the closed-form engines; this "
                 "model's PK is integrated by diffrax (its predict gives the endpoints)"
             )
-        return self._engine.amounts(self._pk_params(params), subject)
+        parent = self._engine.amounts(self._pk_params(params), subject)
+        m = self.pk.metabolite
+        if m is None:
+            return parent
+        from pkpd.pk import analytic, polyexp
+
+        amount, doses = self._closed_form_amount(params, subject)
+        a_m = polyexp.scale(self._metabolite_response(amount, params), params[f"v_{m.name}"])
+        col = analytic.superpose(
+            a_m,
+            doses,
+            jnp.asarray(subject.point_time, dtype=float),
+            jnp.asarray(subject.point_seq),
+            jnp.asarray(subject.point_segment),
+            self._engine.dose_kinds,
+            getattr(subject, "pairs", None),
+        )
+        return jnp.concatenate([parent, col[:, None]], axis=-1)
+
+    def _closed_form_amount(self, params, subject=None):
+        """The parent's central amount (mg) per mg dosed (a polyexponential response, one row
+        per dose compartment) and the subject's dose terms (lags, F, modelled infusions
+        applied; None without a subject)."""
+        from pkpd.pk import analytic
+
+        lin = self._engine
+        pkp = self._pk_params(params)
+        lin.check_parameters(pkp)
+        sp = lin._structural(pkp)
+        state = 1 if self.pk.absorption == "first_order" else 0
+        amount = analytic.state_response(lin._disposition(sp), sp.get("ka"), state=state)
+        return amount, None if subject is None else lin._doses(pkp, subject)
+
+    def _metabolite_response(self, amount, params):
+        """The metabolite's concentration (mg/L) per mg of parent dosed: formation
+        ``fm·cl·A_central/V·MW_m/MW_p`` (mg/h) into a compartment emptied at ``cl_m/v_m``."""
+        from pkpd.pk import polyexp
+
+        m = self.pk.metabolite
+        cl, v = params["cl"], params[self.pk.volume]
+        cl_m, v_m = params[f"cl_{m.name}"], params[f"v_{m.name}"]
+        formation = polyexp.scale(amount, params["fm"] * cl / v * m.ratio)
+        a_m = polyexp.convolve(formation, jnp.reshape(cl_m / v_m, (1,)), jnp.ones(1))
+        return polyexp.scale(a_m, 1.0 / v_m)
+
+    def _concentration_responses(self, params, subject=None):
+        """Each concentration endpoint's response per mg dosed, in its unit, and the dose
+        terms. With a metabolite, the parent's response carries a zero on the metabolite's
+        mode, so both share one set of poles."""
+        from pkpd.pk import analytic, polyexp
+
+        amount, doses = self._closed_form_amount(params, subject)
+        parent = polyexp.scale(amount, _scale(self.pk.unit, "PK") / params[self.pk.volume])
+        m = self.pk.metabolite
+        if m is None:
+            return {self.pk.endpoint: parent}, doses
+        met = polyexp.scale(
+            self._metabolite_response(amount, params), _scale(m.unit or self.pk.unit, "PK")
+        )
+        padded = analytic.StateResponse(
+            met.poles, jnp.concatenate([parent.coef, jnp.zeros_like(met.coef[:, -1:])], axis=-1)
+        )
+        return {self.pk.endpoint: padded, m.name: met}, doses
 
     def _predict_analytic(self, params, subject):
         out = self._engine.predict(self._pk_params(params), subject)
@@ -957,23 +1057,16 @@ class BlockModel(Model):
         return {**{e: values[e] for e in self.endpoints}, "ok": jnp.asarray(True)}
 
     def _predict_grid(self, params, subject):
-        """Closed-form PK; an effect site in closed form too (one more exponential mode);
-        turnover states by the exponential integrator of :mod:`pkpd.pd.forced` on its
-        dose-aware grid (every dose and infusion end a node). Data with steady-state doses or
-        resets give ``ok = False`` (the turnover would need its own steady state)."""
+        """Closed-form PK (a metabolite's compartment one more exponential mode); an effect
+        site in closed form too; turnover states by the exponential integrator of
+        :mod:`pkpd.pd.forced` on its dose-aware grid (every dose and infusion end a node).
+        With turnover states, data with steady-state doses or resets give ``ok = False`` (the
+        turnover would need its own steady state)."""
         from pkpd.pd import forced
         from pkpd.pk import analytic, polyexp
 
         lin = self._engine
-        pkp = self._pk_params(params)
-        lin.check_parameters(pkp)
-        sp = lin._structural(pkp)
-        doses = lin._doses(pkp, subject)
-        state = 1 if self.pk.absorption == "first_order" else 0
-        factor = _scale(self.pk.unit, "PK") / sp[self.pk.volume]
-        conc = polyexp.scale(
-            analytic.state_response(lin._disposition(sp), sp.get("ka"), state=state), factor
-        )
+        concs, doses = self._concentration_responses(params, subject)
         t = jnp.asarray(subject.point_time, dtype=float)
         seq = jnp.asarray(subject.point_seq)
         seg = jnp.asarray(subject.point_segment)
@@ -987,14 +1080,21 @@ class BlockModel(Model):
         blocks = self._needed_blocks()
         drivers = {}
         for b in blocks:
-            drivers[b.name] = conc
+            drivers[b.name] = concs[b.driver]
             if b.effect_compartment:
                 ke0 = params[f"{b.name}_ke0"]
                 drivers[b.name] = polyexp.convolve(
-                    conc, jnp.reshape(ke0, (1,)), jnp.reshape(ke0, (1,))
+                    concs[b.driver], jnp.reshape(ke0, (1,)), jnp.reshape(ke0, (1,))
                 )
-        c_points = at_points(conc)
-        values = {self.pk.endpoint: c_points}
+        if len(concs) == 1:
+            values = {self.pk.endpoint: at_points(concs[self.pk.endpoint])}
+        else:  # parent and metabolite on one set of poles: one pass over the doses
+            poles = concs[self.pk.metabolite.name].poles
+            both = analytic.superpose_many(
+                poles, jnp.stack([r.coef for r in concs.values()]), doses, t, seq, seg,
+                lin.dose_kinds, getattr(subject, "pairs", None),
+            )  # fmt: skip
+            values = dict(zip(concs, both, strict=True))
         for b in blocks:
             if isinstance(b, Direct):
                 values[b.name] = b.effect(at_points(drivers[b.name]), params)

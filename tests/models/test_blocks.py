@@ -187,11 +187,14 @@ def test_lag_and_bioavailability_in_the_ode_engine():
     _close(_predict(m, p)["conc"], 1000 * _reference(f, [0, 0, 0], shifted)[:, 1] / p["v1"])
 
 
-def test_metabolite_with_molar_conversion_ode():
+@pytest.mark.parametrize("solver, engine", [("auto", "analytic"), ("ode", "ode")])
+def test_metabolite_with_molar_conversion(solver, engine):
+    """Parent (two compartments) and metabolite: the closed forms (the metabolite's compartment
+    one more exponential mode) and diffrax, each against scipy."""
     met = B.Metabolite("sir", molar_masses=(1030.3, 914.2), code=2)
-    m = B.build("b_met", B.PK(compartments=2, metabolite=met, code=1))
+    m = B.build("b_met", B.PK(compartments=2, metabolite=met, code=1), solver=solver)
     p = {"cl": 16.0, "v1": 20.0, "q": 9.0, "v2": 135.0, "fm": 0.5, "cl_sir": 10.0, "v_sir": 140.0}
-    assert m.engine == "ode" and m.compartments == {1: "central", 2: "peripheral", 3: "sir"}
+    assert m.engine == engine and m.compartments == {1: "central", 2: "peripheral", 3: "sir"}
     assert m.endpoint_molar_masses == {"conc": 1030.3, "sir": 914.2}
 
     def f(t, y):
@@ -203,6 +206,67 @@ def test_metabolite_with_molar_conversion_ode():
     got = _predict(m, p)
     _close(got["conc"], 1000 * ref[:, 0] / p["v1"])
     _close(got["sir"], 1000 * ref[:, 2] / p["v_sir"])
+
+
+def test_oral_parent_and_metabolite_closed_forms_amounts_and_modal_form():
+    """Oral parent with a lag, its metabolite in mg/L, three daily doses: concentrations,
+    amounts (the metabolite's the last column) and the modal form (what simulation steps)
+    against scipy; the closed forms are chosen by the structure."""
+    met = B.Metabolite("m", unit="mg/L", code=2)
+    m = B.build("b_met_po", B.PK(absorption="first_order", lag=True, code=1, metabolite=met))
+    assert m.engine == "analytic" and m.compartments == {1: "depot", 2: "central", 3: "m"}
+    p = {"cl": 5.0, "v": 40.0, "ka": 0.9, "fm": 0.3, "cl_m": 2.0, "v_m": 15.0, "lag_depot": 0.5}
+    doses = [(0.0, 100.0, 1, 0.0), (24.0, 100.0, 1, 0.0), (48.0, 50.0, 1, 0.0)]
+    obs = [0.25, 1.0, 3.0, 7.0, 23.0, 25.0, 30.0, 47.0, 49.5, 60.0, 90.0]
+
+    def f(t, y):
+        d, c, am = y
+        return [-p["ka"] * d, p["ka"] * d - p["cl"] / p["v"] * c,
+                p["fm"] * p["cl"] / p["v"] * c - p["cl_m"] / p["v_m"] * am]  # fmt: skip
+
+    ref = _reference(f, [0, 0, 0], _lagged(doses, 0.5, 1.0), obs=obs)
+    padded = pkpd.read_dataset(_frame(m, doses, obs), model=m).to_arrays()
+    subject = jax.tree.map(lambda x: x[0], padded.data)
+    mask = np.asarray(subject.point_mask, bool)
+    first = np.asarray(subject.point_endpoint)[mask] == padded.endpoints.index("m")
+    got = jax.jit(m.predict)(p, subject)
+    _close(np.asarray(got["m"])[mask][first], ref[:, 2] / p["v_m"])
+    _close(np.asarray(got["conc"])[mask][first], 1000 * ref[:, 1] / p["v"])
+    amounts = np.asarray(jax.jit(m.amounts)(p, subject))[mask][first]
+    _close(amounts, ref)
+    into_m = pkpd.read_dataset(_frame(m, [(0.0, 5.0, 3, 0.0)], obs), model=m).to_arrays().data
+    (problem,) = m.check_subject(into_m)
+    assert "[3]" in problem and "solver='ode'" in problem
+    # the modal form: one dose of 1 mg into the depot at 0 h (no lag in the modal form)
+    assert not m.modal_parameters_supported(list(p)) and m.modal_parameters_supported(
+        [k for k in p if k != "lag_depot"]
+    )
+    form = m.modal_form(p)
+    one = _reference(f, [1.0, 0, 0], [], obs=obs)
+    for e, want in (("conc", 1000 * one[:, 1] / p["v"]), ("m", one[:, 2] / p["v_m"])):
+        modal = np.exp(-np.outer(obs, np.asarray(form.poles))) @ np.asarray(form.outputs[e])
+        _close(modal, want)
+
+
+@pytest.mark.parametrize("solver", ["ode", "auto"])
+def test_turnover_driven_by_the_metabolite_through_an_effect_site(solver):
+    met = B.Metabolite("m1", code=2)
+    block = B.IndirectResponse("r", kind=1, unit="U", driver="m1", effect_compartment=True, code=3)
+    m = B.build("b_met_idr", B.PK(code=1, metabolite=met), block, solver=solver)
+    assert m.engine == {"auto": "grid", "ode": "ode"}[solver]
+    p = {"cl": 4.0, "v": 25.0, "fm": 0.4, "cl_m1": 3.0, "v_m1": 50.0, "r_base": 50.0,
+         "r_kout": 0.2, "r_imax": 0.8, "r_ic50": 150.0, "r_ke0": 0.7}  # fmt: skip
+
+    def f(t, y):
+        a, am, ce, r = y
+        cm = 1000 * am / 50.0
+        return [-4.0 / 25.0 * a, 0.4 * 4.0 / 25.0 * a - 3.0 / 50.0 * am, 0.7 * (cm - ce),
+                10.0 * (1 - 0.8 * _hill(ce, 150.0)) - 0.2 * r]  # fmt: skip
+
+    ref = _reference(f, [0, 0, 0, 50.0], DOSES)
+    got = _predict(m, p)
+    _close(got["m1"], 1000 * ref[:, 1] / 50.0, TOL[solver])
+    _close(got["r"], ref[:, 3], TOL[solver])
 
 
 # -- PD blocks ---------------------------------------------------------------------------------
