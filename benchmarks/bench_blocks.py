@@ -108,8 +108,8 @@ def study(n, seed=3):
     return df
 
 
-def gradient_cost(model, df, repeat, priors=None):
-    spec = prepare(model, df, priors)
+def gradient_cost(model, df, repeat, priors=None, **options):
+    spec = prepare(model, df, priors, **options)
     info = initialize_model(
         jax.random.PRNGKey(0),
         build_model(spec),

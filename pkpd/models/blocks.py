@@ -43,14 +43,20 @@ compartments as MTT = (n+1)/ktr). The concentration endpoint (``PK.endpoint``, d
 ``f_<cmt>`` (bioavailability) for the first compartment and the central one (``PK(lag=True,
 bioavailability=True)`` makes those of the first compartment parameters to estimate).
 
-**PD blocks** (each is one endpoint; its parameters are prefixed with its name). The driver is a concentration endpoint (``driver="conc"`` or the metabolite's name), in its
-unit; ``effect_compartment=True`` puts an effect site between them,
-``dCe/dt = ke0·(C − Ce)``, and the block is driven by ``Ce``. Drug effects
-``S = emax·f(C)``, ``I = imax·f(C)``, ``f(C) = C^h/(C50^h + C^h)`` (``h = <name>_hill``
-when ``hill=True`` or a sigmoid form, else 1).
+**PD blocks** (each is one endpoint; its parameters are prefixed with its name, or with
+``prefix=`` when given). The driver is a concentration endpoint (``driver="conc"`` or the
+metabolite's name), in its unit, or an :class:`ActiveMoiety`: a weighted sum of
+concentration endpoints in one unit (``ActiveMoiety("active", {"conc": 1.0, "m1":
+"potency"}, unit="nM")``; a weight that is a name is a parameter, e.g. a relative potency; a
+molar unit needs the molar masses of ``Metabolite(molar_masses=...)``).
+``effect_compartment=True`` puts an effect site between them, ``dCe/dt = ke0·(C − Ce)``, and
+the block is driven by ``Ce``. Drug effects ``S = emax·f(C)``, ``I = imax·f(C)``,
+``f(C) = C^h/(C50^h + C^h)`` (``h = <name>_hill`` when ``hill=True`` or a sigmoid form,
+else 1).
 
 * :class:`Direct`: ``emax``: ``E = e0 + emax·f(C)``; ``imax``: ``E = e0·(1 − I)``
-  (``sigmoid_emax``, ``sigmoid_imax`` with a Hill coefficient).
+  (``sigmoid_emax``, ``sigmoid_imax`` with a Hill coefficient); ``baseline=100.0`` fixes
+  ``e0`` (a response in % of each subject's baseline) instead of estimating it.
 * :class:`IndirectResponse` (Dayneka, Garg & Jusko, J Pharmacokinet Biopharm
   1993;21:457): ``dR/dt = kin·(1 − I) − kout·R`` (I), ``kin − kout·(1 − I)·R`` (II),
   ``kin·(1 + S) − kout·R`` (III), ``kin − kout·(1 + S)·R`` (IV), ``R(0) = base``,
@@ -78,6 +84,10 @@ when ``hill=True`` or a sigmoid form, else 1).
   by the ``ok`` flag). Parameters per occasion on a ``"grid"`` model, or on one with a
   metabolite, also take this engine.
 
+``pkpd.models.temsirolimus.from_blocks()`` is the flagship model written with these blocks
+(the same parameters and predictions as the hand-wired class, at the same cost per gradient:
+benchmarks/RESULTS.md).
+
 A fit with the ``"ode"`` engine is much slower (an adaptive solve per subject and dose
 interval inside every gradient) and has no quick fit (``method="map"``); the other two are
 as fast as the built-in models.
@@ -102,6 +112,7 @@ __all__ = [
     "Direct",
     "IndirectResponse",
     "BoundedTurnover",
+    "ActiveMoiety",
     "BlockModel",
     "build",
     "from_definition",
@@ -143,9 +154,10 @@ def _name_ok(block: str, name) -> None:
 @dataclass(frozen=True)
 class Metabolite:
     """A metabolite formed from a fraction ``fm`` of the parent's elimination, one compartment
-    (parameters ``fm``, ``cl_<name>`` L/h, ``v_<name>`` L). ``molar_masses=(parent,
-    metabolite)`` in g/mol converts the parent's mg into the metabolite's (default: mass for
-    mass). Its concentration is the endpoint ``name`` in ``unit`` (default: the parent's)."""
+    (parameters ``fm``, ``cl_<name>`` L/h, ``v_<name>`` L; ``prefix="m"`` names them
+    ``cl_m``, ``v_m`` instead). ``molar_masses=(parent, metabolite)`` in g/mol converts the
+    parent's mg into the metabolite's (default: mass for mass). Its concentration is the
+    endpoint ``name`` in ``unit`` (default: the parent's)."""
 
     name: str = "metabolite"
     molar_masses: tuple[float, float] | None = None
@@ -153,9 +165,18 @@ class Metabolite:
     code: int | None = None
     error: str = "combined"
     additive: float = 1.0
+    prefix: str | None = None
+
+    @property
+    def key(self) -> str:
+        """What its parameters end with (``cl_<key>``, ``v_<key>``): ``prefix``, else its
+        name."""
+        return self.prefix or self.name
 
     def __post_init__(self):
         _name_ok("Metabolite", self.name)
+        if self.prefix is not None:
+            _name_ok("Metabolite", self.prefix)
         _check_error("Metabolite", self.error)
         if self.molar_masses is not None:
             mm = tuple(float(x) for x in self.molar_masses)
@@ -238,7 +259,7 @@ class PK:
 
     def metabolite_parameters(self) -> tuple[str, ...]:
         m = self.metabolite
-        return () if m is None else ("fm", f"cl_{m.name}", f"v_{m.name}")
+        return () if m is None else ("fm", f"cl_{m.key}", f"v_{m.key}")
 
     def parameters(self) -> dict[str, tuple[str, str]]:
         out: dict[str, tuple[str, str]] = {}
@@ -259,7 +280,7 @@ class PK:
         m = self.metabolite
         if m is not None:
             out.update(
-                {"fm": ("1", _FRAC), f"cl_{m.name}": ("L/h", _POS), f"v_{m.name}": ("L", _POS)}
+                {"fm": ("1", _FRAC), f"cl_{m.key}": ("L/h", _POS), f"v_{m.key}": ("L", _POS)}
             )
         first = self.states[0]
         if self.lag:
@@ -273,7 +294,7 @@ class PK:
         out = {self.endpoint: (self.unit, self.volume)}
         if self.metabolite is not None:
             m = self.metabolite
-            out[m.name] = (m.unit or self.unit, f"v_{m.name}")
+            out[m.name] = (m.unit or self.unit, f"v_{m.key}")
         return out
 
     def rhs(self, y, p, scale) -> tuple[dict, dict]:
@@ -314,8 +335,8 @@ class PK:
         m = self.metabolite
         if m is not None:
             am = y[m.name]
-            d[m.name] = p["fm"] * elimination * m.ratio - p[f"cl_{m.name}"] / p[f"v_{m.name}"] * am
-            concs[m.name] = scale[m.name] * am / p[f"v_{m.name}"]
+            d[m.name] = p["fm"] * elimination * m.ratio - p[f"cl_{m.key}"] / p[f"v_{m.key}"] * am
+            concs[m.name] = scale[m.name] * am / p[f"v_{m.key}"]
         return d, concs
 
 
@@ -335,19 +356,28 @@ def _scale(unit: str, where: str) -> float:
 @dataclass(frozen=True)
 class _PDBlock:
     """What every PD block has: its endpoint ``name`` and ``unit``, the concentration endpoint
-    that drives it, an optional effect site, a Hill coefficient, DVID ``code``, residual
-    ``error`` and the scale of its additive error (``additive``, for the default prior)."""
+    or :class:`ActiveMoiety` that drives it, an optional effect site, a Hill coefficient,
+    DVID ``code``, residual ``error``, the scale of its additive error (``additive``, for the
+    default prior) and ``prefix`` (what its parameters' names start with; default its
+    name)."""
 
     def _common_checks(self, kind: str):
         _name_ok(kind, self.name)
         _check_error(kind, self.error)
         _name_ok(kind, self.driver)
+        if self.prefix is not None:
+            _name_ok(kind, self.prefix)
+
+    @property
+    def key(self) -> str:
+        """What the block's parameter names start with: ``prefix``, else its endpoint's name."""
+        return self.prefix or self.name
 
     def driven_by(self, c, y, p):
         return y[f"{self.name}_ce"] if self.effect_compartment else c
 
     def effect_site(self) -> dict[str, tuple[str, str]]:
-        return {f"{self.name}_ke0": ("1/h", _POS)} if self.effect_compartment else {}
+        return {f"{self.key}_ke0": ("1/h", _POS)} if self.effect_compartment else {}
 
     @property
     def states(self) -> tuple[str, ...]:
@@ -357,26 +387,26 @@ class _PDBlock:
         if not self.effect_compartment:
             return {}
         ce = y[f"{self.name}_ce"]
-        return {f"{self.name}_ce": p[f"{self.name}_ke0"] * (c - ce)}
+        return {f"{self.name}_ce": p[f"{self.key}_ke0"] * (c - ce)}
 
     def _fraction(self, c, p, c50: str):
-        h = p[f"{self.name}_hill"] if self.uses_hill else 1.0
-        return hill_fraction(c, p[f"{self.name}_{c50}"], h)
+        h = p[f"{self.key}_hill"] if self.uses_hill else 1.0
+        return hill_fraction(c, p[f"{self.key}_{c50}"], h)
 
     def _remaining(self, c, p):
-        h = p[f"{self.name}_hill"] if self.uses_hill else 1.0
-        return remaining_fraction(c, p[f"{self.name}_imax"], p[f"{self.name}_ic50"], h)
+        h = p[f"{self.key}_hill"] if self.uses_hill else 1.0
+        return remaining_fraction(c, p[f"{self.key}_imax"], p[f"{self.key}_ic50"], h)
 
     def _kout(self, p):
         if self.turnover == "mrt":
-            return 1.0 / p[f"{self.name}_mrt"]
-        return p[f"{self.name}_kout"]
+            return 1.0 / p[f"{self.key}_mrt"]
+        return p[f"{self.key}_kout"]
 
     def _turnover_parameter(self) -> dict[str, tuple[str, str]]:
         return (
-            {f"{self.name}_mrt": ("h", _POS)}
+            {f"{self.key}_mrt": ("h", _POS)}
             if self.turnover == "mrt"
-            else {f"{self.name}_kout": ("1/h", _POS)}
+            else {f"{self.key}_kout": ("1/h", _POS)}
         )
 
 
@@ -395,10 +425,20 @@ class Direct(_PDBlock):
     code: int | None = None
     error: str = "additive"
     additive: float = 1.0
+    baseline: float | None = None
+    prefix: str | None = None
 
     def __post_init__(self):
         self._common_checks("Direct")
         _choice("Direct", "form", self.form, _DIRECT_FORMS)
+        if self.baseline is not None:
+            try:
+                object.__setattr__(self, "baseline", float(self.baseline))
+            except (TypeError, ValueError):
+                raise BlockError(
+                    f"Direct {self.name!r}: baseline={self.baseline!r}; expected a number (the "
+                    "fixed E0, e.g. 100 for a response in % of baseline) or None to estimate it"
+                ) from None
 
     @property
     def uses_hill(self) -> bool:
@@ -409,8 +449,8 @@ class Direct(_PDBlock):
         return self.form.endswith("imax")
 
     def parameters(self, driver_unit: str) -> dict[str, tuple[str, str]]:
-        n = self.name
-        out = {f"{n}_e0": (self.unit, _POS)}
+        n = self.key
+        out = {} if self.baseline is not None else {f"{n}_e0": (self.unit, _POS)}
         if self.inhibits:
             out.update({f"{n}_imax": ("1", _FRAC), f"{n}_ic50": (driver_unit, _POS)})
         else:
@@ -424,10 +464,10 @@ class Direct(_PDBlock):
 
     def effect(self, c, p):
         """The effect at driver ``c`` (the concentration, or the effect site's)."""
-        e0 = p[f"{self.name}_e0"]
+        e0 = self.baseline if self.baseline is not None else p[f"{self.key}_e0"]
         if self.inhibits:
             return e0 * self._remaining(c, p)
-        return e0 + p[f"{self.name}_emax"] * self._fraction(c, p, "ec50")
+        return e0 + p[f"{self.key}_emax"] * self._fraction(c, p, "ec50")
 
     def initial(self, p) -> dict:
         return {}
@@ -450,7 +490,7 @@ class _Turnover(_PDBlock):
         return super().states + (self.name,)
 
     def initial(self, p) -> dict:
-        return {self.name: p[f"{self.name}_base"]}
+        return {self.name: p[f"{self.key}_base"]}
 
     def rhs(self, c, y, p) -> dict:
         a, b = self.forced(self.driven_by(c, y, p), p)
@@ -478,6 +518,7 @@ class IndirectResponse(_Turnover):
     code: int | None = None
     error: str = "proportional"
     additive: float = 1.0
+    prefix: str | None = None
 
     def __post_init__(self):
         self._common_checks("IndirectResponse")
@@ -491,7 +532,7 @@ class IndirectResponse(_Turnover):
         _choice("IndirectResponse", "turnover", self.turnover, _TURNOVER)
 
     def parameters(self, driver_unit: str) -> dict[str, tuple[str, str]]:
-        n = self.name
+        n = self.key
         out = {f"{n}_base": (self.unit, _POS), **self._turnover_parameter()}
         if self.kind in (1, 2):
             out.update({f"{n}_imax": ("1", _FRAC), f"{n}_ic50": (driver_unit, _POS)})
@@ -504,7 +545,7 @@ class IndirectResponse(_Turnover):
     def forced(self, c, p):
         """``(a, b)`` of ``dR/dt = a − b·R`` at driver ``c`` (the grid engine's form)."""
         kout = self._kout(p)
-        kin = p[f"{self.name}_base"] * kout
+        kin = p[f"{self.key}_base"] * kout
         if self.kind in (1, 2):
             rem = self._remaining(c, p)
             return (
@@ -512,7 +553,7 @@ class IndirectResponse(_Turnover):
                 if self.kind == 1
                 else (kin * jnp.ones_like(c), kout * rem)
             )
-        stim = 1.0 + p[f"{self.name}_emax"] * self._fraction(c, p, "ec50")
+        stim = 1.0 + p[f"{self.key}_emax"] * self._fraction(c, p, "ec50")
         return (
             (kin * stim, kout * jnp.ones_like(c))
             if self.kind == 3
@@ -534,6 +575,7 @@ class BoundedTurnover(_Turnover):
     code: int | None = None
     error: str = "logit"
     additive: float = 1.0
+    prefix: str | None = None
     unit: str = field(default="%", init=False)
 
     def __post_init__(self):
@@ -541,7 +583,7 @@ class BoundedTurnover(_Turnover):
         _choice("BoundedTurnover", "turnover", self.turnover, _TURNOVER)
 
     def parameters(self, driver_unit: str) -> dict[str, tuple[str, str]]:
-        n = self.name
+        n = self.key
         out = {
             f"{n}_base": ("%", _PCT),
             **self._turnover_parameter(),
@@ -555,9 +597,92 @@ class BoundedTurnover(_Turnover):
     def forced(self, c, p):
         """``(a, b)`` of ``dP/dt = a − b·P`` at driver ``c`` (the grid engine's form)."""
         kout = self._kout(p)
-        base = p[f"{self.name}_base"]
+        base = p[f"{self.key}_base"]
         g = kout * base / (100.0 - base) * self._remaining(c, p)
         return 100.0 * g, g + kout
+
+
+@dataclass(frozen=True)
+class ActiveMoiety:
+    """A PD driver that sums concentration endpoints, e.g. a parent and its active metabolite:
+    ``ActiveMoiety("active", {"parent": 1.0, "m1": "potency"}, unit="nM")`` is
+    ``C_active = 1·C_parent + potency·C_m1``, each concentration converted to ``unit`` first.
+    A weight is a number or the name of a parameter (unit 1, estimated: a relative potency).
+    A molar ``unit`` (nM, µM) needs each endpoint's molar mass
+    (``Metabolite(molar_masses=(parent, metabolite))``). PD blocks name it as their ``driver``;
+    it is not an endpoint of the data."""
+
+    name: str
+    terms: Any
+    unit: str = "nM"
+
+    def __post_init__(self):
+        _name_ok("ActiveMoiety", self.name)
+        items = self.terms.items() if isinstance(self.terms, Mapping) else self.terms
+        try:
+            items = [tuple(t) for t in items]
+        except TypeError:
+            items = []
+        if not items or any(len(t) != 2 for t in items):
+            raise BlockError(
+                f"ActiveMoiety {self.name!r}: terms={self.terms!r}; expected a mapping of "
+                "concentration endpoints to weights, e.g. {'parent': 1.0, 'm1': 'potency'}"
+            )
+        clean = []
+        for e, w in items:
+            _name_ok("ActiveMoiety", e)
+            if isinstance(w, str):
+                _name_ok("ActiveMoiety", w)
+            else:
+                try:
+                    w = float(w)
+                except (TypeError, ValueError):
+                    raise BlockError(
+                        f"ActiveMoiety {self.name!r}: the weight of {e!r} is {w!r}; expected a "
+                        "number or a parameter's name"
+                    ) from None
+            clean.append((e, w))
+        object.__setattr__(self, "terms", tuple(clean))
+        from pkpd.data.reader import unit_factor
+
+        try:
+            unit_factor(self.unit, "nM", 1.0)
+        except ValueError as e:
+            raise BlockError(
+                f"ActiveMoiety {self.name!r}: unit {self.unit!r} is not a concentration "
+                f"(mass or molar, e.g. 'nM' or 'ng/mL'): {e}"
+            ) from None
+
+    def parameters(self) -> dict[str, tuple[str, str]]:
+        return {w: ("1", _POS) for _, w in self.terms if isinstance(w, str)}
+
+    def factors(self, units: Mapping[str, str], molar_masses: Mapping[str, float]) -> dict:
+        """Endpoint → the factor from its unit to the moiety's; raises :class:`BlockError`."""
+        from pkpd.data.reader import unit_factor
+
+        out, problems = {}, []
+        for e, _ in self.terms:
+            if e not in units:
+                problems.append(
+                    f"{e!r} is not a concentration endpoint (expected one of "
+                    + ", ".join(map(repr, units))
+                    + ")"
+                )
+                continue
+            try:
+                out[e] = float(unit_factor(units[e], self.unit, molar_masses.get(e)))
+            except ValueError as err:
+                problems.append(
+                    f"{e!r} in {units[e]} cannot be converted to {self.unit} ({err}; give the "
+                    "molar masses: Metabolite(molar_masses=(parent, metabolite)))"
+                )
+        if problems:
+            raise BlockError(f"ActiveMoiety {self.name!r}: " + "; ".join(problems))
+        return out
+
+    def weights(self, p, factors) -> dict:
+        """Endpoint → its weight times its unit factor (a parameter's value where named)."""
+        return {e: (p[w] if isinstance(w, str) else w) * factors[e] for e, w in self.terms}
 
 
 _PD_TYPES = (Direct, IndirectResponse, BoundedTurnover)
@@ -576,6 +701,7 @@ class BlockModel(Model):
     solver: str = "auto"
     selected: tuple[str, ...] | None = None
     dose_kinds: tuple | None = None
+    drivers: tuple = ()
     _engine: Any = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self):
@@ -590,6 +716,11 @@ class BlockModel(Model):
                     f"build: {b!r} is not a PD block (Direct, IndirectResponse, BoundedTurnover)"
                 )
         object.__setattr__(self, "pd", pd)
+        drivers = tuple(self.drivers)
+        for d in drivers:
+            if not isinstance(d, ActiveMoiety):
+                raise BlockError(f"build: {d!r} is not a driver (blocks.ActiveMoiety)")
+        object.__setattr__(self, "drivers", drivers)
         _choice("build", "solver", self.solver, ("auto", "ode"))
         problems = self._problems()
         if problems:
@@ -600,18 +731,38 @@ class BlockModel(Model):
     def _problems(self) -> list[str]:
         out = []
         concs = self.pk.concentrations()
-        names = list(concs) + [b.name for b in self.pd]
+        names = list(concs) + [b.name for b in self.pd] + [d.name for d in self.drivers]
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
             out.append(
-                f"endpoint name(s) {', '.join(dup)} used twice; give each block its own name"
+                f"endpoint or driver name(s) {', '.join(dup)} used twice; give each block its "
+                "own name"
             )
+        moieties = {d.name for d in self.drivers}
         for b in self.pd:
-            if b.driver not in concs:
+            if b.driver not in concs and b.driver not in moieties:
                 out.append(
                     f"PD block {b.name!r}: driver {b.driver!r} is not a concentration endpoint "
-                    f"(expected one of {', '.join(map(repr, concs))})"
+                    f"or an ActiveMoiety (expected one of "
+                    f"{', '.join(map(repr, [*concs, *moieties]))})"
                 )
+        units = {e: u for e, (u, _) in concs.items()}
+        for d in self.drivers:
+            try:
+                d.factors(units, self.endpoint_molar_masses)
+            except BlockError as e:
+                out.append(str(e))
+        declared = [list(self.pk.parameters())]
+        declared += [list(b.parameters("1")) for b in self.pd]
+        declared += [list(d.parameters()) for d in self.drivers]
+        flat = [p for group in declared for p in group]
+        shared = sorted({p for p in flat if flat.count(p) > 1})
+        if shared:
+            out.append(
+                f"parameter name(s) {', '.join(shared)} declared by more than one block (a PD "
+                "block's parameters start with its prefix= or name; an ActiveMoiety's weights "
+                "are named by you): give each its own name"
+            )
         codes = [c for c in self._codes_all().values()]
         if any(c is None for c in codes) and any(c is not None for c in codes) and len(codes) > 1:
             missing = [e for e, c in self._codes_all().items() if c is None]
@@ -655,12 +806,27 @@ class BlockModel(Model):
         out.update({b.name: b.unit for b in self.pd})
         return out
 
-    def _all_declared(self) -> dict[str, tuple[str, str]]:
-        concs = self.pk.concentrations()
-        out = self.pk.parameters()
-        for b in self.pd:
-            out.update(b.parameters(concs[b.driver][0]))
+    def _driver_units(self) -> dict[str, str]:
+        out = {e: u for e, (u, _) in self.pk.concentrations().items()}
+        out.update({d.name: d.unit for d in self.drivers})
         return out
+
+    def _all_declared(self) -> dict[str, tuple[str, str]]:
+        units = self._driver_units()
+        out = self.pk.parameters()
+        for d in self.drivers:
+            out.update(d.parameters())
+        for b in self.pd:
+            out.update(b.parameters(units[b.driver]))
+        return out
+
+    def _needed_drivers(self):
+        used = {b.driver for b in self._needed_blocks()}
+        return [d for d in self.drivers if d.name in used]
+
+    def _driver_factors(self) -> dict[str, dict]:
+        units = {e: u for e, (u, _) in self.pk.concentrations().items()}
+        return {d.name: d.factors(units, self.endpoint_molar_masses) for d in self.drivers}
 
     @property
     def engine(self) -> str:
@@ -693,15 +859,25 @@ class BlockModel(Model):
         scale = {e: _scale(u, "PK") for e, (u, _) in concs.items()}
         modifiers = {f"{m}_{c}" for c in self.dose_compartment_names for m in _MODIFIER_UNITS}
         params = {k: u for k, u in self.parameters.items() if k not in modifiers}
+        moieties = self._needed_drivers()
+        factors = self._driver_factors()
+
+        def with_drivers(c, p):
+            for m in moieties:
+                w = m.weights(p, factors[m.name])
+                c[m.name] = sum(w[e] * c[e] for e in w)
+            return c
 
         def rhs(t, y, p):
             d, c = pk.rhs(y, p, scale)
+            c = with_drivers(c, p)
             for b in pd:
                 d.update(b.rhs(c[b.driver], y, p))
             return d
 
         def observe(t, y, p):
             _, c = pk.rhs(y, p, scale)
+            c = with_drivers(c, p)
             out = {e: c[e] for e in concs}
             out.update({b.name: b.observe(c[b.driver], y, p) for b in pd})
             return out
@@ -746,6 +922,36 @@ class BlockModel(Model):
             return None
         return {c: e for e, c in codes.items()}
 
+    @property
+    def costly_endpoints(self) -> tuple[str, ...]:
+        """PD endpoints with a pass over the doses of their own (a turnover state, an effect
+        site, an :class:`ActiveMoiety` driver): a fit predicts them only for the subjects with
+        data on them."""
+        moieties = {d.name for d in self.drivers}
+        return tuple(
+            b.name
+            for b in self.pd
+            if isinstance(b, _Turnover) or b.effect_compartment or b.driver in moieties
+        )
+
+    @property
+    def hill_levels(self) -> dict[str, tuple[str, str | None]]:
+        """A Hill coefficient's IC50 (or EC50) is sampled through its Hill-scaled level (as
+        the temsirolimus model's S6K IC50); its scale is the relative potency of an
+        :class:`ActiveMoiety` driver with one estimated weight."""
+        weights = {d.name: [w for _, w in d.terms if isinstance(w, str)] for d in self.drivers}
+        out = {}
+        for b in self.pd:
+            if not b.uses_hill:
+                continue
+            if isinstance(b, Direct):
+                c50 = "ic50" if b.inhibits else "ec50"
+            else:
+                c50 = "ec50" if getattr(b, "kind", 1) in (3, 4) else "ic50"
+            scale = weights.get(b.driver, [])
+            out[f"{b.key}_{c50}"] = (f"{b.key}_hill", scale[0] if len(scale) == 1 else None)
+        return out
+
     def _needed_blocks(self):
         return [b for b in self.pd if b.name in self.endpoints]
 
@@ -765,10 +971,12 @@ class BlockModel(Model):
     @property
     def structural_parameters(self) -> tuple[str, ...]:
         """The parameters the current endpoints need (each needs a prior or a value)."""
-        concs = self.pk.concentrations()
+        units = self._driver_units()
         out = list(self.pk.parameters())
+        for d in self._needed_drivers():
+            out += [p for p in d.parameters() if p not in out]
         for b in self._needed_blocks():
-            out += list(b.parameters(concs[b.driver][0]))
+            out += list(b.parameters(units[b.driver]))
         return tuple(out)
 
     def _modifier_names(self) -> tuple[str, ...]:
@@ -922,6 +1130,10 @@ class BlockModel(Model):
             "name": self.name,
             "pk": pk,
             "pd": [{"block": type(b).__name__, **fields_of(b)} for b in self.pd],
+            "drivers": [
+                {"name": d.name, "terms": [list(t) for t in d.terms], "unit": d.unit}
+                for d in self.drivers
+            ],
             "typical": None if self.typical is None else dict(self.typical),
             "variability": (
                 dict(self.variability) if isinstance(self.variability, tuple) else self.variability
@@ -940,9 +1152,10 @@ class BlockModel(Model):
         """
         if self.engine_is_analytic:
             by_occ = any(jnp.ndim(v) == 1 for k, v in params.items() if k in self._all_declared())
-            if not by_occ and self.pk.metabolite is not None:
+            own_poles = self.pk.metabolite is not None or self.drivers
+            if not by_occ and own_poles:
                 return self._predict_grid(params, subject)
-            if self.engine == "analytic" and self.pk.metabolite is None:
+            if self.engine == "analytic" and not own_poles:
                 return self._predict_analytic(params, subject)
             if not by_occ:
                 return self._predict_grid(params, subject)
@@ -982,7 +1195,7 @@ class BlockModel(Model):
         from pkpd.pk import analytic, polyexp
 
         amount, doses = self._closed_form_amount(params, subject)
-        a_m = polyexp.scale(self._metabolite_response(amount, params), params[f"v_{m.name}"])
+        a_m = polyexp.scale(self._metabolite_response(amount, params), params[f"v_{m.key}"])
         col = analytic.superpose(
             a_m,
             doses,
@@ -1015,7 +1228,7 @@ class BlockModel(Model):
 
         m = self.pk.metabolite
         cl, v = params["cl"], params[self.pk.volume]
-        cl_m, v_m = params[f"cl_{m.name}"], params[f"v_{m.name}"]
+        cl_m, v_m = params[f"cl_{m.key}"], params[f"v_{m.key}"]
         formation = polyexp.scale(amount, params["fm"] * cl / v * m.ratio)
         a_m = polyexp.convolve(formation, jnp.reshape(cl_m / v_m, (1,)), jnp.ones(1))
         return polyexp.scale(a_m, 1.0 / v_m)
@@ -1078,13 +1291,19 @@ class BlockModel(Model):
             )
 
         blocks = self._needed_blocks()
+        sources = dict(concs)
+        factors = self._driver_factors()
+        for m in self._needed_drivers():  # a weighted sum of responses on one pole set
+            w = m.weights(params, factors[m.name])
+            coef = sum(w[e] * concs[e].coef for e in w)
+            sources[m.name] = analytic.StateResponse(next(iter(concs.values())).poles, coef)
         drivers = {}
         for b in blocks:
-            drivers[b.name] = concs[b.driver]
+            drivers[b.name] = sources[b.driver]
             if b.effect_compartment:
-                ke0 = params[f"{b.name}_ke0"]
+                ke0 = params[f"{b.key}_ke0"]
                 drivers[b.name] = polyexp.convolve(
-                    concs[b.driver], jnp.reshape(ke0, (1,)), jnp.reshape(ke0, (1,))
+                    sources[b.driver], jnp.reshape(ke0, (1,)), jnp.reshape(ke0, (1,))
                 )
         if len(concs) == 1:
             values = {self.pk.endpoint: at_points(concs[self.pk.endpoint])}
@@ -1103,17 +1322,33 @@ class BlockModel(Model):
         if turnover:
             start = doses.time + doses.lag
             end = start + jnp.where(doses.kind == analytic.INFUSION, doses.duration, 0.0)
-            nodes, index, _ = forced.dose_grid(start, end, doses.active, t)
+            grid = getattr(subject, "grid", None)
+            if grid is not None and not any(k in params for k in self._modifier_names()):
+                nodes, index, start_index = grid  # from the data alone (precompute)
+            else:
+                nodes, index, start_index = forced.dose_grid(start, end, doses.active, t)
             h = jnp.diff(nodes)
             grid_t = jnp.concatenate([nodes, nodes[:-1] + 0.5 * h])
             big = jnp.full(grid_t.shape, jnp.iinfo(jnp.int32).max, jnp.int32)
             zero = jnp.zeros(grid_t.shape, jnp.int32)
+            on_grid = {}  # blocks with the same driver (no effect site of their own) share it
+            for b in turnover:
+                key = b.name if b.effect_compartment else b.driver
+                if key in on_grid:
+                    continue
+                if lin.dose_kinds is not None:
+                    # boluses and infusions only, no resets (a fit's data): the exact
+                    # recurrence over the grid's steps, O(nodes) instead of O(nodes × doses)
+                    at_nodes, at_mid = forced.linear_state_on_grid(
+                        drivers[b.name], doses, nodes, start_index
+                    )
+                    on_grid[key] = jnp.concatenate([at_nodes, at_mid])
+                else:
+                    on_grid[key] = analytic.superpose(
+                        drivers[b.name], doses, grid_t, big, zero, plain
+                    )
             c_grid = jnp.stack(
-                [
-                    analytic.superpose(drivers[b.name], doses, grid_t, big, zero, plain)
-                    for b in turnover
-                ],
-                axis=-1,
+                [on_grid[b.name if b.effect_compartment else b.driver] for b in turnover], axis=-1
             )  # [2N − 1, J]
             n = nodes.shape[0]
 
@@ -1121,7 +1356,7 @@ class BlockModel(Model):
                 ab = [b.forced(c[..., j], params) for j, b in enumerate(turnover)]
                 return jnp.stack([a for a, _ in ab], -1), jnp.stack([bb for _, bb in ab], -1)
 
-            y0 = jnp.stack([jnp.asarray(params[f"{b.name}_base"], dtype=float) for b in turnover])
+            y0 = jnp.stack([jnp.asarray(params[f"{b.key}_base"], dtype=float) for b in turnover])
             ys, ok = forced.solve_forced(
                 coef, None, y0, nodes, index, conc=(c_grid[:n], c_grid[n:])
             )
@@ -1130,6 +1365,32 @@ class BlockModel(Model):
             steady = doses.active & ~jnp.isin(doses.kind, jnp.asarray(plain))
             ok = ok & ~jnp.any(steady) & ~jnp.any(doses.active & (doses.segment != 0))
         return {**{e: values[e] for e in self.endpoints}, "ok": ok}
+
+    def precompute(self, subjects):
+        """The turnover grid of padded subjects, ``(nodes, index, start_index)``, computed once
+        from the data for a fit (sorting the nodes inside every gradient costs a third of a
+        turnover's gradient on the temsirolimus data); ``None`` without turnover states on the
+        grid. :meth:`predict` uses it only when no dose modifier (lag, F, modelled rate or
+        duration) moves the doses."""
+        if self.engine != "grid" or not any(
+            isinstance(b, _Turnover) for b in self._needed_blocks()
+        ):
+            return None
+        import numpy as np
+
+        from pkpd.pd import forced
+        from pkpd.pk import analytic
+
+        lin = self._engine
+
+        def one(subject):
+            doses = lin._doses({}, subject)
+            start = doses.time + doses.lag
+            end = start + jnp.where(doses.kind == analytic.INFUSION, doses.duration, 0.0)
+            return forced.dose_grid(start, end, doses.active, subject.point_time)
+
+        subjects = jax.tree.map(jnp.asarray, subjects)
+        return tuple(np.asarray(x) for x in jax.jit(jax.vmap(one))(subjects))
 
     def _modified_doses(self, params, subject):
         """Lag times and bioavailability applied to the dose records (ODE engine), as NONMEM
@@ -1220,9 +1481,11 @@ def from_definition(definition: Mapping[str, Any]) -> BlockModel:
         if kind not in kinds:
             raise BlockError(f"unknown PD block {kind!r} in a model definition")
         pd.append(kinds[kind](**b))
+    drivers = [ActiveMoiety(**dict(m)) for m in d.get("drivers", [])]
     return build(
         d["name"],
         PK(**pk),
+        *drivers,
         *pd,
         typical=d.get("typical"),
         variability=d.get("variability", 0.5),
@@ -1238,7 +1501,8 @@ def build(
     variability: float | Mapping[str, float] = 0.5,
     solver: str = "auto",
 ) -> BlockModel:
-    """A model from a :class:`PK` block and any PD blocks (module docstring).
+    """A model from a :class:`PK` block and any PD blocks (module docstring), and the
+    :class:`ActiveMoiety` drivers they use.
 
     ``typical``: a typical value of every parameter (in its unit; :attr:`BlockModel.parameters`
     lists them): the model then declares default priors (log-normal, or logit-normal for
@@ -1263,6 +1527,14 @@ def build(
         spread = tuple(sorted((str(k), float(v)) for k, v in variability.items()))
     else:
         spread = float(variability)
+    drivers = tuple(b for b in pd if isinstance(b, ActiveMoiety))
+    pd = tuple(b for b in pd if not isinstance(b, ActiveMoiety))
     return BlockModel(
-        name=name, pk=pk, pd=tuple(pd), typical=typ, variability=spread, solver=solver
+        name=name,
+        pk=pk,
+        pd=pd,
+        typical=typ,
+        variability=spread,
+        solver=solver,
+        drivers=drivers,
     )

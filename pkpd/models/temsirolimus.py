@@ -1043,6 +1043,36 @@ LABEL_25MG = {
     "auc_ratio_sir_tem": 2.7,
 }
 
+
+def from_blocks(name: str = "temsirolimus_blocks", **options):
+    """The joint model (module docstring) written with the public blocks of
+    :mod:`pkpd.models.blocks`: the same endpoints, DVID codes, parameter names and units
+    (``options`` go to :func:`pkpd.models.blocks.build`, e.g. ``solver="ode"``).
+
+    The closed-form PK, the molar driver (an :class:`~pkpd.models.blocks.ActiveMoiety`), the
+    S6K effect site and the VEGF/PD-1 grid are those of :class:`TemsirolimusModel`
+    (tests/models/test_temsirolimus_model.py checks both against scipy;
+    benchmarks/bench_temsirolimus_blocks.py compares their fits' gradients). Not yet as blocks:
+    saturable binding, parameters per occasion of the whole chain on the closed forms, the
+    simulation metrics (S6K trough inhibition, VEGF and PD-1 changes) and the molar sum of the
+    two analytes in simulations.
+    """
+    from pkpd.models import blocks as B
+
+    return B.build(
+        name,
+        B.PK(compartments=2, endpoint="temsirolimus", code=1, unit="ng/mL",
+             metabolite=B.Metabolite("sirolimus", molar_masses=(MW_TEM, MW_SIR), code=2,
+                                     prefix="sir")),
+        B.ActiveMoiety("driver", {"temsirolimus": 1.0, "sirolimus": "potency"}, unit="nM"),
+        B.Direct("s6k", form="sigmoid_imax", unit="% of baseline", driver="driver",
+                 effect_compartment=True, baseline=100.0, code=3),
+        B.IndirectResponse("vegf", kind=1, unit="pg/mL", driver="driver", turnover="mrt", code=4),
+        B.BoundedTurnover("pd1_cd8", driver="driver", prefix="pd1", code=5),
+        **options,
+    )  # fmt: skip
+
+
 __all__ = [
     "BINDING_PARAMETERS",
     "binding_vector_field",
@@ -1057,6 +1087,7 @@ __all__ = [
     "TYPICAL",
     "TemsirolimusModel",
     "WEEK8_H",
+    "from_blocks",
     "pd1_rates",
     "s6k_from_effect",
     "turnover_parameters",

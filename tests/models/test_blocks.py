@@ -380,6 +380,34 @@ def test_pd_driven_by_the_metabolite_and_endpoint_selection():
            1000 * _reference(f, [0, 0], DOSES)[:, 0] / 25.0)  # fmt: skip
 
 
+@pytest.mark.parametrize("solver", ["ode", "auto"])
+def test_an_active_moiety_drives_a_direct_effect(solver):
+    """Parent + metabolite in nM (molar masses 500 and 400 g/mol), weighted by an estimated
+    potency, driving a sigmoid Imax on % of baseline (E0 fixed at 100)."""
+    met = B.Metabolite("m1", molar_masses=(500.0, 400.0), code=2, prefix="m")
+    m = B.build("b_moiety", B.PK(code=1, metabolite=met),
+                B.ActiveMoiety("active", {"conc": 1.0, "m1": "potency"}, unit="nM"),
+                B.Direct("e", form="sigmoid_imax", unit="% of baseline", driver="active",
+                         baseline=100.0, code=3), solver=solver)  # fmt: skip
+    assert m.engine == {"auto": "analytic", "ode": "ode"}[solver]
+    assert m.parameters["e_ic50"] == "nM" and "e_e0" not in m.parameters
+    assert set(m.structural_parameters) == {"cl", "v", "fm", "cl_m", "v_m", "potency", "e_imax",
+                                            "e_ic50", "e_hill"}  # fmt: skip
+    assert m.hill_levels == {"e_ic50": ("e_hill", "potency")} and m.costly_endpoints == ("e",)
+    p = {"cl": 4.0, "v": 25.0, "fm": 0.4, "cl_m": 3.0, "v_m": 50.0, "potency": 2.5,
+         "e_imax": 0.9, "e_ic50": 30.0, "e_hill": 1.5}  # fmt: skip
+
+    def f(t, y):
+        a, am = y
+        return [-4.0 / 25.0 * a, 0.4 * 4.0 / 25.0 * a * 400.0 / 500.0 - 3.0 / 50.0 * am]
+
+    ref = _reference(f, [0, 0], DOSES)
+    nm = 1e6 * ref[:, 0] / 25.0 / 500.0 + 2.5 * 1e6 * ref[:, 1] / 50.0 / 400.0  # mg/L -> nM
+    _close(_predict(m, p)["e"], 100 * (1 - 0.9 * _hill(nm, 30.0, 1.5)))
+    rebuilt = B.from_definition(m.definition)
+    assert rebuilt.definition == m.definition and rebuilt.parameters == m.parameters
+
+
 # -- definition checks, priors, files ------------------------------------------------------------
 
 
@@ -400,6 +428,32 @@ def test_pd_driven_by_the_metabolite_and_endpoint_selection():
             lambda: B.build("x", B.PK(), typical={"cl": 1.0, "vv": 2.0}),
             ["vv", "lacks a value for v"],
         ),
+        (
+            lambda: B.build(
+                "x",
+                B.PK(metabolite=B.Metabolite("m")),
+                B.ActiveMoiety("a", {"conc": 1.0, "m": 1.0}, unit="nM"),
+                B.Direct("e", driver="a"),
+            ),
+            ["ActiveMoiety 'a'", "'conc' in ng/mL cannot be converted to nM", "molar_masses"],
+        ),
+        (
+            lambda: B.build(
+                "x",
+                B.PK(),
+                B.ActiveMoiety("a", {"cp": 1.0}, unit="ng/mL"),
+                B.Direct("e", driver="a"),
+            ),
+            ["'cp' is not a concentration endpoint", "'conc'"],
+        ),
+        (lambda: B.ActiveMoiety("a", {}), ["terms={}", "mapping"]),
+        (lambda: B.ActiveMoiety("a", {"conc": "2x"}), ["'2x'", "identifier"]),
+        (lambda: B.ActiveMoiety("a", {"conc": 1.0}, unit="h"), ["'h'", "not a concentration"]),
+        (
+            lambda: B.build("x", B.PK(), B.Direct("e1", prefix="p"), B.Direct("e2", prefix="p")),
+            ["p_e0", "more than one block", "prefix="],
+        ),
+        (lambda: B.Direct("e", baseline="high"), ["baseline='high'", "a number"]),
         (
             lambda: B.build(
                 "x", B.PK(bioavailability=True), typical={"cl": 1, "v": 2, "f_central": 1.5}

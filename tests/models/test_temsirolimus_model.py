@@ -256,3 +256,28 @@ def test_grad_vmap_and_jit_agree():
     vm = jax.jit(jax.vmap(pk.predict))(params, batch)
     one = jax.jit(pk.predict)({k: v[1] for k, v in params.items()}, s)
     np.testing.assert_allclose(vm["sirolimus"][1], one["sirolimus"], rtol=1e-12)
+
+
+def test_the_joint_model_from_blocks_matches_scipy_and_declares_the_same_parameters():
+    """The whole temsirolimus model from blocks (closed-form PK and effect site on one pole
+    set, VEGF and PD-1 on the dose-aware grid) against the scipy reference of the coupled
+    system, through three doses of 25, 175 and 75 mg."""
+    from pkpd.models.temsirolimus import from_blocks
+
+    m = from_blocks()
+    assert m.engine == "grid"
+    assert set(m.structural_parameters) == set(TYPICAL) == set(MODEL.structural_parameters)
+    assert m.endpoint_units == {e: MODEL.endpoint_units[e] for e in m.endpoint_units}
+    assert m.parameters["s6k_ic50"] == "nM" and m.parameters["potency"] == "1"
+    assert m.endpoint_codes == MODEL.endpoint_codes
+    # what a fit reads from the model: the same subject grouping and IC50 level
+    assert set(m.costly_endpoints) == set(MODEL.costly_endpoints)
+    assert m.hill_levels == MODEL.hill_levels
+    out = jax.jit(m.predict)(TYPICAL, subject_for(DOSES, TIMES))
+    assert bool(out["ok"])
+    ref = scipy_reference(TYPICAL, DOSES, TIMES)
+    for e, want in ref.items():
+        got = np.asarray(out[e])[: len(TIMES)]
+        big = np.abs(want) > 1e-6 * np.abs(want).max()
+        rel = np.abs(got[big] - want[big]) / np.abs(want[big])
+        assert rel.max() <= (1e-5 if e in ("vegf", "pd1_cd8") else 1e-6), (e, rel.max())
