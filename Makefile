@@ -20,13 +20,15 @@ demo: $(STAMP)
 # The report's rendering test opens it in headless Chromium: install Debian's package where
 # this is root with apt; elsewhere that one test is skipped (the HTML checks still run).
 # Test files run in parallel, one worker per core (at most 4), each file on one worker so its
-# module fixtures are built once.
+# module fixtures are built once, in the order tests/conftest.py gives (longest first; xdist
+# would otherwise reorder files by their number of tests and start the two-test notebook
+# files last, each alone on a core for minutes).
 test: $(STAMP)
 	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
 	  && { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
 	  --no-install-recommends chromium; } >/dev/null 2>&1; } \
 	  || echo "chromium not installed: the report's rendering test will be skipped"
-	$(PY) -m pytest -q -n auto --maxprocesses=4 --dist loadfile
+	$(PY) -m pytest -q -n auto --maxprocesses=4 --dist loadfile --no-loadscope-reorder
 
 # The documentation site (Sphinx): build/docs/html/index.html. The tutorials are the notebooks,
 # run with their small settings (a few minutes); `docs/build.py --execute off` skips running them.

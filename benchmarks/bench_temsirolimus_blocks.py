@@ -9,6 +9,10 @@ at the priors' medians, per endpoint set. Prints compile time, ms per gradient, 
 density (equal up to the VEGF/PD-1 grid's rounding) and the ratio.
 
     .venv/bin/python benchmarks/bench_temsirolimus_blocks.py [--repeat 100]
+
+``--fit`` instead fits both to the same data (every endpoint, NUTS 2 × (150 + 150), seed 1:
+the recovery test's settings) and prints each fit's wall time, divergences and the
+population values side by side (median and 90% interval).
 """
 
 from __future__ import annotations
@@ -31,9 +35,34 @@ ENDPOINT_SETS = {
 }
 
 
+def fits(data, blocks, priors, bundled):
+    import time
+
+    import numpy as np
+
+    out = {}
+    for name, model, pri in (("class", "temsirolimus", bundled), ("blocks", blocks, priors)):
+        clock = time.perf_counter()
+        idata = pkpd.fit(model, data, pri, chains=2, warmup=150, draws=150, seed=1,
+                         progress_bar=False)  # fmt: skip
+        wall = time.perf_counter() - clock
+        div = int(idata.sample_stats["diverging"].sum())
+        print(f"{name:>6}: {wall:.0f} s, {div} divergences")
+        out[name] = idata.posterior
+    print(f"{'':>16} {'class median [5%, 95%]':>30} {'blocks median [5%, 95%]':>30}")
+    for v in sorted(k for k in out["class"].data_vars if k.startswith("pop_")):
+        cells = []
+        for name in ("class", "blocks"):
+            x = out[name][v].values.ravel()
+            q = np.quantile(x, [0.5, 0.05, 0.95])
+            cells.append(f"{q[0]:.4g} [{q[1]:.4g}, {q[2]:.4g}]")
+        print(f"{v:>16} {cells[0]:>30} {cells[1]:>30}")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--repeat", type=int, default=100)
+    ap.add_argument("--fit", action="store_true")
     a = ap.parse_args()
     data = pkpd.datasets.path("temsirolimus_small")
     blocks = from_blocks()
@@ -43,6 +72,8 @@ def main():
     text = (HERE.parent / "priors" / "temsirolimus.toml").read_text()
     priors.write_text(text.replace('name = "temsirolimus"', f'name = "{blocks.name}"', 1))
     bundled = HERE.parent / "priors" / "temsirolimus.toml"
+    if a.fit:
+        return fits(data, blocks, priors, bundled)
     for label, eps in ENDPOINT_SETS.items():
         out = {}
         for name, model, pri in (("class", "temsirolimus", bundled), ("blocks", blocks, priors)):

@@ -13,8 +13,10 @@ import pandas as pd
 import pytest
 
 #: Test files that take minutes, started first: ``make test`` hands whole files to its workers
-#: in collection order (``--dist loadfile``), so the longest ones go out first and the short
-#: ones fill the cores at the end instead of one long file running alone on a 2-core machine.
+#: in collection order (``--dist loadfile --no-loadscope-reorder``: without the second flag
+#: xdist sorts files by their number of tests, and the two-test notebook files, three minutes
+#: together, started last), so the longest ones go out first and the short ones fill the cores
+#: at the end instead of one long file running alone on a 2-core machine.
 SLOW_FIRST = (
     "package/test_notebooks.py",
     "inference/test_inference.py",
