@@ -139,14 +139,23 @@ def main():
         "hand-written ODEModel, kvaerno5": hand_written(),
         "hand-written ODEModel, tsit5": hand_written("tsit5"),
     }
+    compare({k: (m, a.repeat, {}) for k, m in cases.items()}, df, "blocks, grid engine")
+
+
+def compare(cases, data, base, *, digits=4):
+    """The gradient cost of each case side by side: ``cases`` maps a label to ``(model,
+    repeat, prepare options)``; prints compile time, ms per gradient and the log density of
+    each, then each one's ratio to case ``base``. Returns ``{label: (compile_s, ms, value)}``."""
+    width = max(map(len, cases))
     out = {}
-    for name, model in cases.items():
-        out[name] = gradient_cost(model, df, a.repeat)
+    for name, (model, repeat, options) in cases.items():
+        out[name] = gradient_cost(model, data, repeat, **options)
         c, ms, v = out[name]
-        print(f"{name:>32}: compile {c:6.1f} s, gradient {ms:8.3f} ms, log density {-v:.4f}")
-    base = out["blocks, grid engine"][1]
+        print(f"{name:>{width}}: compile {c:6.1f} s, gradient {ms:8.3f} ms, "
+              f"log density {-v:.{digits}f}")  # fmt: skip
     for name, (_, ms, _) in out.items():
-        print(f"{name:>32}: {ms / base:6.1f}x the grid engine's gradient")
+        print(f"{name:>{width}}: {ms / out[base][1]:6.2f}x the gradient of {base!r}")
+    return out
 
 
 if __name__ == "__main__":

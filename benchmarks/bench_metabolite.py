@@ -34,7 +34,7 @@ from pkpd.models import blocks
 
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
-from bench_blocks import gradient_cost  # noqa: E402
+from bench_blocks import compare  # noqa: E402
 
 MW = (1030.3, 914.2)  # g/mol, temsirolimus and sirolimus (pkpd.models.temsirolimus)
 
@@ -70,21 +70,14 @@ def main():
     tmp = Path("build/bench_metabolite")
     tmp.mkdir(parents=True, exist_ok=True)
     bench = HERE / "priors_temsirolimus_pk.toml"
-    cases = {"temsirolimus model": ("temsirolimus", bench)}
+    cases = {"temsirolimus model": ("temsirolimus", a.repeat, {"priors": bench})}
     for solver in ("auto", "ode"):
         m = block_model(solver)
         path = tmp / f"{m.name}.toml"
         path.write_text(priors_for(m))
-        cases[f"blocks, {m.engine}"] = (m, path)
-    out = {}
-    for name, (model, priors) in cases.items():
-        slow = name.endswith("ode")  # seconds per gradient: three suffice
-        out[name] = gradient_cost(model, df, 3 if slow else a.repeat, priors=priors)
-        c, ms, v = out[name]
-        print(f"{name:>20}: compile {c:6.1f} s, gradient {ms:8.3f} ms, log density {-v:.6f}")
-    base = out["temsirolimus model"][1]
-    for name, (_, ms, _) in out.items():
-        print(f"{name:>20}: {ms / base:6.2f}x the temsirolimus model's gradient")
+        # the ODE's seconds per gradient: three suffice
+        cases[f"blocks, {m.engine}"] = (m, 3 if solver == "ode" else a.repeat, {"priors": path})
+    compare(cases, df, "temsirolimus model", digits=6)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ from pkpd.models.temsirolimus import from_blocks
 
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
-from bench_blocks import gradient_cost  # noqa: E402
+from bench_blocks import compare  # noqa: E402
 
 ENDPOINT_SETS = {
     "PK": ["temsirolimus", "sirolimus"],
@@ -75,13 +75,11 @@ def main():
     if a.fit:
         return fits(data, blocks, priors, bundled)
     for label, eps in ENDPOINT_SETS.items():
-        out = {}
-        for name, model, pri in (("class", "temsirolimus", bundled), ("blocks", blocks, priors)):
-            out[name] = gradient_cost(model, data, a.repeat, priors=pri, endpoints=eps)
-            c, ms, v = out[name]
-            print(f"{label:>9} {name:>6}: compile {c:6.1f} s, gradient {ms:7.3f} ms, "
-                  f"log density {-v:.6f}")  # fmt: skip
-        print(f"{label:>9}  blocks / class: {out['blocks'][1] / out['class'][1]:.2f}x")
+        cases = {
+            f"{label}, class": ("temsirolimus", a.repeat, dict(priors=bundled, endpoints=eps)),
+            f"{label}, blocks": (blocks, a.repeat, dict(priors=priors, endpoints=eps)),
+        }
+        compare(cases, data, f"{label}, class", digits=6)
 
 
 if __name__ == "__main__":

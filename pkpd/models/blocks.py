@@ -1152,10 +1152,10 @@ class BlockModel(Model):
         """
         if self.engine_is_analytic:
             by_occ = any(jnp.ndim(v) == 1 for k, v in params.items() if k in self._all_declared())
-            own_poles = self.pk.metabolite is not None or self.drivers
-            if not by_occ and own_poles:
-                return self._predict_grid(params, subject)
-            if self.engine == "analytic" and not own_poles:
+            # the linear engine alone (occasions included) unless a metabolite or a moiety
+            # adds modes of its own
+            alone = self.pk.metabolite is None and not self.drivers
+            if self.engine == "analytic" and alone:
                 return self._predict_analytic(params, subject)
             if not by_occ:
                 return self._predict_grid(params, subject)
@@ -1192,12 +1192,11 @@ class BlockModel(Model):
         m = self.pk.metabolite
         if m is None:
             return parent
-        from pkpd.pk import analytic, polyexp
+        from pkpd.pk import analytic
 
         amount, doses = self._closed_form_amount(params, subject)
-        a_m = polyexp.scale(self._metabolite_response(amount, params), params[f"v_{m.key}"])
         col = analytic.superpose(
-            a_m,
+            self._metabolite_amount(amount, params),
             doses,
             jnp.asarray(subject.point_time, dtype=float),
             jnp.asarray(subject.point_seq),
@@ -1221,17 +1220,16 @@ class BlockModel(Model):
         amount = analytic.state_response(lin._disposition(sp), sp.get("ka"), state=state)
         return amount, None if subject is None else lin._doses(pkp, subject)
 
-    def _metabolite_response(self, amount, params):
-        """The metabolite's concentration (mg/L) per mg of parent dosed: formation
+    def _metabolite_amount(self, amount, params):
+        """The metabolite's amount (mg) per mg of parent dosed: formation
         ``fm·cl·A_central/V·MW_m/MW_p`` (mg/h) into a compartment emptied at ``cl_m/v_m``."""
         from pkpd.pk import polyexp
 
         m = self.pk.metabolite
         cl, v = params["cl"], params[self.pk.volume]
-        cl_m, v_m = params[f"cl_{m.key}"], params[f"v_{m.key}"]
+        k_m = params[f"cl_{m.key}"] / params[f"v_{m.key}"]
         formation = polyexp.scale(amount, params["fm"] * cl / v * m.ratio)
-        a_m = polyexp.convolve(formation, jnp.reshape(cl_m / v_m, (1,)), jnp.ones(1))
-        return polyexp.scale(a_m, 1.0 / v_m)
+        return polyexp.convolve(formation, jnp.reshape(k_m, (1,)), jnp.ones(1))
 
     def _concentration_responses(self, params, subject=None):
         """Each concentration endpoint's response per mg dosed, in its unit, and the dose
@@ -1245,7 +1243,8 @@ class BlockModel(Model):
         if m is None:
             return {self.pk.endpoint: parent}, doses
         met = polyexp.scale(
-            self._metabolite_response(amount, params), _scale(m.unit or self.pk.unit, "PK")
+            self._metabolite_amount(amount, params),
+            _scale(m.unit or self.pk.unit, "PK") / params[f"v_{m.key}"],
         )
         padded = analytic.StateResponse(
             met.poles, jnp.concatenate([parent.coef, jnp.zeros_like(met.coef[:, -1:])], axis=-1)
@@ -1320,21 +1319,23 @@ class BlockModel(Model):
         turnover = [b for b in blocks if isinstance(b, _Turnover)]
         ok = jnp.asarray(True)
         if turnover:
-            start = doses.time + doses.lag
-            end = start + jnp.where(doses.kind == analytic.INFUSION, doses.duration, 0.0)
             grid = getattr(subject, "grid", None)
             if grid is not None and not any(k in params for k in self._modifier_names()):
                 nodes, index, start_index = grid  # from the data alone (precompute)
             else:
-                nodes, index, start_index = forced.dose_grid(start, end, doses.active, t)
+                nodes, index, start_index = _dose_grid(doses, t)
             h = jnp.diff(nodes)
             grid_t = jnp.concatenate([nodes, nodes[:-1] + 0.5 * h])
             big = jnp.full(grid_t.shape, jnp.iinfo(jnp.int32).max, jnp.int32)
             zero = jnp.zeros(grid_t.shape, jnp.int32)
-            on_grid = {}  # blocks with the same driver (no effect site of their own) share it
+
+            # blocks with the same driver (no effect site of their own) share it
+            def key(b):
+                return b.name if b.effect_compartment else b.driver
+
+            on_grid = {}
             for b in turnover:
-                key = b.name if b.effect_compartment else b.driver
-                if key in on_grid:
+                if key(b) in on_grid:
                     continue
                 if lin.dose_kinds is not None:
                     # boluses and infusions only, no resets (a fit's data): the exact
@@ -1342,14 +1343,12 @@ class BlockModel(Model):
                     at_nodes, at_mid = forced.linear_state_on_grid(
                         drivers[b.name], doses, nodes, start_index
                     )
-                    on_grid[key] = jnp.concatenate([at_nodes, at_mid])
+                    on_grid[key(b)] = jnp.concatenate([at_nodes, at_mid])
                 else:
-                    on_grid[key] = analytic.superpose(
+                    on_grid[key(b)] = analytic.superpose(
                         drivers[b.name], doses, grid_t, big, zero, plain
                     )
-            c_grid = jnp.stack(
-                [on_grid[b.name if b.effect_compartment else b.driver] for b in turnover], axis=-1
-            )  # [2N − 1, J]
+            c_grid = jnp.stack([on_grid[key(b)] for b in turnover], axis=-1)  # [2N − 1, J]
             n = nodes.shape[0]
 
             def coef(c):
@@ -1378,16 +1377,10 @@ class BlockModel(Model):
             return None
         import numpy as np
 
-        from pkpd.pd import forced
-        from pkpd.pk import analytic
-
         lin = self._engine
 
         def one(subject):
-            doses = lin._doses({}, subject)
-            start = doses.time + doses.lag
-            end = start + jnp.where(doses.kind == analytic.INFUSION, doses.duration, 0.0)
-            return forced.dose_grid(start, end, doses.active, subject.point_time)
+            return _dose_grid(lin._doses({}, subject), subject.point_time)
 
         subjects = jax.tree.map(jnp.asarray, subjects)
         return tuple(np.asarray(x) for x in jax.jit(jax.vmap(one))(subjects))
@@ -1414,6 +1407,18 @@ class BlockModel(Model):
 
 
 jax.tree_util.register_static(BlockModel)
+
+
+def _dose_grid(doses, t):
+    """The turnover grid of :mod:`pkpd.pd.forced` (every dose start and infusion end a node)
+    for the dose terms of one subject and its points ``t``."""
+    from pkpd.pd import forced
+    from pkpd.pk import analytic
+
+    start = doses.time + doses.lag
+    end = start + jnp.where(doses.kind == analytic.INFUSION, doses.duration, 0.0)
+    return forced.dose_grid(start, end, doses.active, t)
+
 
 _SUPPORT = {_POS: "> 0", _FRAC: "in (0, 1)", _PCT: "in (0, 100)"}
 
