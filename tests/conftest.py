@@ -57,6 +57,20 @@ def pytest_collection_modifyitems(config, items):
     items.sort(key=key)  # stable: the order within a file and among the rest is kept
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _registry_restored():
+    """Models a test file registers (``pkpd.models.register``, a model file loaded by path) stay
+    in that file: the registry is a process global and a worker runs many files one after
+    another, so a registration left behind changed what a later file saw (the list of known
+    models in an error message)."""
+    from pkpd.models import MODELS
+
+    before = dict(MODELS)
+    yield
+    MODELS.clear()
+    MODELS.update(before)
+
+
 @pytest.fixture(scope="session")
 def one_cmt_iv_design():
     """A design maker: ``n`` subjects, one IV bolus of ``dose`` mg at 0 h, samples at ``times``
