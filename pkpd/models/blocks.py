@@ -1,5 +1,6 @@
 r"""A PK/PD model composed from blocks: :func:`build`, :class:`PK`, :class:`Metabolite`,
-:class:`Direct`, :class:`IndirectResponse`, :class:`BoundedTurnover`.
+:class:`Direct`, :class:`IndirectResponse`, :class:`BoundedTurnover`, :class:`ActiveMoiety`,
+:class:`Metric`.
 
 A pharmacometrician states the structure, pkpd writes the equations::
 
@@ -84,6 +85,14 @@ else 1).
   by the ``ok`` flag). Parameters per occasion on a ``"grid"`` model, or on one with a
   metabolite, also take this engine.
 
+**Simulation** (:func:`pkpd.simulate`): with closed-form PK the model's modal form
+(:meth:`BlockModel.modal_form`: the concentrations, drivers and effect sites as exponential
+modes, direct effects pointwise, turnover states stepped on the simulation grid) is stepped
+exactly for the PK, within ~1e-5 for turnover states; every concentration endpoint gets Cmax,
+Ctrough and AUC per cycle, and so does an ``ActiveMoiety(..., exposure=True)``; a PD block
+adds the metrics it lists (``metrics=``, :class:`Metric`: trough inhibition, change from
+baseline at a time or at the horizon).
+
 ``pkpd.models.temsirolimus.from_blocks()`` is the flagship model written with these blocks
 (the same parameters and predictions as the hand-wired class, at the same cost per gradient:
 benchmarks/RESULTS.md).
@@ -113,6 +122,7 @@ __all__ = [
     "IndirectResponse",
     "BoundedTurnover",
     "ActiveMoiety",
+    "Metric",
     "BlockModel",
     "build",
     "from_definition",
@@ -353,6 +363,108 @@ def _scale(unit: str, where: str) -> float:
         ) from None
 
 
+_METRIC_KINDS = ("inhibition_trough", "change_pct", "change_abs")
+_WINDOWS = {
+    "c1": "cycle 1 (the first dosing interval)",
+    "ss": "steady state (the last full dosing interval of the horizon)",
+}
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A response metric a PD block reports for every virtual subject of :func:`pkpd.simulate`
+    (besides the endpoint's profile), e.g. ``Direct("s6k", ..., metrics=["inhibition_trough"])``.
+
+    ``kind``:
+
+    * ``"inhibition_trough"``: ``100 − y`` just before the dose that ends the first dosing
+      interval (``<name>_c1``) and the last full one of the horizon (``<name>_ss``), in %;
+      for an endpoint in ``"% of baseline"`` only.
+    * ``"change_pct"``: ``100·(y(t)/y(0) − 1)`` (%) at ``t = at_h``.
+    * ``"change_abs"``: ``y(t) − y(0)`` at ``t = at_h``, in the endpoint's unit (percentage
+      points for one in %).
+
+    ``at_h`` (h): the time of a change; ``None`` (default) is the horizon of the simulation;
+    a time past the horizon leaves the metric out. ``name``: default ``<endpoint>_<kind>``.
+    A kind alone (``"change_pct"``) or a mapping of these fields stands for a ``Metric``.
+    """
+
+    kind: str
+    name: str | None = None
+    at_h: float | None = None
+
+    def __post_init__(self):
+        _choice("Metric", "kind", self.kind, _METRIC_KINDS)
+        if self.name is not None:
+            _name_ok("Metric", self.name)
+        if self.at_h is not None:
+            try:
+                at = float(self.at_h)
+            except (TypeError, ValueError):
+                at = float("nan")
+            if not at > 0 or self.kind == "inhibition_trough":
+                raise BlockError(
+                    f"Metric {self.kind!r}: at_h={self.at_h!r}; expected a time > 0 (h) for a "
+                    "change, or None (the horizon); a trough inhibition takes none"
+                )
+            object.__setattr__(self, "at_h", at)
+
+    def names(self, endpoint: str) -> tuple[str, ...]:
+        base = self.name or f"{endpoint}_{self.kind}"
+        if self.kind == "inhibition_trough":
+            return (f"{base}_c1", f"{base}_ss")
+        return (base,)
+
+    def specs(self, endpoint: str, unit: str, horizon_h: float) -> dict:
+        """Metric name → :class:`pkpd.models.base.MetricSpec` for a simulation to
+        ``horizon_h``."""
+        from pkpd.models.base import MetricSpec
+
+        if self.kind == "inhibition_trough":
+            return {
+                name: MetricSpec(
+                    endpoint=endpoint,
+                    kind=self.kind,
+                    units="%",
+                    long_name=f"{endpoint} inhibition (100 - {endpoint} in % of the subject's "
+                    f"baseline) at the trough ending {_WINDOWS[tag]}",
+                    window=tag,
+                )
+                for name, tag in zip(self.names(endpoint), _WINDOWS, strict=True)
+            }
+        if self.at_h is not None and self.at_h > horizon_h + 1e-9:
+            return {}
+        t = horizon_h if self.at_h is None else self.at_h
+        when = f"the horizon ({t:g} h)" if self.at_h is None else f"{t:g} h"
+        if self.kind == "change_pct":
+            units, formula = "%", f"100*({endpoint}(t)/{endpoint}(0) - 1)"
+        else:
+            units = "percentage points" if unit.strip() == "%" else unit
+            formula = f"{endpoint}(t) - {endpoint}(0), in {units}"
+        return {
+            self.names(endpoint)[0]: MetricSpec(
+                endpoint=endpoint,
+                kind=self.kind,
+                units=units,
+                long_name=f"{endpoint} change from baseline at {when}: {formula}",
+                time_h=t,
+            )
+        }
+
+
+def _metric(block: str, value) -> Metric:
+    if isinstance(value, Metric):
+        return value
+    if isinstance(value, str):
+        return Metric(value)
+    if isinstance(value, Mapping):
+        return Metric(**dict(value))
+    raise BlockError(
+        f"{block}: metric {value!r}; expected a kind ({', '.join(_METRIC_KINDS)}) or "
+        "blocks.Metric(kind, name=..., at_h=...)"
+    )
+
+
 @dataclass(frozen=True)
 class _PDBlock:
     """What every PD block has: its endpoint ``name`` and ``unit``, the concentration endpoint
@@ -367,6 +479,17 @@ class _PDBlock:
         _name_ok(kind, self.driver)
         if self.prefix is not None:
             _name_ok(kind, self.prefix)
+        if isinstance(self.metrics, (str, Metric, Mapping)):
+            object.__setattr__(self, "metrics", (self.metrics,))
+        metrics = tuple(_metric(f"{kind} {self.name!r}", m) for m in self.metrics)
+        object.__setattr__(self, "metrics", metrics)
+        for m in metrics:
+            if m.kind == "inhibition_trough" and self.unit.strip().lower() != "% of baseline":
+                raise BlockError(
+                    f"{kind} {self.name!r}: metric 'inhibition_trough' (100 - the endpoint) "
+                    f"needs the endpoint in '% of baseline', not {self.unit!r} (e.g. "
+                    "Direct(..., unit='% of baseline', baseline=100.0)); report a change instead"
+                )
 
     @property
     def key(self) -> str:
@@ -427,6 +550,7 @@ class Direct(_PDBlock):
     additive: float = 1.0
     baseline: float | None = None
     prefix: str | None = None
+    metrics: tuple = ()
 
     def __post_init__(self):
         self._common_checks("Direct")
@@ -519,6 +643,7 @@ class IndirectResponse(_Turnover):
     error: str = "proportional"
     additive: float = 1.0
     prefix: str | None = None
+    metrics: tuple = ()
 
     def __post_init__(self):
         self._common_checks("IndirectResponse")
@@ -576,6 +701,7 @@ class BoundedTurnover(_Turnover):
     error: str = "logit"
     additive: float = 1.0
     prefix: str | None = None
+    metrics: tuple = ()
     unit: str = field(default="%", init=False)
 
     def __post_init__(self):
@@ -610,11 +736,16 @@ class ActiveMoiety:
     A weight is a number or the name of a parameter (unit 1, estimated: a relative potency).
     A molar ``unit`` (nM, µM) needs each endpoint's molar mass
     (``Metabolite(molar_masses=(parent, metabolite))``). PD blocks name it as their ``driver``;
-    it is not an endpoint of the data."""
+    it is not an endpoint of the data.
+
+    ``exposure=True`` reports the sum in simulations like a concentration endpoint (its Cmax,
+    Ctrough and AUC per subject), e.g. the molar sum of a parent and its active metabolite;
+    its weights must then be numbers, and no PD block needs to use it."""
 
     name: str
     terms: Any
     unit: str = "nM"
+    exposure: bool = False
 
     def __post_init__(self):
         _name_ok("ActiveMoiety", self.name)
@@ -643,6 +774,16 @@ class ActiveMoiety:
                     ) from None
             clean.append((e, w))
         object.__setattr__(self, "terms", tuple(clean))
+        if self.exposure not in (True, False):
+            raise BlockError(
+                f"ActiveMoiety {self.name!r}: exposure={self.exposure!r}; expected True or False"
+            )
+        named = [w for _, w in clean if isinstance(w, str)]
+        if self.exposure and named:
+            raise BlockError(
+                f"ActiveMoiety {self.name!r}: exposure=True needs numbers as weights (a "
+                f"simulation's exposure is a fixed sum), not the parameter(s) {', '.join(named)}"
+            )
         from pkpd.data.reader import unit_factor
 
         try:
@@ -763,6 +904,10 @@ class BlockModel(Model):
                 "block's parameters start with its prefix= or name; an ActiveMoiety's weights "
                 "are named by you): give each its own name"
             )
+        metric_names = [n for b in self.pd for m in b.metrics for n in m.names(b.name)]
+        twice = sorted({n for n in metric_names if metric_names.count(n) > 1})
+        if twice:
+            out.append(f"metric name(s) {', '.join(twice)} used twice; give each Metric a name=")
         codes = [c for c in self._codes_all().values()]
         if any(c is None for c in codes) and any(c is not None for c in codes) and len(codes) > 1:
             missing = [e for e, c in self._codes_all().items() if c is None]
@@ -1070,26 +1215,79 @@ class BlockModel(Model):
         return self._engine.occasion_problems(subjects, line)
 
     def modal_form(self, params):
-        """The closed-form PK as modes (:class:`pkpd.models.base.ModalForm`): every
-        concentration endpoint (the metabolite's too) per mg into the first compartment, in
-        its unit; ``None`` for models with PD blocks or integrated PK."""
-        if not (self.engine_is_analytic and not self.pd):
+        """The model as modes (:class:`pkpd.models.base.ModalForm`) for simulation when its
+        PK has closed forms: every concentration endpoint (the metabolite's too) per mg into
+        the first compartment, in its unit; each :class:`ActiveMoiety` driver in use; an
+        effect site per block that has one (one more mode each, ``<block>:ce``). Direct blocks
+        are pointwise functions of their driver, turnover blocks turnover states driven by it.
+        ``None`` with integrated PK (the ``"ode"`` engine)."""
+        if not self.engine_is_analytic:
             return None
-        from pkpd.models.base import ModalForm
+        from pkpd.models.base import ModalForm, Turnover
+        from pkpd.pk import polyexp
+        from pkpd.pk.analytic import StateResponse
 
         concs, _ = self._concentration_responses(params)
         poles = next(reversed(concs.values())).poles[0]  # the metabolite's carry every mode
-        return ModalForm(poles, {e: r.coef[0] for e, r in concs.items()})
+        sources = {e: r.coef[0] for e, r in concs.items()}
+        factors = self._driver_factors()
+        for m in self._needed_drivers():
+            w = m.weights(params, factors[m.name])
+            sources[m.name] = sum(w[e] * sources[e] for e in w)
+        blocks = self._needed_blocks()
+        sites = [b for b in blocks if b.effect_compartment]
+        M, K = poles.shape[0], len(sites)
+        outputs = {k: jnp.concatenate([c, jnp.zeros(K)]) for k, c in sources.items()}
+        site_poles = []
+        for j, b in enumerate(sites):
+            ke0 = jnp.reshape(params[f"{b.key}_ke0"], (1,))
+            r = polyexp.convolve(StateResponse(poles[None], sources[b.driver][None]), ke0, ke0)
+            site_poles.append(r.poles[0, M])
+            tail = jnp.zeros(K).at[j].set(r.coef[0, M])
+            outputs[f"{b.name}:ce"] = jnp.concatenate([r.coef[0, :M], tail])
+        if K:
+            poles = jnp.concatenate([poles, jnp.stack(site_poles)])
+
+        def driver(b):
+            return f"{b.name}:ce" if b.effect_compartment else b.driver
+
+        direct, turnover = {}, {}
+        for b in blocks:
+            if isinstance(b, Direct):
+                direct[b.name] = (driver(b), lambda c, b=b: b.effect(c, params))
+            else:
+                base = jnp.asarray(params[f"{b.key}_base"], dtype=float)
+                turnover[b.name] = Turnover(driver(b), base, lambda c, b=b: b.forced(c, params))
+        return ModalForm(poles, outputs, direct, turnover)
 
     def modal_parameters_supported(self, parameters) -> bool:
-        """PK without PD blocks, of the closed forms, without dose modifiers."""
-        return bool(
-            self.engine_is_analytic
-            and not self.pd
-            and self._engine.modal_parameters_supported(
-                [p for p in parameters if p not in self.pk.metabolite_parameters()]
-            )
-        )
+        """Closed-form PK without dose modifiers (lag, F, modelled rate or duration) among the
+        parameters given."""
+        return bool(self.engine_is_analytic and not set(parameters) & set(self._modifier_names()))
+
+    # -- simulation metrics ----------------------------------------------------------------------
+    def combined_concentrations(self, endpoints) -> dict[str, dict]:
+        """Every :class:`ActiveMoiety` with ``exposure=True`` whose terms are all simulated."""
+        factors = self._driver_factors()
+        out = {}
+        for d in self.drivers:
+            if d.exposure and all(e in endpoints for e, _ in d.terms):
+                terms = " + ".join(e if w == 1 else f"{w:g}*{e}" for e, w in d.terms)
+                out[d.name] = dict(
+                    units=d.unit,
+                    long_name=f"{terms}, in {d.unit}",
+                    terms={e: w * factors[d.name][e] for e, w in d.terms},
+                )
+        return out
+
+    def response_metrics(self, endpoints, horizon_h: float) -> dict:
+        """The :class:`Metric` values of the PD blocks simulated."""
+        out = {}
+        for b in self.pd:
+            if b.name in endpoints:
+                for m in b.metrics:
+                    out.update(m.specs(b.name, b.unit, horizon_h))
+        return out
 
     @property
     def default_priors(self) -> Mapping[str, Any] | None:
@@ -1119,19 +1317,26 @@ class BlockModel(Model):
         """The blocks as plain values (JSON-ready): :func:`from_definition` rebuilds the model
         from them, so a fit file rebuilds its model without the code that made it."""
 
+        def plain(v):
+            if dataclasses.is_dataclass(v):
+                return fields_of(v)
+            return [plain(x) for x in v] if isinstance(v, tuple) else v
+
         def fields_of(block):
             out = {f.name: getattr(block, f.name) for f in dataclasses.fields(block) if f.init}
-            return {k: (list(v) if isinstance(v, tuple) else v) for k, v in out.items()}
+            return {k: plain(v) for k, v in out.items()}
 
-        pk = fields_of(self.pk)
-        if self.pk.metabolite is not None:
-            pk["metabolite"] = fields_of(self.pk.metabolite)
         return {
             "name": self.name,
-            "pk": pk,
+            "pk": fields_of(self.pk),
             "pd": [{"block": type(b).__name__, **fields_of(b)} for b in self.pd],
             "drivers": [
-                {"name": d.name, "terms": [list(t) for t in d.terms], "unit": d.unit}
+                {
+                    "name": d.name,
+                    "terms": [list(t) for t in d.terms],
+                    "unit": d.unit,
+                    "exposure": d.exposure,
+                }
                 for d in self.drivers
             ],
             "typical": None if self.typical is None else dict(self.typical),

@@ -1053,9 +1053,11 @@ def from_blocks(name: str = "temsirolimus_blocks", **options):
     S6K effect site and the VEGF/PD-1 grid are those of :class:`TemsirolimusModel`
     (tests/models/test_temsirolimus_model.py checks both against scipy;
     benchmarks/bench_temsirolimus_blocks.py compares their fits' gradients). Not yet as blocks:
-    saturable binding, parameters per occasion of the whole chain on the closed forms, the
-    simulation metrics (S6K trough inhibition, VEGF and PD-1 changes) and the molar sum of the
-    two analytes in simulations.
+    saturable binding and parameters per occasion of the whole chain on the closed forms.
+    Simulations step its modal form (:meth:`~pkpd.models.blocks.BlockModel.modal_form`) and
+    report the class's metrics: S6K trough inhibition, VEGF and PD-1 changes (PD blocks'
+    :class:`~pkpd.models.blocks.Metric`), the molar sum of both analytes (``total``, an
+    :class:`~pkpd.models.blocks.ActiveMoiety` with ``exposure=True``).
     """
     from pkpd.models import blocks as B
 
@@ -1065,10 +1067,15 @@ def from_blocks(name: str = "temsirolimus_blocks", **options):
              metabolite=B.Metabolite("sirolimus", molar_masses=(MW_TEM, MW_SIR), code=2,
                                      prefix="sir")),
         B.ActiveMoiety("driver", {"temsirolimus": 1.0, "sirolimus": "potency"}, unit="nM"),
+        B.ActiveMoiety("total", {"temsirolimus": 1.0, "sirolimus": 1.0}, unit="nmol/L",
+                       exposure=True),
         B.Direct("s6k", form="sigmoid_imax", unit="% of baseline", driver="driver",
-                 effect_compartment=True, baseline=100.0, code=3),
-        B.IndirectResponse("vegf", kind=1, unit="pg/mL", driver="driver", turnover="mrt", code=4),
-        B.BoundedTurnover("pd1_cd8", driver="driver", prefix="pd1", code=5),
+                 effect_compartment=True, baseline=100.0, code=3,
+                 metrics=["inhibition_trough"]),
+        B.IndirectResponse("vegf", kind=1, unit="pg/mL", driver="driver", turnover="mrt", code=4,
+                           metrics=["change_pct"]),
+        B.BoundedTurnover("pd1_cd8", driver="driver", prefix="pd1", code=5,
+                          metrics=[B.Metric("change_abs", name="pd1_change_week8", at_h=WEEK8_H)]),
         **options,
     )  # fmt: skip
 

@@ -51,6 +51,11 @@ INFUSION_FRACTIONS = (0.5,)
 #: below Cmax) the effect switches on within minutes of the start (the steps 0.003 -> 0.03 ->
 #: 0.25 h, growing 10×, cost 1.8e-6 of VEGF at the typical values; 3× steps cost 1e-7).
 START_OFFSETS = (0.003, 0.03)
+#: Nodes just after a bolus or an oral dose (h), in the slots an infusion's start and middle
+#: nodes take (the grid's size is the same): a concentration that jumps or rises within minutes
+#: crosses the PD potencies there (an oral dose's indirect response, driven by the parent, was
+#: 2.6e-4 off scipy 0.5 h after the dose with the first node at 0.25 h).
+BOLUS_OFFSETS = (0.01, 0.04, 0.1)
 
 
 def dose_grid(dose_time, dose_end, active, t_eval, *, n_uniform=32, offsets=DEFAULT_OFFSETS):
@@ -88,6 +93,8 @@ def dose_grid(dose_time, dose_end, active, t_eval, *, n_uniform=32, offsets=DEFA
     inside = dose_time[:, None] + frac[None, :] * (dose_end - dose_time)[:, None]
     early = jnp.minimum(dose_time[:, None] + jnp.asarray(START_OFFSETS)[None, :], dose_end[:, None])
     inside = jnp.concatenate([early, inside], axis=1)
+    after_bolus = dose_time[:, None] + jnp.asarray(BOLUS_OFFSETS)[None, :]
+    inside = jnp.where((dose_end <= dose_time)[:, None], after_bolus, inside)
     per_dose = jnp.concatenate(
         [dose_time[:, None], inside, dose_end[:, None] + off[None, :]], axis=1
     )

@@ -606,3 +606,88 @@ def test_steady_state_doses_are_refused_by_the_turnover_engines():
     assert "steady-state doses" in " ".join(grid.check_subject(padded.data))
     direct = B.build("b_ss_direct", B.PK(code=1), B.Direct("e", code=2))
     assert direct.check_subject(pkpd.read_dataset(df, model=direct).to_arrays().data) == []
+
+
+def test_a_block_model_simulates_by_its_modal_form_with_its_metrics():
+    """``pkpd.simulate`` steps the modal form of a PK/PD block model (oral parent and metabolite,
+    an effect-site Imax, a stimulated indirect response, a bounded turnover) and reports the
+    blocks' metrics and an exposure moiety; profiles and metrics against scipy's solve of the
+    same equations through the same regimen."""
+    from pkpd.simulate import fit_from_values
+
+    met = B.Metabolite("m1", molar_masses=(400.0, 300.0), code=2)
+    m = B.build(
+        "b_modal",
+        B.PK(absorption="first_order", code=1, metabolite=met),
+        B.ActiveMoiety("total", {"conc": 1.0, "m1": 1.0}, unit="nmol/L", exposure=True),
+        B.Direct("inh", form="sigmoid_imax", unit="% of baseline", baseline=100.0,
+                 effect_compartment=True, code=3, metrics=["inhibition_trough"]),
+        B.IndirectResponse("mk", kind=3, unit="U/L", driver="m1", code=4, metrics="change_pct"),
+        B.BoundedTurnover("pct", code=5, metrics=[B.Metric("change_abs", "pct_day3", at_h=72.0)]),
+        typical={"cl": 4.0, "v": 25.0, "ka": 1.1, "fm": 0.5, "cl_m1": 3.0, "v_m1": 40.0,
+                 "inh_imax": 0.9, "inh_ic50": 800.0, "inh_hill": 1.5, "inh_ke0": 0.4,
+                 "mk_base": 50.0, "mk_kout": 0.1, "mk_emax": 2.0, "mk_ec50": 600.0,
+                 "pct_base": 20.0, "pct_kout": 0.05, "pct_imax": 0.7, "pct_ic50": 1500.0},
+    )  # fmt: skip
+    p = dict(m.typical)
+    assert B.from_definition(m.definition) == m
+    fit = fit_from_values(m, _frame(m, doses=[(0.0, 100.0, 1, 0.0)], obs=[2.0]), p, n_draws=1)
+    times = np.array([2.0, 6.0, 24.0, 30.0, 50.0, 72.0, 96.0])
+    sim = pkpd.simulate(fit, "100 mg q24h x4", n_subjects=1, n_draws=1, times=times,
+                        progress_bar=False)  # fmt: skip
+    assert sim.attrs["engine"] == "modal"
+
+    def f(t, y):
+        a_d, a, a_m, ce, mk, pct = y
+        c, cm = 1000 * a / 25.0, 1000 * a_m / 40.0
+        kin_p = 0.05 * 20.0 / 80.0
+        return [
+            -1.1 * a_d, 1.1 * a_d - 4.0 / 25.0 * a, 0.5 * 4.0 / 25.0 * a * 300 / 400 - 3 / 40 * a_m,
+            0.4 * (c - ce), 5.0 * (1 + 2.0 * _hill(cm, 600.0)) - 0.1 * mk,
+            kin_p * (1 - 0.7 * _hill(c, 1500.0)) * (100 - pct) - 0.05 * pct,
+        ]  # fmt: skip
+
+    doses = [(24.0 * i, 100.0, 1, 0.0) for i in range(4)]
+    # the troughs just before a dose: reference points a hair before the dose times
+    obs = sorted(set(times) | {24.0 - 1e-9, 96.0 - 1e-9})
+    ref = dict(zip(obs, _reference(f, [0, 0, 0, 0, 50.0, 20.0], doses, obs=obs), strict=True))
+    r = np.array([ref[t] for t in times])
+    conc, m1 = 1000 * r[:, 1] / 25.0, 1000 * r[:, 2] / 40.0
+    want = {"conc": conc, "m1": m1, "inh": 100 * (1 - 0.9 * _hill(r[:, 3], 800.0, 1.5)),
+            "mk": r[:, 4], "pct": r[:, 5]}  # fmt: skip
+    for e, w in want.items():
+        _close(sim[e].values[0, 0, 0], w, 1e-9 if e in ("conc", "m1", "inh") else 5e-5)
+
+    def at(t, j):
+        return ref[t][j]
+
+    # ng/mL → nmol/L: × 1000 / molar mass (g/mol)
+    total = {t: 1e6 * at(t, 1) / 25.0 / 400.0 + 1e6 * at(t, 2) / 40.0 / 300.0 for t in ref}
+    metrics = {
+        "ctrough_total_c1": total[24.0 - 1e-9],
+        "ctrough_total_ss": total[96.0 - 1e-9],
+        "inh_inhibition_trough_c1": 90 * _hill(at(24.0 - 1e-9, 3), 800.0, 1.5),
+        "inh_inhibition_trough_ss": 90 * _hill(at(96.0 - 1e-9, 3), 800.0, 1.5),
+        "mk_change_pct": 100 * (at(96.0, 4) / 50.0 - 1),
+        "pct_day3": at(72.0, 5) - 20.0,
+    }
+    for name, value in metrics.items():  # a change magnifies the states' relative error
+        _close(float(sim[name].values[0, 0, 0]), value, 1e-8 if "total" in name else 1e-4)
+    assert sim["ctrough_total_c1"].attrs["units"] == "nmol/L"
+    assert sim["pct_day3"].attrs["units"] == "percentage points"
+    assert sim["inh_inhibition_trough_ss"].attrs["units"] == "%"
+    # a change asked for past the horizon is left out; a trough inhibition needs % of baseline
+    short = m.response_metrics(m.endpoints, 48.0)
+    assert "pct_day3" not in short and short["mk_change_pct"].time_h == 48.0
+    with pytest.raises(ValueError, match="needs the endpoint in '% of baseline', not 'U/L'"):
+        B.IndirectResponse("mk", unit="U/L", metrics=["inhibition_trough"])
+    with pytest.raises(ValueError, match="exposure=True needs numbers as weights"):
+        B.ActiveMoiety("d", {"conc": 1.0, "m1": "potency"}, exposure=True)
+    with pytest.raises(ValueError, match="metric name.* inh_x used twice"):
+        B.build(
+            "b_twice",
+            B.PK(),
+            B.Direct(
+                "inh", metrics=[B.Metric("change_pct", "inh_x"), B.Metric("change_abs", "inh_x")]
+            ),
+        )

@@ -71,3 +71,9 @@ def test_dose_grid_holds_every_dose_and_evaluation_time():
         assert np.any(nodes == t)
     # no step longer than the uniform spacing
     assert np.diff(nodes).max() <= 336.0 / 31 + 1e-12
+    # a bolus (or an oral dose) puts the slots of an infusion's start nodes just after it
+    bolus, _, _ = forced.dose_grid(jnp.array([0.0, 24.0]), jnp.array([0.0, 24.0]),
+                                   jnp.array([True, True]), t_eval)  # fmt: skip
+    assert bolus.shape == (32 + 2 * per_dose + 4,)
+    for t in forced.BOLUS_OFFSETS:
+        assert np.any(np.isclose(np.asarray(bolus), 24.0 + t, rtol=0, atol=1e-12))

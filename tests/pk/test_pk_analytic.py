@@ -532,7 +532,9 @@ def test_per_dose_modifiers_read_on_each_dose_record():
 # Errors a person can act on
 # -------------------------------------------------------------------------------------------
 def test_errors():
-    with pytest.raises(ValueError, match=r"unknown model 'one_cmpt'; known models: one_cmt_iv, one_cmt_oral"):
+    with pytest.raises(
+        ValueError, match=r"unknown model 'one_cmpt'; known models: one_cmt_iv, one_cmt_oral"
+    ):
         load_model("one_cmpt")
     model = engine("two_cmt_iv")
     sub = one_subject([dose(0, 100)])

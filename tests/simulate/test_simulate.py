@@ -250,7 +250,26 @@ def test_metrics_match_closed_forms_for_a_one_compartment_infusion(one_cmt_fit):
         assert sim["auc_tau_conc_ss"].attrs["units"] == "ng*h/mL"
 
 
-def test_temsirolimus_point_posterior_matches_predict_and_a_scipy_reference(tem_fit):
+@pytest.fixture(scope="module")
+def tem_blocks_fit(tmp_path_factory):
+    """The temsirolimus model built from public blocks (``from_blocks()``), registered, at the
+    truth with the bundled priors (renamed for it)."""
+    from pkpd.models import register
+    from pkpd.models.temsirolimus import from_blocks
+
+    model = register(from_blocks(), replace=True)
+    text = (ROOT / "priors" / "temsirolimus.toml").read_text()
+    priors = tmp_path_factory.mktemp("blocks") / "priors.toml"
+    priors.write_text(text.replace('name = "temsirolimus"', f'name = "{model.name}"', 1))
+    ds, _ = pkpd.datasets.load("temsirolimus_small")
+    return fit_from_values(model.name, ds, TRUTH["typical"], n_draws=2, priors=priors)
+
+
+@pytest.mark.parametrize("built", ["class", "blocks"])
+def test_temsirolimus_point_posterior_matches_predict_and_a_scipy_reference(built, request):
+    """The hand-wired class and the same model from public blocks (simulated through the
+    blocks' modal form and metrics) against the class's predict and a scipy reference."""
+    tem_fit = request.getfixturevalue({"class": "tem_fit", "blocks": "tem_blocks_fit"}[built])
     values = TRUTH["typical"]
     est = [k[4:] for k in tem_fit.posterior.data_vars if k.startswith("pop_")]
     fit = point_posterior(tem_fit, {p: values[p] for p in est})
