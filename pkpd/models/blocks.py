@@ -36,6 +36,14 @@ Equations (``C = A_central/V`` in mg/L; ``V`` is ``v`` for one compartment, ``v1
     E(C)            = cl·C  (linear) | vmax·C/(km + C)  (michaelis_menten) | both (mixed)
     dA_m/dt         = fm·E(C)·MW_m/MW_p − (cl_m/v_m)·A_m    (metabolite "m", one compartment)
 
+``binding=True``: saturable binding in blood (Langmuir; :mod:`pkpd.pk.binding`). ``C`` is then
+the whole-blood concentration (the endpoint); distribution and elimination act on
+``r0·C_u`` instead, ``C_u`` the unbound concentration solving
+``C = (1 + kns)·C_u + bmax·C_u/(kd + C_u)`` and ``r0 = 1 + kns + bmax/kd``, so that ``cl`` is
+the whole-blood clearance at low concentrations and exposure rises less than proportionally
+with dose as binding saturates (parameters ``bmax``, ``kd`` in the PK's unit, ``kns``; the
+``"ode"`` engine).
+
 ``mtt`` is the mean time a dose spends in the chain of ``n`` transit compartments (n/ktr;
 Savic et al., J Pharmacokinet Pharmacodyn 2007;34:711, write the same chain with n+1
 compartments as MTT = (n+1)/ktr). The concentration endpoint (``PK.endpoint``, default
@@ -79,7 +87,7 @@ else 1).
   (every dose and infusion end a node), within ~1e-5 relative of a tight scipy solve
   (measured 1.5e-6 to 1.5e-5 in the tests). Data with steady-state doses or resets make the
   prediction fail (``ok`` False) rather than start the turnover at its baseline.
-* ``"ode"``: everything else (transit chains, Michaelis–Menten elimination), or
+* ``"ode"``: everything else (transit chains, Michaelis–Menten elimination, binding), or
   ``build(..., solver="ode")``: diffrax through the dose history
   (:class:`~pkpd.models.ODEModel`; rtol 1e-8; steady-state doses and ``RATE`` -1/-2 refused
   by the ``ok`` flag). Parameters per occasion on a ``"grid"`` model, or on one with a
@@ -207,7 +215,8 @@ class PK:
     """The PK block (module docstring): ``compartments`` 1–3, ``absorption`` ``"iv"`` or
     ``"first_order"``, ``transit`` (a fixed number of transit compartments ahead of the depot),
     ``elimination`` ``"linear"``, ``"michaelis_menten"`` or ``"mixed"``, ``lag`` and
-    ``bioavailability`` (estimate them for doses into the first compartment), ``metabolite``.
+    ``bioavailability`` (estimate them for doses into the first compartment), ``metabolite``,
+    ``binding`` (saturable binding in blood: module docstring).
     The concentration endpoint is ``endpoint`` in ``unit`` (a mass concentration: ng/mL, mg/L,
     ...), with DVID ``code``, residual ``error`` and, for its default prior, the scale of its
     additive error ``additive`` (in ``unit``)."""
@@ -224,8 +233,11 @@ class PK:
     code: int | None = None
     error: str = "combined"
     additive: float = 1.0
+    binding: bool = False
 
     def __post_init__(self):
+        if self.binding not in (True, False):
+            raise BlockError(f"PK: binding={self.binding!r}; expected True or False")
         if self.compartments not in (1, 2, 3):
             raise BlockError(f"PK: compartments={self.compartments!r}; expected 1, 2 or 3")
         _choice("PK", "absorption", self.absorption, _ABSORPTION)
@@ -265,7 +277,7 @@ class PK:
     def closed_form(self) -> bool:
         """Linear PK without a transit chain: every unit-dose response is a sum of exponentials
         (a metabolite's compartment adds one mode, :func:`pkpd.pk.polyexp.convolve`)."""
-        return self.elimination == "linear" and not self.transit
+        return self.elimination == "linear" and not self.transit and not self.binding
 
     def metabolite_parameters(self) -> tuple[str, ...]:
         m = self.metabolite
@@ -297,6 +309,8 @@ class PK:
             out[f"lag_{first}"] = ("h", _POS)
         if self.bioavailability:
             out[f"f_{first}"] = ("1", _FRAC)
+        if self.binding:
+            out.update(bmax=(self.unit, _POS), kd=(self.unit, _POS), kns=("1", _POS))
         return out
 
     def concentrations(self) -> dict[str, tuple[str, str]]:
@@ -310,7 +324,15 @@ class PK:
     def rhs(self, y, p, scale) -> tuple[dict, dict]:
         """Derivatives of the PK states and the concentrations (in their endpoint units)."""
         d = {}
-        conc = y["central"] / p[self.volume]  # mg/L
+        blood = y["central"] / p[self.volume]  # mg/L (whole blood with binding)
+        conc = blood
+        if self.binding:  # distribution and elimination act on r0·C_u
+            from pkpd.pk.binding import unbound_from_blood
+
+            to_mg_l = 1.0 / scale[self.endpoint]
+            bmax, kd = p["bmax"] * to_mg_l, p["kd"] * to_mg_l
+            unbound = unbound_from_blood(jnp.maximum(blood, 0.0), bmax, kd, p["kns"])
+            conc = (1.0 + p["kns"] + bmax / kd) * unbound
         if self.transit:
             ktr = self.transit / p["mtt"]
             prev = 0.0
@@ -341,7 +363,7 @@ class PK:
                 d[s] = flow
                 d_central = d_central - flow
         d["central"] = d_central
-        concs = {self.endpoint: scale[self.endpoint] * conc}
+        concs = {self.endpoint: scale[self.endpoint] * blood}
         m = self.metabolite
         if m is not None:
             am = y[m.name]

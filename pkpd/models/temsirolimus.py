@@ -68,6 +68,7 @@ from pkpd.pd.direct import remaining_fraction
 from pkpd.pd.forced import linear_state_on_grid
 from pkpd.pd.turnover import bounded_turnover_rates, indirect_response_rates
 from pkpd.pk import analytic, polyexp
+from pkpd.pk.binding import unbound_from_blood
 
 MW_TEM = 1030.3  # g/mol, temsirolimus (literature file header; rxreasoner substance page)
 MW_SIR = 914.2  # g/mol, sirolimus (literature file header; Drugs.com USP-DI "Rapamycin")
@@ -209,19 +210,6 @@ def apply_covariates(params: Mapping[str, float], covariates: Mapping[str, float
 #: Saturable blood-cell binding (Langmuir, as for everolimus: ter Heine 2018, literature §2):
 #: ``C_wb = (1 + kns)·C_u + bmax·C_u/(kd + C_u)``.
 BINDING_PARAMETERS = {"bmax": "ng/mL", "kd": "ng/mL", "kns": "1"}
-
-
-def unbound_from_blood(c_wb, bmax, kd, kns):
-    """Invert the Langmuir relation: the unbound concentration for a whole-blood one.
-
-    Solves ``a·u² + (a·kd + bmax − c)·u − c·kd = 0`` (``a = 1 + kns``) for its positive root,
-    written without cancellation. Units as the inputs (all in the same concentration unit).
-    """
-    a = 1.0 + kns
-    b = a * kd + bmax - c_wb
-    disc = jnp.sqrt(b * b + 4.0 * a * c_wb * kd)
-    # u = (-b + disc) / (2a) = 2·c·kd / (b + disc): the second form when b > 0
-    return jnp.where(b > 0, 2.0 * c_wb * kd / (b + disc), (disc - b) / (2.0 * a))
 
 
 def binding_vector_field(t, y, p):
@@ -1044,16 +1032,18 @@ LABEL_25MG = {
 }
 
 
-def from_blocks(name: str = "temsirolimus_blocks", **options):
+def from_blocks(name: str = "temsirolimus_blocks", *, binding: bool = False, **options):
     """The joint model (module docstring) written with the public blocks of
     :mod:`pkpd.models.blocks`: the same endpoints, DVID codes, parameter names and units
-    (``options`` go to :func:`pkpd.models.blocks.build`, e.g. ``solver="ode"``).
+    (``options`` go to :func:`pkpd.models.blocks.build`, e.g. ``solver="ode"``);
+    ``binding=True``: saturable binding in blood (:func:`binding_vector_field`;
+    ``PK(binding=True)``, the ``"ode"`` engine, for the PD endpoints too).
 
     The closed-form PK, the molar driver (an :class:`~pkpd.models.blocks.ActiveMoiety`), the
     S6K effect site and the VEGF/PD-1 grid are those of :class:`TemsirolimusModel`
     (tests/models/test_temsirolimus_model.py checks both against scipy;
     benchmarks/bench_temsirolimus_blocks.py compares their fits' gradients). Not yet as blocks:
-    saturable binding and parameters per occasion of the whole chain on the closed forms.
+    parameters per occasion of the whole chain on the closed forms.
     Simulations step its modal form (:meth:`~pkpd.models.blocks.BlockModel.modal_form`) and
     report the class's metrics: S6K trough inhibition, VEGF and PD-1 changes (PD blocks'
     :class:`~pkpd.models.blocks.Metric`), the molar sum of both analytes (``total``, an
@@ -1063,7 +1053,7 @@ def from_blocks(name: str = "temsirolimus_blocks", **options):
 
     return B.build(
         name,
-        B.PK(compartments=2, endpoint="temsirolimus", code=1, unit="ng/mL",
+        B.PK(compartments=2, endpoint="temsirolimus", code=1, unit="ng/mL", binding=binding,
              metabolite=B.Metabolite("sirolimus", molar_masses=(MW_TEM, MW_SIR), code=2,
                                      prefix="sir")),
         B.ActiveMoiety("driver", {"temsirolimus": 1.0, "sirolimus": "potency"}, unit="nM"),

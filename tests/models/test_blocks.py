@@ -454,6 +454,9 @@ def test_an_active_moiety_drives_a_direct_effect(solver):
             ["p_e0", "more than one block", "prefix="],
         ),
         (lambda: B.Direct("e", baseline="high"), ["baseline='high'", "a number"]),
+        (lambda: B.PK(binding="yes"), ["binding='yes'", "True or False"]),
+        (lambda: B.Direct("e", metrics=["auc"]), ["kind='auc'", "'change_pct'"]),
+        (lambda: B.Metric("change_pct", at_h=-2), ["at_h=-2", "a time > 0"]),
         (
             lambda: B.build(
                 "x", B.PK(bioavailability=True), typical={"cl": 1, "v": 2, "f_central": 1.5}

@@ -11,7 +11,14 @@ from scipy.integrate import solve_ivp
 from scipy.optimize import brentq
 
 import pkpd
-from pkpd.models.temsirolimus import MW_SIR, MW_TEM, TYPICAL, TemsirolimusModel, unbound_from_blood
+from pkpd.models.temsirolimus import (
+    MW_SIR,
+    MW_TEM,
+    TYPICAL,
+    TemsirolimusModel,
+    from_blocks,
+    unbound_from_blood,
+)
 
 PK = {k: TYPICAL[k] for k in ("cl", "v1", "q", "v2", "fm", "cl_sir", "v_sir")}
 # everolimus analogue (ter Heine 2018; priors/temsirolimus.toml medians), ng/mL
@@ -51,9 +58,18 @@ def test_without_binding_capacity_it_is_the_linear_model():
         np.testing.assert_allclose(np.asarray(a[e]), np.asarray(b[e]), rtol=1e-6)
 
 
-def test_matches_scipy_with_an_independent_inversion():
+@pytest.mark.parametrize("built", ["class", "blocks"])
+def test_matches_scipy_with_an_independent_inversion(built):
+    """The class and the model from blocks (``PK(binding=True)``) against scipy."""
     times = np.array([0.25, 0.5, 1.0, 4.0, 24.0, 72.0])
-    out = predict({**PK, **BIND}, subject(175.0, times))
+    if built == "class":
+        out = predict({**PK, **BIND}, subject(175.0, times))
+    else:
+        blocks = from_blocks(binding=True).with_endpoints(["temsirolimus", "sirolimus"])
+        assert blocks.engine == "ode" and {"bmax", "kd", "kns"} <= set(blocks.parameters)
+        assert blocks.parameters["bmax"] == "ng/mL"
+        out = jax.jit(blocks.predict)({**PK, **BIND}, subject(175.0, times))
+        assert bool(out["ok"])
     p = {**PK, "bmax": BIND["bmax"] / 1000, "kd": BIND["kd"] / 1000, "kns": BIND["kns"]}
     r0 = 1 + p["kns"] + p["bmax"] / p["kd"]
 
