@@ -101,6 +101,12 @@ class MetricSpec:
     time_h: float | None = None
 
 
+#: The intervals a metric's ``window`` names, as the metric descriptions say them.
+METRIC_WINDOWS = {
+    "c1": "cycle 1 (the first dosing interval)",
+    "ss": "steady state (the last full dosing interval of the horizon)",
+}
+
 #: Compartment names that mean "an absorption depot" (doses by mouth): :attr:`Model.dose_route`.
 ABSORPTION_COMPARTMENTS = ("depot", "gut", "absorption", "oral")
 

@@ -120,7 +120,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from pkpd.models.base import Model, known_endpoints
+from pkpd.models.base import METRIC_WINDOWS, Model, known_endpoints
 from pkpd.pd.direct import hill_fraction, remaining_fraction
 
 __all__ = [
@@ -386,10 +386,6 @@ def _scale(unit: str, where: str) -> float:
 
 
 _METRIC_KINDS = ("inhibition_trough", "change_pct", "change_abs")
-_WINDOWS = {
-    "c1": "cycle 1 (the first dosing interval)",
-    "ss": "steady state (the last full dosing interval of the horizon)",
-}
 
 
 @dataclass(frozen=True)
@@ -449,10 +445,10 @@ class Metric:
                     kind=self.kind,
                     units="%",
                     long_name=f"{endpoint} inhibition (100 - {endpoint} in % of the subject's "
-                    f"baseline) at the trough ending {_WINDOWS[tag]}",
+                    f"baseline) at the trough ending {METRIC_WINDOWS[tag]}",
                     window=tag,
                 )
-                for name, tag in zip(self.names(endpoint), _WINDOWS, strict=True)
+                for name, tag in zip(self.names(endpoint), METRIC_WINDOWS, strict=True)
             }
         if self.at_h is not None and self.at_h > horizon_h + 1e-9:
             return {}
@@ -1251,11 +1247,7 @@ class BlockModel(Model):
 
         concs, _ = self._concentration_responses(params)
         poles = next(reversed(concs.values())).poles[0]  # the metabolite's carry every mode
-        sources = {e: r.coef[0] for e, r in concs.items()}
-        factors = self._driver_factors()
-        for m in self._needed_drivers():
-            w = m.weights(params, factors[m.name])
-            sources[m.name] = sum(w[e] * sources[e] for e in w)
+        sources = {k: r.coef[0] for k, r in self._sources(concs, params).items()}
         blocks = self._needed_blocks()
         sites = [b for b in blocks if b.effect_compartment]
         M, K = poles.shape[0], len(sites)
@@ -1298,7 +1290,7 @@ class BlockModel(Model):
                 out[d.name] = dict(
                     units=d.unit,
                     long_name=f"{terms}, in {d.unit}",
-                    terms={e: w * factors[d.name][e] for e, w in d.terms},
+                    terms=d.weights({}, factors[d.name]),
                 )
         return out
 
@@ -1478,6 +1470,19 @@ class BlockModel(Model):
         )
         return {self.pk.endpoint: padded, m.name: met}, doses
 
+    def _sources(self, concs, params) -> dict:
+        """The concentration responses and each :class:`ActiveMoiety` driver in use, a weighted
+        sum of them on their one pole set."""
+        from pkpd.pk import analytic
+
+        out = dict(concs)
+        factors = self._driver_factors()
+        for m in self._needed_drivers():
+            w = m.weights(params, factors[m.name])
+            coef = sum(w[e] * concs[e].coef for e in w)
+            out[m.name] = analytic.StateResponse(next(iter(concs.values())).poles, coef)
+        return out
+
     def _predict_analytic(self, params, subject):
         out = self._engine.predict(self._pk_params(params), subject)
         conc = out["conc"] * (_scale(self.pk.unit, "PK") / 1000.0)  # the engine gives ng/mL
@@ -1517,12 +1522,7 @@ class BlockModel(Model):
             )
 
         blocks = self._needed_blocks()
-        sources = dict(concs)
-        factors = self._driver_factors()
-        for m in self._needed_drivers():  # a weighted sum of responses on one pole set
-            w = m.weights(params, factors[m.name])
-            coef = sum(w[e] * concs[e].coef for e in w)
-            sources[m.name] = analytic.StateResponse(next(iter(concs.values())).poles, coef)
+        sources = self._sources(concs, params)
         drivers = {}
         for b in blocks:
             drivers[b.name] = sources[b.driver]

@@ -57,6 +57,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from pkpd.models.base import (
+    METRIC_WINDOWS,
     MetricSpec,
     ModalForm,
     Model,
@@ -584,10 +585,7 @@ class TemsirolimusModel(Model):
         """S6K inhibition at the cycle-1 and steady-state troughs, the VEGF change (%) at the
         horizon and the PD-1 change (percentage points) at week 8 (:data:`WEEK8_H`, when the
         horizon reaches it)."""
-        where = {
-            "c1": "cycle 1 (the first dosing interval)",
-            "ss": "steady state (the last full dosing interval of the horizon)",
-        }
+        where = METRIC_WINDOWS
         out = {}
         if "s6k" in endpoints:
             for tag, txt in where.items():

@@ -53,6 +53,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from pkpd.models.base import METRIC_WINDOWS
 from pkpd.pd.forced import exponential_affine
 from pkpd.simulate.plan import subject_arrays
 
@@ -288,10 +289,7 @@ def metric_catalogue(model, endpoints, horizon_h: float) -> dict[str, dict]:
         conc[name] = c["units"]
         what[name] = c["long_name"]
     out = {}
-    where = {
-        "c1": "cycle 1 (the first dosing interval)",
-        "ss": "steady state (the last full dosing interval of the horizon)",
-    }
+    where = METRIC_WINDOWS
     for e, unit in conc.items():
         amount, _, volume = unit.partition("/")
         for tag, txt in where.items():

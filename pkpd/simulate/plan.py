@@ -47,8 +47,8 @@ INFUSION_POINTS = {
 STEPS = {"fine": (0.5, 2.0, 6.0), "coarse": (1.0, 3.0, 12.0)}
 #: Points just after a bolus or an oral dose (h): a concentration that jumps or rises within
 #: minutes crosses a PD potency there, and a turnover's forcing bends (an oral dose's indirect
-#: response was 1.6e-3 off a tight reference 0.5 h after the dose without them, 2e-6 with them;
-#: tests/models/test_blocks.py).
+#: response was 1.6e-3 off a tight reference 0.5 h after the dose without them, within 2.2e-5
+#: with them and the engine's mid-step rates; tests/models/test_blocks.py).
 BOLUS_POINTS = {"fine": (0.01, 0.03, 0.1, 0.25), "coarse": (0.01, 0.05, 0.25)}
 #: Follow-up of a single dose when no horizon is given (h).
 SINGLE_DOSE_FOLLOW_UP_H = 168.0
