@@ -10,6 +10,10 @@ density (equal up to the VEGF/PD-1 grid's rounding) and the ratio.
 
     .venv/bin/python benchmarks/bench_temsirolimus_blocks.py [--repeat 100]
 
+``--iov`` gives clearance inter-occasion variability (the data's OCC column; a half-normal
+SD prior of scale 0.2 in both priors files): the class's occasion path against the blocks'
+closed-form one.
+
 ``--fit`` instead fits both to the same data (every endpoint, NUTS 2 × (150 + 150), seed 1:
 the recovery test's settings) and prints each fit's wall time, divergences and the
 population values side by side (median and 90% interval).
@@ -63,15 +67,22 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--repeat", type=int, default=100)
     ap.add_argument("--fit", action="store_true")
+    ap.add_argument("--iov", action="store_true", help="clearance IOV in both priors files")
     a = ap.parse_args()
     data = pkpd.datasets.path("temsirolimus_small")
     blocks = from_blocks()
     tmp = Path("build/bench_temsirolimus_blocks")
     tmp.mkdir(parents=True, exist_ok=True)
     priors = tmp / "priors.toml"
-    text = (HERE.parent / "priors" / "temsirolimus.toml").read_text()
-    priors.write_text(text.replace('name = "temsirolimus"', f'name = "{blocks.name}"', 1))
     bundled = HERE.parent / "priors" / "temsirolimus.toml"
+    text = bundled.read_text()
+    if a.iov:
+        cl = '[parameters.cl]\nunit = "L/h"\n'
+        assert cl in text
+        text = text.replace(cl, cl + 'iov = { family = "halfnormal", scale = 0.2 }\n', 1)
+        bundled = tmp / "priors_class_iov.toml"
+        bundled.write_text(text)
+    priors.write_text(text.replace('name = "temsirolimus"', f'name = "{blocks.name}"', 1))
     if a.fit:
         return fits(data, blocks, priors, bundled)
     for label, eps in ENDPOINT_SETS.items():

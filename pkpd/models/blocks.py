@@ -90,8 +90,16 @@ else 1).
 * ``"ode"``: everything else (transit chains, Michaelis–Menten elimination, binding), or
   ``build(..., solver="ode")``: diffrax through the dose history
   (:class:`~pkpd.models.ODEModel`; rtol 1e-8; steady-state doses and ``RATE`` -1/-2 refused
-  by the ``ok`` flag). Parameters per occasion on a ``"grid"`` model, or on one with a
-  metabolite, also take this engine.
+  by the ``ok`` flag).
+
+**Parameters per occasion** (inter-occasion variability): parameters change at an occasion's
+first record and every state present then moves on under the new occasion's values (NONMEM's
+convention). With closed-form PK the whole linear chain — the PK compartments, the metabolite
+and each effect site — is carried over in closed form (Sylvester's propagator on the chain's
+poles, :func:`pkpd.pk.analytic.occasion_superpose`); concentrations and direct effects take
+the values of each point's occasion; turnover states are driven by the occasion each grid time
+falls in, every occasion start a node of their grid. A turnover block's own parameters
+(baseline, kout, its potency) per occasion take the ``"ode"`` engine.
 
 **Simulation** (:func:`pkpd.simulate`): with closed-form PK the model's modal form
 (:meth:`BlockModel.modal_form`: the concentrations, drivers and effect sites as exponential
@@ -1366,19 +1374,36 @@ class BlockModel(Model):
 
         Parameters may be given per occasion (``[O]``), as in
         :meth:`pkpd.models.LinearPKModel.predict` and :meth:`pkpd.models.ODEModel.predict`:
-        drug present at an occasion's start moves on under the new occasion's values (a model
-        with PD states then takes the ODE engine).
+        drug present at an occasion's start moves on under the new occasion's values (module
+        docstring: the closed forms carry the whole chain; a turnover block's own parameters
+        per occasion take the ODE engine).
         """
         if self.engine_is_analytic:
-            by_occ = any(jnp.ndim(v) == 1 for k, v in params.items() if k in self._all_declared())
+            per_occasion = {
+                k for k, v in params.items() if k in self._all_declared() and jnp.ndim(v) == 1
+            }
             # the linear engine alone (occasions included) unless a metabolite or a moiety
             # adds modes of its own
             alone = self.pk.metabolite is None and not self.drivers
             if self.engine == "analytic" and alone:
                 return self._predict_analytic(params, subject)
-            if not by_occ:
+            if not per_occasion:
                 return self._predict_grid(params, subject)
+            if not per_occasion & self._turnover_parameters():
+                return self._predict_occasions(params, subject)
         return self._predict_ode(params, subject)
+
+    def _turnover_parameters(self) -> set[str]:
+        """The parameters of the turnover blocks in use (their baselines and rate constants
+        stay the subject's on the closed-form occasion path)."""
+        units = self._driver_units()
+        return {
+            p
+            for b in self._needed_blocks()
+            if isinstance(b, _Turnover)
+            for p in b.parameters(units[b.driver])
+            if not p.endswith("_ke0")
+        }
 
     def _ode(self):
         return self._engine if not self.engine_is_analytic else self._make_ode()
@@ -1546,11 +1571,7 @@ class BlockModel(Model):
         turnover = [b for b in blocks if isinstance(b, _Turnover)]
         ok = jnp.asarray(True)
         if turnover:
-            grid = getattr(subject, "grid", None)
-            if grid is not None and not any(k in params for k in self._modifier_names()):
-                nodes, index, start_index = grid  # from the data alone (precompute)
-            else:
-                nodes, index, start_index = _dose_grid(doses, t)
+            nodes, index, start_index = self._turnover_grid(params, doses, subject, t)
             h = jnp.diff(nodes)
             grid_t = jnp.concatenate([nodes, nodes[:-1] + 0.5 * h])
             big = jnp.full(grid_t.shape, jnp.iinfo(jnp.int32).max, jnp.int32)
@@ -1576,20 +1597,242 @@ class BlockModel(Model):
                         drivers[b.name], doses, grid_t, big, zero, plain
                     )
             c_grid = jnp.stack([on_grid[key(b)] for b in turnover], axis=-1)  # [2N − 1, J]
-            n = nodes.shape[0]
+            states, ok = self._solve_turnover(params, turnover, c_grid, nodes, index, doses)
+            values.update(states)
+        return {**{e: values[e] for e in self.endpoints}, "ok": ok}
 
-            def coef(c):
-                ab = [b.forced(c[..., j], params) for j, b in enumerate(turnover)]
-                return jnp.stack([a for a, _ in ab], -1), jnp.stack([bb for _, bb in ab], -1)
+    def _turnover_grid(self, params, doses, subject, t):
+        """The turnover grid ``(nodes, index, start_index)``: the one computed from the data
+        (:meth:`precompute`) unless a dose modifier moves the doses."""
+        grid = getattr(subject, "grid", None)
+        if grid is not None and not any(k in params for k in self._modifier_names()):
+            return grid
+        return _dose_grid(doses, t, subject)
 
-            y0 = jnp.stack([jnp.asarray(params[f"{b.key}_base"], dtype=float) for b in turnover])
-            ys, ok = forced.solve_forced(
-                coef, None, y0, nodes, index, conc=(c_grid[:n], c_grid[n:])
+    def _solve_turnover(self, params, turnover, c_grid, nodes, index, doses):
+        """The turnover blocks' values at the points (``{name: [P]}``) and ``ok``, by
+        :func:`pkpd.pd.forced.solve_forced` from their drivers on the grid, ``c_grid``
+        ``[2N − 1, J]`` (at the ``N`` nodes, then at the step midpoints). Data with
+        steady-state doses or resets give ``ok = False`` (the turnover would need its own
+        steady state)."""
+        from pkpd.pd import forced
+        from pkpd.pk import analytic
+
+        n = nodes.shape[0]
+
+        def coef(c):
+            ab = [b.forced(c[..., j], params) for j, b in enumerate(turnover)]
+            return jnp.stack([a for a, _ in ab], -1), jnp.stack([bb for _, bb in ab], -1)
+
+        y0 = jnp.stack([jnp.asarray(params[f"{b.key}_base"], dtype=float) for b in turnover])
+        ys, ok = forced.solve_forced(coef, None, y0, nodes, index, conc=(c_grid[:n], c_grid[n:]))
+        plain = jnp.asarray((analytic.BOLUS, analytic.INFUSION))
+        steady = doses.active & ~jnp.isin(doses.kind, plain)
+        ok = ok & ~jnp.any(steady) & ~jnp.any(doses.active & (doses.segment != 0))
+        return {b.name: ys[:, j] for j, b in enumerate(turnover)}, ok
+
+    # -- parameters per occasion on the closed forms --------------------------------------------
+    def _chain(self, at):
+        """The closed-form model as one linear chain for parameters per occasion.
+
+        States: the PK's in :func:`pkpd.pk.analytic.state_matrix` order (mg), the metabolite
+        (mg of metabolite), then one effect site per block that has one (in its driver's unit).
+        ``at(k)`` gives the parameters of occasion ``k``. Returns ``(system, outputs,
+        support)``: ``system(k)`` for :func:`pkpd.pk.analytic.occasion_superpose` (every state's
+        response to a unit dose into each dose compartment, and the propagator, on one set of
+        poles: the disposition's, ``ka``, the metabolite's and each ``ke0``, a pole that meets
+        another split from it as :func:`pkpd.pk.polyexp.convolve` splits them); ``outputs(p)``
+        each concentration endpoint, :class:`ActiveMoiety` driver and effect site
+        (``<block>:ce``) as a vector over the states for parameters ``p``; ``support`` the
+        states each of them reads.
+        """
+        import numpy as np
+
+        from pkpd.pk import analytic
+
+        pk, lin, m = self.pk, self._engine, self.pk.metabolite
+        oral = pk.absorption == "first_order"
+        n_pk = len(pk.states) - (m is not None)
+        central = 1 if oral else 0
+        i_met = n_pk
+        sites = [b for b in self._needed_blocks() if b.effect_compartment]
+        first_site = n_pk + (m is not None)
+        n = first_site + len(sites)
+        drivers = self._needed_drivers()
+        factors = self._driver_factors()
+        support = {pk.endpoint: {central}}
+        if m is not None:
+            support[m.name] = {i_met}
+        for d in drivers:
+            support[d.name] = set().union(*(support[e] for e, _ in d.terms))
+        for j, b in enumerate(sites):
+            support[f"{b.name}:ce"] = {first_site + j}
+
+        # reach[mode, state]: the PK modes reach every state, the metabolite's its own and the
+        # effect sites', an effect site's its own
+        reach = np.zeros((n, n))
+        reach[:n_pk] = 1.0
+        reach[np.arange(n), np.arange(n)] = 1.0
+        if m is not None:
+            reach[i_met, first_site:] = 1.0
+        reach = jnp.asarray(reach)
+
+        def outputs(p):
+            e = jnp.eye(n)
+            vec = {pk.endpoint: e[central] * (_scale(pk.unit, "PK") / p[pk.volume])}
+            if m is not None:
+                vec[m.name] = e[i_met] * (_scale(m.unit or pk.unit, "PK") / p[f"v_{m.key}"])
+            for d in drivers:
+                w = d.weights(p, factors[d.name])
+                vec[d.name] = sum(w[x] * vec[x] for x in w)
+            for j, b in enumerate(sites):
+                vec[f"{b.name}:ce"] = e[first_site + j]
+            return vec
+
+        def system(k):
+            p = at(k)
+            sp = lin._structural(self._pk_params(p))
+            disp, ka = lin._disposition(sp), sp.get("ka")
+            mat = jnp.pad(analytic.state_matrix(disp, ka), ((0, n - n_pk), (0, n - n_pk)))
+            poles = (
+                disp.poles if ka is None else analytic._confluent_safe_depot_poles(ka, disp.poles)
             )
-            for j, b in enumerate(turnover):
-                values[b.name] = ys[:, j]
-            steady = doses.active & ~jnp.isin(doses.kind, jnp.asarray(plain))
-            ok = ok & ~jnp.any(steady) & ~jnp.any(doses.active & (doses.segment != 0))
+            vec = outputs(p)
+            if m is not None:
+                k_m = p[f"cl_{m.key}"] / p[f"v_{m.key}"]
+                formation = p["fm"] * p["cl"] / p[pk.volume] * m.ratio
+                mat = mat.at[i_met, central].set(formation).at[i_met, i_met].set(-k_m)
+                poles = jnp.append(poles, _split_pole(poles, k_m))
+            for j, b in enumerate(sites):
+                ke0, i = p[f"{b.key}_ke0"], first_site + j
+                mat = mat.at[i].set(ke0 * vec[b.driver]).at[i, i].set(-ke0)
+                poles = jnp.append(poles, _split_pole(poles, ke0))
+            # [n, n, n]: mode, to, from; a mode reaches only its own state and those downstream
+            # (exact zeros where rounding would leave ~1e-16 of a slower mode)
+            weights = analytic.propagator(mat, poles) * reach[:, :, None]
+            dose_states = jnp.asarray((0, 1) if oral else (0,))
+            coef = jnp.transpose(weights[:, :, dose_states], (1, 2, 0))  # [n, C, n]
+            shared = analytic.StateResponse(
+                jnp.broadcast_to(poles, (dose_states.shape[0], n)), coef
+            )
+            return shared, (poles, weights)
+
+        return system, outputs, support
+
+    def _predict_occasions(self, params, subject):
+        """:meth:`predict` with parameters per occasion on the closed forms: the whole chain
+        (PK, metabolite, effect sites) carried over occasion boundaries
+        (:func:`pkpd.pk.analytic.occasion_superpose`); concentrations and direct effects take
+        the parameters of each point's occasion; turnover blocks (their own parameters the
+        subject's) are driven by the occasion each grid time falls in, every occasion start a
+        node of their grid."""
+        from pkpd.pd import forced
+        from pkpd.pk import analytic
+
+        lin = self._engine
+        if getattr(subject, "occ_start", None) is None:
+            raise ValueError(
+                f"model {self.name!r}: parameters given per occasion, but the subject's data "
+                "have no occasions (an OCC column, or occasions derived from the doses)"
+            )
+        timed = [k for k in self._modifier_names() if k in params and not k.startswith("f_")]
+        if timed:
+            raise ValueError(
+                f"model {self.name!r}: parameters per occasion with modelled {', '.join(timed)} "
+                "are not supported (a lag or a modelled infusion can carry a dose across an "
+                "occasion boundary); give lags and infusion times in the data"
+            )
+        n_occ = subject.occ_start.shape[0]
+        per = {}
+        for k, v in params.items():
+            if k in self._all_declared() and jnp.ndim(v) == 1:
+                if jnp.shape(v)[0] != n_occ:
+                    raise ValueError(
+                        f"parameter {k!r} has shape {tuple(jnp.shape(v))}; expected a scalar "
+                        f"or one value per occasion, ({n_occ},)"
+                    )
+                per[k] = jnp.asarray(v, dtype=float)
+
+        def at(k):
+            return {**params, **{p: v[k] for p, v in per.items()}}
+
+        system, outputs, support = self._chain(at)
+        mods = {k: params[k] for k in self._modifier_names() if k in params}
+        doses = lin._doses(mods, subject)
+        occasions = (subject.occ_start, subject.occ_seq, subject.occ_segment)
+        carry = analytic.occasion_carry(system, doses, subject.dose_occ, occasions, lin.dose_kinds)
+        weights = jax.vmap(lambda k: outputs(at(k)))(jnp.arange(n_occ))  # name -> [O, n]
+        blocks = self._needed_blocks()
+
+        def driver(b):
+            return f"{b.name}:ce" if b.effect_compartment else b.driver
+
+        t = jnp.asarray(subject.point_time, dtype=float)
+        occ = jnp.asarray(subject.point_occ)
+        direct = [b for b in blocks if isinstance(b, Direct)]
+        wanted = list(self.concentration_endpoints) + [driver(b) for b in direct]
+        values = {}
+        if wanted:
+            which = sorted(set().union(*(support[w] for w in wanted)))
+            x = analytic.occasion_superpose(
+                system, doses, subject.dose_occ, occasions, t, jnp.asarray(subject.point_seq),
+                jnp.asarray(subject.point_segment), occ, lin.dose_kinds,
+                getattr(subject, "pairs", None), which, carry,
+            )  # fmt: skip
+            cols = jnp.asarray(which)
+
+            def at_points(name):
+                return jnp.sum(x * weights[name][occ][:, cols], axis=-1)
+
+            values.update({e: at_points(e) for e in self.concentration_endpoints})
+            point_params = {k: (per[k][occ] if k in per else v) for k, v in params.items()}
+            for b in direct:
+                values[b.name] = b.effect(at_points(driver(b)), point_params)
+        turnover = [b for b in blocks if isinstance(b, _Turnover)]
+        ok = jnp.asarray(True)
+        if turnover:
+            nodes, index, start_index = self._turnover_grid(params, doses, subject, t)
+            grid_t = jnp.concatenate([nodes, nodes[:-1] + 0.5 * jnp.diff(nodes)])
+            o = analytic.occasion_at(subject, grid_t)
+            zero = jnp.zeros(grid_t.shape, jnp.int32)
+            on_grid = {}
+            for key in dict.fromkeys(driver(b) for b in turnover):
+                w = weights[key]  # [O, n]
+                if lin.dose_kinds is not None:
+                    # boluses and infusions only, no resets: per occasion, the exact recurrence
+                    # over its own doses, plus the state carried into it
+                    r = carry.responses
+                    d_occ = jnp.asarray(subject.dose_occ)
+
+                    def run(k, wk, r=r, d_occ=d_occ):
+                        on = d_occ == k
+                        dk = doses._replace(
+                            amount=jnp.where(on, doses.amount, 0.0),
+                            rate=jnp.where(on, doses.rate, 0.0),
+                        )
+                        rk = analytic.StateResponse(
+                            r.poles[k], jnp.einsum("n,ncm->cm", wk, r.coef[k])
+                        )
+                        return jnp.concatenate(
+                            forced.linear_state_on_grid(rk, dk, nodes, start_index)
+                        )
+
+                    own = jax.vmap(run)(jnp.arange(n_occ), w)  # [O, 2N − 1]
+                    own = jnp.take_along_axis(own, o[None, :], axis=0)[0]
+                    on_grid[key] = own + analytic.occasion_carried_output(
+                        carry, occasions, grid_t, zero, o, w
+                    )
+                else:
+                    big = jnp.full(grid_t.shape, jnp.iinfo(jnp.int32).max, jnp.int32)
+                    plain = (analytic.BOLUS, analytic.INFUSION)
+                    xs = analytic.occasion_superpose(
+                        system, doses, subject.dose_occ, occasions, grid_t, big, zero, o, plain,
+                        None, None, carry,
+                    )  # fmt: skip
+                    on_grid[key] = jnp.sum(xs * w[o], axis=-1)
+            c_grid = jnp.stack([on_grid[driver(b)] for b in turnover], axis=-1)
+            states, ok = self._solve_turnover(params, turnover, c_grid, nodes, index, doses)
+            values.update(states)
         return {**{e: values[e] for e in self.endpoints}, "ok": ok}
 
     def precompute(self, subjects):
@@ -1607,7 +1850,7 @@ class BlockModel(Model):
         lin = self._engine
 
         def one(subject):
-            return _dose_grid(lin._doses({}, subject), subject.point_time)
+            return _dose_grid(lin._doses({}, subject), subject.point_time, subject)
 
         subjects = jax.tree.map(jnp.asarray, subjects)
         return tuple(np.asarray(x) for x in jax.jit(jax.vmap(one))(subjects))
@@ -1636,15 +1879,34 @@ class BlockModel(Model):
 jax.tree_util.register_static(BlockModel)
 
 
-def _dose_grid(doses, t):
+def _dose_grid(doses, t, subject=None):
     """The turnover grid of :mod:`pkpd.pd.forced` (every dose start and infusion end a node)
-    for the dose terms of one subject and its points ``t``."""
+    for the dose terms of one subject and its points ``t``; with the subject's occasions, each
+    later occasion's start is a node too (parameters may change there)."""
     from pkpd.pd import forced
     from pkpd.pk import analytic
 
     start = doses.time + doses.lag
     end = start + jnp.where(doses.kind == analytic.INFUSION, doses.duration, 0.0)
-    return forced.dose_grid(start, end, doses.active, t)
+    active = doses.active
+    if getattr(subject, "occ_start", None) is not None:  # as inputs of no length
+        b = jnp.asarray(subject.occ_start, dtype=float)[1:]
+        start, end = jnp.concatenate([start, b]), jnp.concatenate([end, b])
+        active = jnp.concatenate([active, jnp.asarray(subject.occ_valid)[1:]])
+    nodes, index, start_index = forced.dose_grid(start, end, active, t)
+    return nodes, index, start_index[: doses.time.shape[0]]
+
+
+def _split_pole(poles, new):
+    """``new`` moved up by twice :data:`pkpd.pk.polyexp.CONFLUENT_RTOL` (relative) while it
+    meets one of ``poles`` (Sylvester's weights need distinct poles)."""
+    from pkpd.pk.polyexp import CONFLUENT_RTOL
+
+    new = jnp.asarray(new, dtype=float)
+    h = CONFLUENT_RTOL * jnp.abs(new)
+    for _ in range(poles.shape[0]):
+        new = new + jnp.where(jnp.any(jnp.abs(poles - new) < h), 2.0 * h, 0.0)
+    return new
 
 
 _SUPPORT = {_POS: "> 0", _FRAC: "in (0, 1)", _PCT: "in (0, 100)"}

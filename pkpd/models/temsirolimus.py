@@ -1040,8 +1040,9 @@ def from_blocks(name: str = "temsirolimus_blocks", *, binding: bool = False, **o
     The closed-form PK, the molar driver (an :class:`~pkpd.models.blocks.ActiveMoiety`), the
     S6K effect site and the VEGF/PD-1 grid are those of :class:`TemsirolimusModel`
     (tests/models/test_temsirolimus_model.py checks both against scipy;
-    benchmarks/bench_temsirolimus_blocks.py compares their fits' gradients). Not yet as blocks:
-    parameters per occasion of the whole chain on the closed forms.
+    benchmarks/bench_temsirolimus_blocks.py compares their fits' gradients), and so are
+    parameters per occasion (the whole chain carried over in closed form; tests/models/
+    test_temsirolimus_iov.py checks both against scipy with the parameters switched).
     Simulations step its modal form (:meth:`~pkpd.models.blocks.BlockModel.modal_form`) and
     report the class's metrics: S6K trough inhibition, VEGF and PD-1 changes (PD blocks'
     :class:`~pkpd.models.blocks.Metric`), the molar sum of both analytes (``total``, an

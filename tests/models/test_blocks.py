@@ -586,6 +586,116 @@ def test_parameters_per_occasion_agree_between_engines():
     assert np.ptp(out["auto"]["e"]) > 10  # the occasions' values are in use
 
 
+#: Occasions of the closed-form IOV case: 2 starts with drug of dose 1 present and no dose,
+#: 3 at an oral dose; the central infusion of occasion 2 ends inside it.
+IOV_STARTS = (0.0, 10.0, 24.0)
+IOV_DOSES = [(0.0, 100.0, 1, 0.0), (12.0, 60.0, 2, 2.0), (24.0, 80.0, 1, 0.0)]
+IOV_OBS = [0.5, 2.0, 6.0, 9.5, 10.0, 11.0, 12.5, 13.5, 16.0, 23.0, 24.0, 24.7, 30.0, 47.0]
+IOV_PER = dict(
+    cl=[4.0, 6.5, 2.5], v=[25.0, 20.0, 32.0], ka=[1.2, 0.6, 2.0], fm=[0.4, 0.3, 0.5],
+    cl_m=[3.0, 4.0, 2.0], potency=[2.5, 1.5, 3.0], e_ke0=[0.7, 0.3, 1.1], e_ic50=[30.0, 45.0, 20.0],
+)  # fmt: skip
+IOV_FIXED = dict(v_m=50.0, e_imax=0.9, e_hill=1.5, r_base=50.0, r_kout=0.2, r_imax=0.8,
+                 r_ic50=150.0)  # fmt: skip
+
+
+def _iov_occasion(t):
+    return sum(t >= s for s in IOV_STARTS[1:])
+
+
+def _iov_reference():
+    """scipy (Radau, rtol 1e-11) of depot, central, metabolite, effect site and response with
+    every parameter switched at each occasion's start (NONMEM's convention: an occasion's first
+    time belongs to it) and the states carried over; the endpoints at IOV_OBS."""
+    events = sorted(set(IOV_STARTS) | set(IOV_OBS) | {t for t, *_ in IOV_DOSES}
+                    | {t + d for t, _, _, d in IOV_DOSES if d})  # fmt: skip
+
+    def par(t):
+        k = _iov_occasion(t)
+        return {**IOV_FIXED, **{n: v[k] for n, v in IOV_PER.items()}}
+
+    def moiety(y, p):  # nM: 1e6·mg/L / (g/mol), parent 500 g/mol, metabolite 400
+        return 1e6 * y[1] / p["v"] / 500.0 + p["potency"] * 1e6 * y[2] / p["v_m"] / 400.0
+
+    def rhs(t, y, p, rate):
+        depot, a, am, ce, r = y
+        cm = 1000 * am / p["v_m"]
+        kin = p["r_base"] * p["r_kout"]
+        return [
+            -p["ka"] * depot,
+            p["ka"] * depot - p["cl"] / p["v"] * a + rate,
+            p["fm"] * p["cl"] / p["v"] * a * 400.0 / 500.0 - p["cl_m"] / p["v_m"] * am,
+            p["e_ke0"] * (moiety(y, p) - ce),
+            kin * (1 - p["r_imax"] * _hill(cm, p["r_ic50"])) - p["r_kout"] * r,
+        ]
+
+    y, t0, out = np.array([0.0, 0.0, 0.0, 0.0, 50.0]), 0.0, {}
+    for t in events:
+        if t > t0:
+            rate = sum(a / d for s, a, c, d in IOV_DOSES if d and s <= t0 < s + d)
+            y = solve_ivp(rhs, (t0, t), y, args=(par(t0), rate), method="Radau", rtol=1e-11,
+                          atol=1e-12).y[:, -1]  # fmt: skip
+            t0 = t
+        for s, a, c, d in IOV_DOSES:
+            if s == t and not d:
+                y[c - 1] += a
+        if t in IOV_OBS:
+            p = par(t)
+            out[t] = dict(conc=1000 * y[1] / p["v"], m1=1000 * y[2] / p["v_m"],
+                          e=100 * (1 - p["e_imax"] * _hill(y[3], p["e_ic50"], p["e_hill"])),
+                          r=y[4])  # fmt: skip
+    return out
+
+
+@pytest.mark.parametrize("kinds", ["any", "a fit's"])
+def test_parameters_per_occasion_of_the_whole_chain_on_the_closed_forms(kinds, monkeypatch):
+    """Oral and central doses, a metabolite, a moiety through an effect site (sigmoid Imax) and
+    an indirect response with PK, metabolite, potency and effect-site parameters per occasion:
+    the closed forms (every state carried over, :meth:`BlockModel._predict_occasions`) against
+    scipy with the parameters switched at each occasion's start."""
+    from pkpd.pk import analytic
+
+    met = B.Metabolite("m1", molar_masses=(500.0, 400.0), code=2, prefix="m")
+    m = B.build("b_iov_chain", B.PK(absorption="first_order", code=1, metabolite=met),
+                B.ActiveMoiety("active", {"conc": 1.0, "m1": "potency"}, unit="nM"),
+                B.Direct("e", form="sigmoid_imax", unit="% of baseline", driver="active",
+                         baseline=100.0, effect_compartment=True, code=3),
+                B.IndirectResponse("r", kind=1, unit="U", driver="m1", code=4))  # fmt: skip
+    if kinds == "a fit's":
+        m = m.with_dose_kinds((analytic.BOLUS, analytic.INFUSION))
+    rows = [dict(ID=1, TIME=t, EVID=1, AMT=a, CMT=c, RATE=(a / d if d else 0.0), DVID=".", DV=".")
+            for t, a, c, d in IOV_DOSES]  # fmt: skip
+    rows += [dict(ID=1, TIME=t, EVID=0, AMT=0, CMT=0, RATE=0, DVID=code, DV=1.0)
+             for t in IOV_OBS for code in (1, 2, 3, 4)]  # fmt: skip
+    df = pd.DataFrame(rows).sort_values("TIME", kind="stable")
+    df["OCC"] = [_iov_occasion(t) + 1 for t in df.TIME]
+    padded = pkpd.read_dataset(df, model=m).to_arrays()
+    subject = jax.tree.map(lambda x: x[0], padded.data)
+    params = {**IOV_FIXED, **{k: jnp.asarray(v) for k, v in IOV_PER.items()}}
+
+    def no_ode(*args):
+        raise AssertionError("the closed forms were expected, not the ODE engine")
+
+    monkeypatch.setattr(B.BlockModel, "_predict_ode", no_ode)
+    out = jax.jit(m.predict)(params, subject)
+    assert bool(out["ok"])
+    mask = np.asarray(subject.point_mask, bool)
+    ep = np.asarray(subject.point_endpoint)[mask]
+    ref = _iov_reference()
+    assert ref[11.0]["conc"] > 100 and ref[10.0]["e"] < 90  # drug carried into occasion 2
+    for e, rtol in (("conc", 1e-8), ("m1", 1e-8), ("e", 1e-8), ("r", TOL["auto"])):
+        got = np.asarray(out[e])[mask][ep == padded.endpoints.index(e)]
+        _close(got, np.array([ref[t][e] for t in IOV_OBS]), rtol)
+    # the same parameters on every occasion give the model without occasions
+    same = {k: (v[0] if jnp.ndim(v) else v) for k, v in params.items()}
+    plain = jax.jit(m.predict)(same, subject)
+    flat = jax.jit(m.predict)(
+        {k: jnp.full(3, v) if k in IOV_PER else v for k, v in same.items()}, subject
+    )
+    for e in ("conc", "m1", "e", "r"):
+        _close(np.asarray(flat[e])[mask], np.asarray(plain[e])[mask], 1e-9)
+
+
 def test_a_wrong_block_in_a_model_file_is_named_by_the_cli(tmp_path, capsys):
     path = tmp_path / "bad.py"
     path.write_text(

@@ -1,7 +1,8 @@
 """Temsirolimus with parameters per occasion (inter-occasion variability), against an
 independent reference: scipy's Radau integrating the whole joint model (temsirolimus 2 cmt,
 sirolimus, S6K effect site, VEGF and PD-1 turnover) with the parameters switched at each
-occasion's start and every state carried over."""
+occasion's start and every state carried over. Both the class and the same model written with
+the public blocks (``from_blocks()``)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import pytest
 from scipy.integrate import solve_ivp
 
 import pkpd
-from pkpd.models.temsirolimus import MW_SIR, MW_TEM, TYPICAL, TemsirolimusModel
+from pkpd.models.temsirolimus import MW_SIR, MW_TEM, TYPICAL, TemsirolimusModel, from_blocks
 from pkpd.pk import analytic
 
 #: Weekly 30-min infusions; occasion 2 starts at an observation in week 1 (drug of dose 1 is
@@ -109,12 +110,23 @@ def reference():
     return out
 
 
-@pytest.fixture(scope="module", params=["all kinds", "a fit's kinds"])
+def model(build):
+    """The class, or the same model written with the public blocks
+    (:func:`pkpd.models.temsirolimus.from_blocks`: its closed-form occasion path)."""
+    return TemsirolimusModel() if build == "class" else from_blocks()
+
+
+@pytest.fixture(
+    scope="module",
+    params=[(b, k) for b in ("class", "blocks") for k in ("all kinds", "a fit's kinds")],
+    ids=lambda p: "-".join(p),
+)
 def predicted(request):
     """As predicted for any data, and as a fit predicts (told the data hold infusions only,
     the VEGF/PD-1 driver then comes from the per-occasion recurrence on the grid)."""
-    m = TemsirolimusModel()
-    if request.param == "a fit's kinds":
+    build, kinds = request.param
+    m = model(build)
+    if kinds == "a fit's kinds":
         m = m.with_dose_kinds((analytic.INFUSION,))
     return jax.jit(m.predict)(params(), subject())
 
@@ -145,11 +157,12 @@ def test_drug_of_an_earlier_occasion_is_carried(predicted, ref):
     assert float(predicted["sirolimus"][i]) == pytest.approx(ref[101.0]["sirolimus"], rel=1e-7)
 
 
-def test_constant_parameters_per_occasion_equal_the_plain_model():
+@pytest.mark.parametrize("build", ["class", "blocks"])
+def test_constant_parameters_per_occasion_equal_the_plain_model(build):
     sub = subject()
     plain = {k: jnp.asarray(v) for k, v in TYPICAL.items()}
     same = dict(plain, cl=jnp.full(3, TYPICAL["cl"]), s6k_ke0=jnp.full(3, TYPICAL["s6k_ke0"]))
-    m = TemsirolimusModel()
+    m = model(build)
     a, b = jax.jit(m.predict)(same, sub), jax.jit(m.predict)(plain, sub)
     for e in ("temsirolimus", "sirolimus", "s6k"):
         np.testing.assert_allclose(np.asarray(a[e]), np.asarray(b[e]), rtol=1e-8)
@@ -157,9 +170,10 @@ def test_constant_parameters_per_occasion_equal_the_plain_model():
         np.testing.assert_allclose(np.asarray(a[e]), np.asarray(b[e]), rtol=2e-5)
 
 
-def test_gradient_per_occasion_matches_finite_differences():
+@pytest.mark.parametrize("build", ["class", "blocks"])
+def test_gradient_per_occasion_matches_finite_differences(build):
     sub = subject()
-    m = TemsirolimusModel(endpoints=("temsirolimus", "sirolimus", "s6k"))
+    m = model(build).with_endpoints(("temsirolimus", "sirolimus", "s6k"))
     base = {k: v for k, v in params().items() if k in m.parameters}
 
     def total(cl):
