@@ -108,7 +108,9 @@ def study(n, seed=3):
     return df
 
 
-def gradient_cost(model, df, repeat, priors=None, **options):
+def gradient_fn(model, df, priors=None, **options):
+    """The jitted log density and gradient of a fit's model at the priors' medians: ``(g, u,
+    compile_s, value)``."""
     spec = prepare(model, df, priors, **options)
     info = initialize_model(
         jax.random.PRNGKey(0),
@@ -120,11 +122,43 @@ def gradient_cost(model, df, repeat, priors=None, **options):
     g = jax.jit(jax.value_and_grad(info.potential_fn))
     t = time.perf_counter()
     value = jax.block_until_ready(g(u))[0]
-    compile_s = time.perf_counter() - t
+    return g, u, time.perf_counter() - t, float(value)
+
+
+def gradient_cost(model, df, repeat, priors=None, **options):
+    g, u, compile_s, value = gradient_fn(model, df, priors, **options)
     t = time.perf_counter()
     for _ in range(repeat):
         jax.block_until_ready(g(u))
-    return compile_s, (time.perf_counter() - t) / repeat * 1e3, float(value)
+    return compile_s, (time.perf_counter() - t) / repeat * 1e3, value
+
+
+def compare(cases, data, base, *, digits=4, rounds=15):
+    """The gradient cost of each case side by side: ``cases`` maps a label to ``(model,
+    repeat, prepare options)``; every case is compiled first, then timed in ``rounds``
+    interleaved rounds of ``repeat`` gradients each (the median round, so that the machine's
+    slow spells hit every case alike). Prints compile time, ms per gradient (median and
+    fastest round) and the log density of each, then each one's ratio to case ``base``.
+    Returns ``{label: (compile_s, ms, value)}``."""
+    width = max(map(len, cases))
+    fns = {name: gradient_fn(model, data, **options) for name, (model, _, options) in cases.items()}
+    times = {name: [] for name in cases}
+    for _ in range(rounds):
+        for name, (g, u, _, _) in fns.items():
+            repeat = max(1, cases[name][1] // rounds)
+            t = time.perf_counter()
+            for _ in range(repeat):
+                jax.block_until_ready(g(u))
+            times[name].append((time.perf_counter() - t) / repeat * 1e3)
+    out = {}
+    for name, (_, _, c, v) in fns.items():
+        ms = float(np.median(times[name]))
+        out[name] = (c, ms, v)
+        print(f"{name:>{width}}: compile {c:6.1f} s, gradient {ms:8.3f} ms (fastest round "
+              f"{min(times[name]):.3f}), log density {-v:.{digits}f}")  # fmt: skip
+    for name, (_, ms, _) in out.items():
+        print(f"{name:>{width}}: {ms / out[base][1]:6.2f}x the gradient of {base!r}")
+    return out
 
 
 def main():
@@ -140,22 +174,6 @@ def main():
         "hand-written ODEModel, tsit5": hand_written("tsit5"),
     }
     compare({k: (m, a.repeat, {}) for k, m in cases.items()}, df, "blocks, grid engine")
-
-
-def compare(cases, data, base, *, digits=4):
-    """The gradient cost of each case side by side: ``cases`` maps a label to ``(model,
-    repeat, prepare options)``; prints compile time, ms per gradient and the log density of
-    each, then each one's ratio to case ``base``. Returns ``{label: (compile_s, ms, value)}``."""
-    width = max(map(len, cases))
-    out = {}
-    for name, (model, repeat, options) in cases.items():
-        out[name] = gradient_cost(model, data, repeat, **options)
-        c, ms, v = out[name]
-        print(f"{name:>{width}}: compile {c:6.1f} s, gradient {ms:8.3f} ms, "
-              f"log density {-v:.{digits}f}")  # fmt: skip
-    for name, (_, ms, _) in out.items():
-        print(f"{name:>{width}}: {ms / out[base][1]:6.2f}x the gradient of {base!r}")
-    return out
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ import pandas as pd
 
 import pkpd
 from pkpd.models import blocks
+from pkpd.models.temsirolimus import TemsirolimusModel
 
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
@@ -70,7 +71,7 @@ def main():
     tmp = Path("build/bench_metabolite")
     tmp.mkdir(parents=True, exist_ok=True)
     bench = HERE / "priors_temsirolimus_pk.toml"
-    cases = {"temsirolimus model": ("temsirolimus", a.repeat, {"priors": bench})}
+    cases = {"temsirolimus model": (TemsirolimusModel(), a.repeat, {"priors": bench})}
     for solver in ("auto", "ode"):
         m = block_model(solver)
         path = tmp / f"{m.name}.toml"

@@ -8,7 +8,10 @@ file's model name changed for the blocks), side by side in one run: the log-dens
 at the priors' medians, per endpoint set. Prints compile time, ms per gradient, the log
 density (equal up to the VEGF/PD-1 grid's rounding) and the ratio.
 
-    .venv/bin/python benchmarks/bench_temsirolimus_blocks.py [--repeat 100]
+    .venv/bin/python benchmarks/bench_temsirolimus_blocks.py [--repeat 600] [--iov]
+
+Each case is compiled first, then the cases are timed in 15
+interleaved rounds (``bench_blocks.compare``).
 
 ``--iov`` gives clearance inter-occasion variability (the data's OCC column; a half-normal
 SD prior of scale 0.2 in both priors files): the class's occasion path against the blocks'
@@ -26,7 +29,7 @@ import sys
 from pathlib import Path
 
 import pkpd
-from pkpd.models.temsirolimus import from_blocks
+from pkpd.models.temsirolimus import TemsirolimusModel, from_blocks
 
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
@@ -45,7 +48,7 @@ def fits(data, blocks, priors, bundled):
     import numpy as np
 
     out = {}
-    for name, model, pri in (("class", "temsirolimus", bundled), ("blocks", blocks, priors)):
+    for name, model, pri in (("class", TemsirolimusModel(), bundled), ("blocks", blocks, priors)):
         clock = time.perf_counter()
         idata = pkpd.fit(model, data, pri, chains=2, warmup=150, draws=150, seed=1,
                          progress_bar=False)  # fmt: skip
@@ -87,7 +90,7 @@ def main():
         return fits(data, blocks, priors, bundled)
     for label, eps in ENDPOINT_SETS.items():
         cases = {
-            f"{label}, class": ("temsirolimus", a.repeat, dict(priors=bundled, endpoints=eps)),
+            f"{label}, class": (TemsirolimusModel(), a.repeat, dict(priors=bundled, endpoints=eps)),
             f"{label}, blocks": (blocks, a.repeat, dict(priors=priors, endpoints=eps)),
         }
         compare(cases, data, f"{label}, class", digits=6)

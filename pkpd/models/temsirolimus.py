@@ -41,6 +41,12 @@ evaluated analytically inside the vector field and every dose and infusion end a
 Each endpoint can be switched off (``endpoints=``) so a fit only pays for what its data hold;
 the ODE is skipped when neither VEGF nor PD-1 is asked for.
 
+:func:`from_blocks` writes these equations with the public blocks of
+:mod:`pkpd.models.blocks`, as a user writes their own model (closed forms for the PK chain and
+the effect site, VEGF and PD-1 on the dose-aware grid of :mod:`pkpd.pd.forced`, parameters per
+occasion carried over in closed form); it predicts, simulates and costs what
+:class:`TemsirolimusModel` (the registered model) does.
+
 Default typical values (:data:`TYPICAL`) come from the published literature (the Torisel label,
 phase I/II studies, PD reports); each value's source is cited beside it in the priors file
 ``priors/temsirolimus.toml``.
@@ -1016,9 +1022,6 @@ class TemsirolimusModel(Model):
 
 jax.tree_util.register_static(TemsirolimusModel)
 
-temsirolimus = TemsirolimusModel()
-#: The models :mod:`pkpd.models` registers from this module.
-REGISTERED = (temsirolimus,)
 
 #: Label reference values for a single 25 mg 30-min infusion (Torisel PI §12.3; CCO monograph).
 LABEL_25MG = {
@@ -1068,6 +1071,12 @@ def from_blocks(name: str = "temsirolimus_blocks", *, binding: bool = False, **o
         **options,
     )  # fmt: skip
 
+
+#: The registered model ``"temsirolimus"`` (the hand-wired class; :func:`from_blocks` gives the
+#: same model written with the public blocks, tested against it and against scipy).
+temsirolimus = TemsirolimusModel()
+#: The models :mod:`pkpd.models` registers from this module.
+REGISTERED = (temsirolimus,)
 
 __all__ = [
     "BINDING_PARAMETERS",

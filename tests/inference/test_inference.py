@@ -300,11 +300,10 @@ def test_correlated_subject_effects_with_lkj(study, tmp_path):
 def test_fit_predictor_equals_plain_per_subject_predictions():
     """The fit's predictor (subjects grouped by endpoint, trimmed, records at equal times
     predicted once, only dose-point pairs that act evaluated, the PD grid solver) gives, at every
-    observation, what the model predicts for each subject on its own full records with the
-    adaptive ODE solver, at the generator's true individual parameters."""
-    import dataclasses
-
+    observation, what the hand-wired model predicts for each subject on its own full records
+    with the adaptive ODE solver, at the generator's true individual parameters."""
     from pkpd.inference.fit import observation_predictor
+    from pkpd.models.temsirolimus import TemsirolimusModel
 
     root = ROOT / "datasets" / "temsirolimus"
     spec = prepare("temsirolimus", root / "temsirolimus_small.csv")
@@ -313,7 +312,9 @@ def test_fit_predictor_equals_plain_per_subject_predictions():
     names = list(spec.model.parameters)
     params = {p: jnp.asarray(truth.loc[ids, p].to_numpy(float)) for p in names if p in truth}
     got = jax.jit(observation_predictor(spec))(params)  # compiled (op by op: 73 s in the suite)
-    model = dataclasses.replace(spec.model, pd_solver="diffrax")
+    # the hand-wired class with its adaptive VEGF/PD-1 solver (the data generator's model) as
+    # the reference for the registered model (written with blocks)
+    model = TemsirolimusModel(pd_solver="diffrax").with_endpoints(spec.model.endpoints)
     ref = jax.jit(jax.vmap(model.predict))(params, jax.tree.map(jnp.asarray, spec.padded.data))
     assert bool(np.all(np.asarray(got["ok"])))
     seen = set()
