@@ -332,6 +332,26 @@ def check_model(model) -> None:
 __all__ = ["MetricSpec", "ModalForm", "Model", "Turnover", "check_model"]
 
 
+def occasion_count(name: str, params, subject, modifiers) -> int:
+    """The number of occasions of one subject whose parameters are given per occasion, for
+    models that carry drug over occasion boundaries in closed form: raises ``ValueError`` when
+    the subject's data have no occasions, or when a modelled lag, rate or duration (among the
+    ``modifiers`` given in ``params``) could carry a dose across a boundary."""
+    if getattr(subject, "occ_start", None) is None:
+        raise ValueError(
+            f"model {name!r}: parameters given per occasion, but the subject's data "
+            "have no occasions (an OCC column, or occasions derived from the doses)"
+        )
+    timed = [m for m in modifiers if m in params and not m.startswith("f_")]
+    if timed:
+        raise ValueError(
+            f"model {name!r}: parameters per occasion with modelled {', '.join(timed)} "
+            "are not supported (a lag or a modelled infusion can carry a dose across an "
+            "occasion boundary); give lags and infusion times in the data"
+        )
+    return subject.occ_start.shape[0]
+
+
 def infusions_across_occasions(name: str, subjects, line) -> list[str]:
     """The problem of infusions (``RATE`` or ``DUR`` in the data) still running when the next
     occasion starts, for models that carry drug over an occasion boundary as amounts (which

@@ -128,7 +128,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from pkpd.models.base import METRIC_WINDOWS, Model, known_endpoints
+from pkpd.models.base import METRIC_WINDOWS, Model, known_endpoints, occasion_count
 from pkpd.pd.direct import hill_fraction, remaining_fraction
 
 __all__ = [
@@ -1731,19 +1731,7 @@ class BlockModel(Model):
         from pkpd.pk import analytic
 
         lin = self._engine
-        if getattr(subject, "occ_start", None) is None:
-            raise ValueError(
-                f"model {self.name!r}: parameters given per occasion, but the subject's data "
-                "have no occasions (an OCC column, or occasions derived from the doses)"
-            )
-        timed = [k for k in self._modifier_names() if k in params and not k.startswith("f_")]
-        if timed:
-            raise ValueError(
-                f"model {self.name!r}: parameters per occasion with modelled {', '.join(timed)} "
-                "are not supported (a lag or a modelled infusion can carry a dose across an "
-                "occasion boundary); give lags and infusion times in the data"
-            )
-        n_occ = subject.occ_start.shape[0]
+        n_occ = occasion_count(self.name, params, subject, self._modifier_names())
         per = {}
         for k, v in params.items():
             if k in self._all_declared() and jnp.ndim(v) == 1:

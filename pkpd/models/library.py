@@ -56,7 +56,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from pkpd.models.base import ModalForm, Model, infusions_across_occasions
+from pkpd.models.base import ModalForm, Model, infusions_across_occasions, occasion_count
 from pkpd.pk import analytic
 
 #: mg/L → ng/mL.
@@ -236,19 +236,7 @@ class LinearPKModel(Model):
     def _occasion_amounts(self, params, subject, states) -> jnp.ndarray:
         """Amounts (mg) of ``states`` at each point, ``[P, len(states)]``, with structural
         parameters per occasion (the :meth:`predict` docstring's semantics)."""
-        if getattr(subject, "occ_start", None) is None:
-            raise ValueError(
-                f"model {self.name!r}: parameters given per occasion, but the subject's data "
-                "have no occasions (an OCC column, or occasions derived from the doses)"
-            )
-        timed = [m for m in self.modifier_parameters if m in params and not m.startswith("f_")]
-        if timed:
-            raise ValueError(
-                f"model {self.name!r}: parameters per occasion with modelled {', '.join(timed)} "
-                "are not supported (a lag or a modelled infusion can carry a dose across an "
-                "occasion boundary); give lags and infusion times in the data"
-            )
-        n_occ = subject.occ_start.shape[0]
+        n_occ = occasion_count(self.name, params, subject, self.modifier_parameters)
         sp = self._structural(params, n_occ)
         n = len(self.compartments)
 
