@@ -696,6 +696,23 @@ def test_parameters_per_occasion_of_the_whole_chain_on_the_closed_forms(kinds, m
         _close(np.asarray(flat[e])[mask], np.asarray(plain[e])[mask], 1e-9)
 
 
+def test_parameters_per_occasion_need_occasions_and_data_timed_doses():
+    """Per-occasion values on data without occasions, or with a modelled lag (which can carry a
+    dose across a boundary), are refused with what to do."""
+    m = B.build("b_iov_errors", B.PK(absorption="first_order", lag=True, code=1),
+                B.Direct("e", unit="U", effect_compartment=True, code=2))  # fmt: skip
+    df = _frame(m, doses=[(0.0, 100.0, 1, 0.0)], obs=[1.0, 4.0])
+    subject = jax.tree.map(lambda x: x[0], pkpd.read_dataset(df, model=m).to_arrays().data)
+    p = {"cl": jnp.array([3.0, 4.0]), "v": 25.0, "ka": 1.1, "e_e0": 1.0, "e_emax": 2.0,
+         "e_ec50": 100.0, "e_ke0": 0.5}  # fmt: skip
+    with pytest.raises(ValueError, match="have no occasions"):
+        m.predict(p, subject)
+    df["OCC"] = 1
+    subject = jax.tree.map(lambda x: x[0], pkpd.read_dataset(df, model=m).to_arrays().data)
+    with pytest.raises(ValueError, match=r"modelled lag_depot .* give lags and infusion times"):
+        m.predict({**p, "cl": jnp.array([3.0]), "lag_depot": 0.5}, subject)
+
+
 def test_a_wrong_block_in_a_model_file_is_named_by_the_cli(tmp_path, capsys):
     path = tmp_path / "bad.py"
     path.write_text(
