@@ -1784,16 +1784,22 @@ class BlockModel(Model):
             grid_t = jnp.concatenate([nodes, nodes[:-1] + 0.5 * jnp.diff(nodes)])
             o = analytic.occasion_at(subject, grid_t)
             zero = jnp.zeros(grid_t.shape, jnp.int32)
+            r, d_occ = carry.responses, jnp.asarray(subject.dose_occ)
+            if lin.dose_kinds is None:  # every state on the grid once, for every driver
+                big = jnp.full(grid_t.shape, jnp.iinfo(jnp.int32).max, jnp.int32)
+                plain = (analytic.BOLUS, analytic.INFUSION)
+                xs = analytic.occasion_superpose(
+                    system, doses, subject.dose_occ, occasions, grid_t, big, zero, o, plain,
+                    None, None, carry,
+                )  # fmt: skip
             on_grid = {}
             for key in dict.fromkeys(driver(b) for b in turnover):
                 w = weights[key]  # [O, n]
                 if lin.dose_kinds is not None:
                     # boluses and infusions only, no resets: per occasion, the exact recurrence
                     # over its own doses, plus the state carried into it
-                    r = carry.responses
-                    d_occ = jnp.asarray(subject.dose_occ)
 
-                    def run(k, wk, r=r, d_occ=d_occ):
+                    def run(k, wk):
                         on = d_occ == k
                         dk = doses._replace(
                             amount=jnp.where(on, doses.amount, 0.0),
@@ -1812,12 +1818,6 @@ class BlockModel(Model):
                         carry, occasions, grid_t, zero, o, w
                     )
                 else:
-                    big = jnp.full(grid_t.shape, jnp.iinfo(jnp.int32).max, jnp.int32)
-                    plain = (analytic.BOLUS, analytic.INFUSION)
-                    xs = analytic.occasion_superpose(
-                        system, doses, subject.dose_occ, occasions, grid_t, big, zero, o, plain,
-                        None, None, carry,
-                    )  # fmt: skip
                     on_grid[key] = jnp.sum(xs * w[o], axis=-1)
             c_grid = jnp.stack([on_grid[driver(b)] for b in turnover], axis=-1)
             states, ok = self._solve_turnover(params, turnover, c_grid, nodes, index, doses)
