@@ -13,6 +13,10 @@ Problems (``--problems``):
     ``benchmarks/priors_temsirolimus_pk.toml``; Stan program
     ``benchmarks/stan/temsirolimus_pk.stan``.
     BLQ observations are censored (M3) on both sides.
+``temsirolimus_class``
+    the same problem, pkpd fitting the hand-wired ``TemsirolimusModel`` instead of the
+    registered model (written with the public blocks): ``--problems
+    temsirolimus,temsirolimus_class --sides pkpd`` compares the two in one run.
 
 Both sides get the same data file, the same priors file, the same chains/warmup/draws and the
 same parameterisation of the subject effects (``--parameterization``: pkpd.fit's default unless
@@ -148,6 +152,12 @@ def make_problem(name: str, outdir: Path) -> dict:
             priors=PRIORS["one_cmt_oral"],
             endpoints=None,
         )
+    if name == "temsirolimus_class":
+        from pkpd.models.temsirolimus import TemsirolimusModel
+
+        prob = make_problem("temsirolimus", outdir)
+        return dict(prob, name=name, model=TemsirolimusModel(),
+                    description=prob["description"] + ", the hand-wired class")  # fmt: skip
     if name == "temsirolimus":
         df = stan_side.read_nonmem(TEMSIROLIMUS_CSV)
         df = df[df["STUDY"] == "PH2"]

@@ -352,6 +352,21 @@ def occasion_count(name: str, params, subject, modifiers) -> int:
     return subject.occ_start.shape[0]
 
 
+def occasion_values(parameter: str, value, n_occ: int):
+    """``value`` of ``parameter`` for a subject with ``n_occ`` occasions, as ``[n_occ]``: a
+    scalar is broadcast to every occasion, one value per occasion is kept; any other shape
+    raises ``ValueError`` naming the parameter."""
+    import jax.numpy as jnp
+
+    v = jnp.asarray(value, dtype=float)
+    if v.ndim > 1 or (v.ndim == 1 and v.shape[0] != n_occ):
+        raise ValueError(
+            f"parameter {parameter!r} has shape {tuple(v.shape)}; expected a scalar or one "
+            f"value per occasion, ({n_occ},)"
+        )
+    return jnp.broadcast_to(v, (n_occ,))
+
+
 def infusions_across_occasions(name: str, subjects, line) -> list[str]:
     """The problem of infusions (``RATE`` or ``DUR`` in the data) still running when the next
     occasion starts, for models that carry drug over an occasion boundary as amounts (which

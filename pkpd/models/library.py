@@ -56,7 +56,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from pkpd.models.base import ModalForm, Model, infusions_across_occasions, occasion_count
+from pkpd.models.base import (
+    ModalForm,
+    Model,
+    infusions_across_occasions,
+    occasion_count,
+    occasion_values,
+)
 from pkpd.pk import analytic
 
 #: mg/L → ng/mL.
@@ -215,14 +221,7 @@ class LinearPKModel(Model):
                     f"per occasion ([O]) with data that have occasions; got shape "
                     f"{tuple(v.shape)}"
                 )
-            if n_occ is not None:
-                if v.ndim not in (0, 1) or (v.ndim == 1 and v.shape[0] != n_occ):
-                    raise ValueError(
-                        f"structural parameter {p!r} has shape {tuple(v.shape)}; expected a "
-                        f"scalar or one value per occasion, ({n_occ},)"
-                    )
-                v = jnp.broadcast_to(v, (n_occ,))
-            out[p] = v
+            out[p] = v if n_occ is None else occasion_values(p, v, n_occ)
         return out
 
     @property
