@@ -23,6 +23,7 @@ is (``pkpd fit data.csv --model mydrug.py``).
 data's ``CMT`` numbering (a chain's order, as in NONMEM)::
 
     transit_1 … transit_n   (transit=n, first_order only; doses go to transit_1)
+    transit                 (transit="estimated": the whole chain, n estimated; doses go here)
     depot                   (first_order)
     central, peripheral (2 compartments) or peripheral1, peripheral2 (3)
     <metabolite>            (metabolite=Metabolite(...))
@@ -46,9 +47,21 @@ with dose as binding saturates (parameters ``bmax``, ``kd`` in the PK's unit, ``
 
 ``mtt`` is the mean time a dose spends in the chain of ``n`` transit compartments (n/ktr;
 Savic et al., J Pharmacokinet Pharmacodyn 2007;34:711, write the same chain with n+1
-compartments as MTT = (n+1)/ktr). The concentration endpoint (``PK.endpoint``, default
-``"conc"``) is ``C`` in ``PK.unit`` (default ng/mL = 1000·mg/L); the metabolite's is
-``A_m/v_m`` in its unit. Dose modifiers as in the linear models: ``lag_<cmt>`` (h) and
+compartments as MTT = (n+1)/ktr).
+
+``transit="estimated"``: the number of transit compartments is a parameter, ``ntr`` (> 0, not
+necessarily whole), as in Savic et al. (2007): a dose ``D`` (after lag time and
+bioavailability) given at ``t_d`` reaches the depot at the rate
+``D·ktr·(ktr·τ)^ntr·exp(−ktr·τ)/Γ(ntr + 1)``, ``τ = t − t_d``, ``ktr = (ntr + 1)/mtt`` (a
+gamma density of delays with mean ``mtt``; an infusion's input is that density integrated over
+its duration, a difference of regularised incomplete gamma functions). ``ntr`` counts the
+compartments after the one the dose enters, as Savic does: ``ntr = 2`` is the chain
+``transit=3``. The state ``transit`` holds the drug still on its way
+(``dA_transit/dt = −`` the rate above; doses go into it). The delay is a function of each
+dose's time, not of states, so ``mtt`` and ``ntr`` cannot change between occasions.
+
+The concentration endpoint (``PK.endpoint``, default ``"conc"``) is ``C`` in ``PK.unit``
+(default ng/mL = 1000·mg/L); the metabolite's is ``A_m/v_m`` in its unit. Dose modifiers as in the linear models: ``lag_<cmt>`` (h) and
 ``f_<cmt>`` (bioavailability) for the first compartment and the central one (``PK(lag=True,
 bioavailability=True)`` makes those of the first compartment parameters to estimate).
 
@@ -128,7 +141,13 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from pkpd.models.base import METRIC_WINDOWS, Model, known_endpoints, occasion_count
+from pkpd.models.base import (
+    METRIC_WINDOWS,
+    Model,
+    known_endpoints,
+    occasion_count,
+    occasion_values,
+)
 from pkpd.pd.direct import hill_fraction, remaining_fraction
 
 __all__ = [
@@ -221,7 +240,8 @@ class Metabolite:
 @dataclass(frozen=True)
 class PK:
     """The PK block (module docstring): ``compartments`` 1–3, ``absorption`` ``"iv"`` or
-    ``"first_order"``, ``transit`` (a fixed number of transit compartments ahead of the depot),
+    ``"first_order"``, ``transit`` (a fixed number of transit compartments ahead of the depot, or
+    ``"estimated"``: their number is the parameter ``ntr``),
     ``elimination`` ``"linear"``, ``"michaelis_menten"`` or ``"mixed"``, ``lag`` and
     ``bioavailability`` (estimate them for doses into the first compartment), ``metabolite``,
     ``binding`` (saturable binding in blood: module docstring).
@@ -231,7 +251,7 @@ class PK:
 
     compartments: int = 1
     absorption: str = "iv"
-    transit: int = 0
+    transit: int | str = 0
     elimination: str = "linear"
     lag: bool = False
     bioavailability: bool = False
@@ -250,8 +270,13 @@ class PK:
             raise BlockError(f"PK: compartments={self.compartments!r}; expected 1, 2 or 3")
         _choice("PK", "absorption", self.absorption, _ABSORPTION)
         _choice("PK", "elimination", self.elimination, _ELIMINATION)
-        if not isinstance(self.transit, int) or self.transit < 0:
-            raise BlockError(f"PK: transit={self.transit!r}; expected a whole number >= 0")
+        if self.transit != "estimated" and (
+            not isinstance(self.transit, int) or isinstance(self.transit, bool) or self.transit < 0
+        ):
+            raise BlockError(
+                f"PK: transit={self.transit!r}; expected a whole number >= 0 or 'estimated' "
+                "(the number of transit compartments a parameter, ntr)"
+            )
         if self.transit and self.absorption != "first_order":
             raise BlockError(
                 "PK: transit compartments lead into an absorption depot; write "
@@ -270,7 +295,10 @@ class PK:
 
     @property
     def states(self) -> tuple[str, ...]:
-        chain = tuple(f"transit_{i + 1}" for i in range(self.transit))
+        if self.transit == "estimated":
+            chain: tuple[str, ...] = ("transit",)
+        else:
+            chain = tuple(f"transit_{i + 1}" for i in range(self.transit))
         depot = ("depot",) if self.absorption == "first_order" else ()
         periph = {1: (), 2: ("peripheral",), 3: ("peripheral1", "peripheral2")}[self.compartments]
         met = (self.metabolite.name,) if self.metabolite is not None else ()
@@ -307,6 +335,8 @@ class PK:
             out["ka"] = ("1/h", _POS)
         if self.transit:
             out["mtt"] = ("h", _POS)
+        if self.transit == "estimated":
+            out["ntr"] = ("1", _POS)
         m = self.metabolite
         if m is not None:
             out.update(
@@ -329,8 +359,10 @@ class PK:
             out[m.name] = (m.unit or self.unit, f"v_{m.key}")
         return out
 
-    def rhs(self, y, p, scale) -> tuple[dict, dict]:
-        """Derivatives of the PK states and the concentrations (in their endpoint units)."""
+    def rhs(self, y, p, scale, delivered=0.0) -> tuple[dict, dict]:
+        """Derivatives of the PK states and the concentrations (in their endpoint units);
+        ``delivered``: for ``transit="estimated"``, the rate (mg/h) at which the chain's drug
+        reaches the depot now (:func:`_transit_delivery`)."""
         d = {}
         blood = y["central"] / p[self.volume]  # mg/L (whole blood with binding)
         conc = blood
@@ -341,7 +373,10 @@ class PK:
             bmax, kd = p["bmax"] * to_mg_l, p["kd"] * to_mg_l
             unbound = unbound_from_blood(jnp.maximum(blood, 0.0), bmax, kd, p["kns"])
             conc = (1.0 + p["kns"] + bmax / kd) * unbound
-        if self.transit:
+        if self.transit == "estimated":
+            d["transit"] = -delivered
+            into_depot = delivered
+        elif self.transit:
             ktr = self.transit / p["mtt"]
             prev = 0.0
             for i in range(self.transit):
@@ -412,12 +447,16 @@ class Metric:
 
     ``at_h`` (h): the time of a change; ``None`` (default) is the horizon of the simulation;
     a time past the horizon leaves the metric out. ``name``: default ``<endpoint>_<kind>``.
+    ``description``: what the metric means, in the user's words (the ``long_name`` of its
+    variable in the simulation's output; a trough inhibition's gets the dosing interval
+    appended); default, one written from the kind, endpoint and time.
     A kind alone (``"change_pct"``) or a mapping of these fields stands for a ``Metric``.
     """
 
     kind: str
     name: str | None = None
     at_h: float | None = None
+    description: str | None = None
 
     def __post_init__(self):
         _choice("Metric", "kind", self.kind, _METRIC_KINDS)
@@ -434,6 +473,13 @@ class Metric:
                     "change, or None (the horizon); a trough inhibition takes none"
                 )
             object.__setattr__(self, "at_h", at)
+        if self.description is not None and (
+            not isinstance(self.description, str) or not self.description.strip()
+        ):
+            raise BlockError(
+                f"Metric {self.kind!r}: description={self.description!r}; expected a non-empty "
+                "text (the metric's long name in the simulation's output)"
+            )
 
     def names(self, endpoint: str) -> tuple[str, ...]:
         base = self.name or f"{endpoint}_{self.kind}"
@@ -452,8 +498,12 @@ class Metric:
                     endpoint=endpoint,
                     kind=self.kind,
                     units="%",
-                    long_name=f"{endpoint} inhibition (100 - {endpoint} in % of the subject's "
-                    f"baseline) at the trough ending {METRIC_WINDOWS[tag]}",
+                    long_name=(
+                        f"{self.description}, at the trough ending {METRIC_WINDOWS[tag]}"
+                        if self.description
+                        else f"{endpoint} inhibition (100 - {endpoint} in % of the subject's "
+                        f"baseline) at the trough ending {METRIC_WINDOWS[tag]}"
+                    ),
                     window=tag,
                 )
                 for name, tag in zip(self.names(endpoint), METRIC_WINDOWS, strict=True)
@@ -472,7 +522,8 @@ class Metric:
                 endpoint=endpoint,
                 kind=self.kind,
                 units=units,
-                long_name=f"{endpoint} change from baseline at {when}: {formula}",
+                long_name=self.description
+                or f"{endpoint} change from baseline at {when}: {formula}",
                 time_h=t,
             )
         }
@@ -487,7 +538,7 @@ def _metric(block: str, value) -> Metric:
         return Metric(**dict(value))
     raise BlockError(
         f"{block}: metric {value!r}; expected a kind ({', '.join(_METRIC_KINDS)}) or "
-        "blocks.Metric(kind, name=..., at_h=...)"
+        "blocks.Metric(kind, name=..., at_h=..., description=...)"
     )
 
 
@@ -1022,10 +1073,17 @@ class BlockModel(Model):
             )
         return self._make_ode()
 
-    def _make_ode(self):
+    def _make_ode(self, delivered=None):
+        """The model as an :class:`~pkpd.models.ODEModel`; ``delivered(t, p)``: the rate at which
+        a ``transit="estimated"`` chain delivers drug to the depot (one subject's doses)."""
         from pkpd.models.equations import ODEModel
 
         pk, pd = self.pk, tuple(self._needed_blocks())
+        if delivered is None and pk.transit == "estimated":  # the structure, before any dose
+            none = jnp.zeros((0, 1))
+            delivered = _transit_delivery(
+                dict(time=none[:, 0], bolus=none, inf_start=none[:, 0], inf_end=none[:, 0],
+                     inf_rate=none), 0)  # fmt: skip
         concs = pk.concentrations()
         scale = {e: _scale(u, "PK") for e, (u, _) in concs.items()}
         modifiers = {f"{m}_{c}" for c in self.dose_compartment_names for m in _MODIFIER_UNITS}
@@ -1040,14 +1098,14 @@ class BlockModel(Model):
             return c
 
         def rhs(t, y, p):
-            d, c = pk.rhs(y, p, scale)
+            d, c = pk.rhs(y, p, scale, 0.0 if delivered is None else delivered(t, p))
             c = with_drivers(c, p)
             for b in pd:
                 d.update(b.rhs(c[b.driver], y, p))
             return d
 
         def observe(t, y, p):
-            _, c = pk.rhs(y, p, scale)
+            _, c = pk.rhs(y, p, scale)  # the concentrations do not depend on the delivery
             c = with_drivers(c, p)
             out = {e: c[e] for e in concs}
             out.update({b.name: b.observe(c[b.driver], y, p) for b in pd})
@@ -1200,6 +1258,8 @@ class BlockModel(Model):
     @property
     def occasion_parameters(self) -> tuple[str, ...]:
         mods = set(self._modifier_names())
+        if self.pk.transit == "estimated":  # the delay is a function of dose times, not states
+            mods |= {"mtt", "ntr"}
         return tuple(p for p in self._all_declared() if p not in mods)
 
     def with_endpoints(self, endpoints: Sequence[str]) -> BlockModel:
@@ -1412,7 +1472,22 @@ class BlockModel(Model):
         mods = {f"{m}_{c}" for c in self.dose_compartment_names for m in _MODIFIER_UNITS}
         structural = {k: v for k, v in params.items() if k not in mods}
         subject = self._modified_doses(params, subject)
-        out = self._ode().predict(structural, subject)
+        if self.pk.transit == "estimated":
+            from pkpd.pk.nonlinear import dose_inputs
+
+            ode = self._ode()
+            index = {s: i for i, s in enumerate(ode.states)}
+            ev = dose_inputs(
+                subject,
+                len(index),
+                dose_states={k: index[v] for k, v in ode.doses.items()},
+                default_state=index[ode.doses[ode.default_dose_compartment]],
+            )
+            out = self._make_ode(_transit_delivery(ev, index["transit"])).predict(
+                structural, subject
+            )
+        else:
+            out = self._ode().predict(structural, subject)
         return {**{e: out[e] for e in self.endpoints}, "ok": out["ok"]}
 
     def _pk_params(self, params):
@@ -1732,15 +1807,12 @@ class BlockModel(Model):
 
         lin = self._engine
         n_occ = occasion_count(self.name, params, subject, self._modifier_names())
-        per = {}
-        for k, v in params.items():
-            if k in self._all_declared() and jnp.ndim(v) == 1:
-                if jnp.shape(v)[0] != n_occ:
-                    raise ValueError(
-                        f"parameter {k!r} has shape {tuple(jnp.shape(v))}; expected a scalar "
-                        f"or one value per occasion, ({n_occ},)"
-                    )
-                per[k] = jnp.asarray(v, dtype=float)
+        declared = self._all_declared()
+        per = {
+            k: occasion_values(k, v, n_occ)
+            for k, v in params.items()
+            if k in declared and jnp.ndim(v) >= 1
+        }
 
         def at(k):
             return {**params, **{p: v[k] for p, v in per.items()}}
@@ -1866,6 +1938,34 @@ class BlockModel(Model):
 
 
 jax.tree_util.register_static(BlockModel)
+
+
+def _transit_delivery(ev, state):
+    """``delivered(t, p)`` for ``transit="estimated"`` (module docstring): the rate (mg/h) at
+    which the doses put into the chain (``state``'s column of :func:`pkpd.pk.nonlinear.
+    dose_inputs` ``ev``; lag time and bioavailability already applied) reach the depot, with a
+    gamma density of delays (shape ``ntr + 1``, mean ``mtt``) for a bolus and its integral over
+    the infusion for an infusion."""
+    from jax.scipy.special import gammainc, gammaln
+
+    time, bolus = ev["time"], ev["bolus"][:, state]
+    start, end, rate = ev["inf_start"], ev["inf_end"], ev["inf_rate"][:, state]
+
+    def cdf(a, x):  # P(a, x), 0 for x <= 0 (its gradient too)
+        pos = x > 0
+        return jnp.where(pos, gammainc(a, jnp.where(pos, x, 1.0)), 0.0)
+
+    def delivered(t, p):
+        a = p["ntr"] + 1.0
+        ktr = a / p["mtt"]
+        tau = t - time
+        pos = tau > 0
+        x = ktr * jnp.where(pos, tau, 1.0)
+        dens = jnp.where(pos, ktr * jnp.exp(p["ntr"] * jnp.log(x) - x - gammaln(a)), 0.0)
+        infusing = cdf(a, ktr * (t - start)) - cdf(a, ktr * (t - end))
+        return jnp.sum(bolus * dens) + jnp.sum(rate * infusing)
+
+    return delivered
 
 
 def _dose_grid(doses, t, subject=None):

@@ -157,6 +157,59 @@ def test_transit_compartments_ode():
     _close(_predict(m, p)["conc"], 1000 * _reference(f, [0] * 5, DOSES)[:, 4] / p["v"])
 
 
+def test_transit_number_estimated():
+    """``transit="estimated"`` (Savic et al. 2007): each dose reaches the depot with a gamma
+    density of delays (shape ntr + 1, mean mtt), an infusion with that density integrated over
+    it; against scipy with ``scipy.stats.gamma`` as the depot's input, after lag time and
+    bioavailability; a whole ntr equals the chain of ntr + 1 compartments; the gradient in ntr
+    against finite differences."""
+    from scipy import stats
+
+    pk = B.PK(compartments=1, absorption="first_order", transit="estimated", lag=True,
+              bioavailability=True)  # fmt: skip
+    m = B.build("b_trn", pk)
+    assert m.engine == "ode" and m.compartments == {1: "transit", 2: "depot", 3: "central"}
+    assert {"mtt", "ntr"} <= set(m.structural_parameters)
+    assert not {"mtt", "ntr"} & set(m.occasion_parameters)
+    assert B.from_definition(m.definition).definition == m.definition
+    p = {"cl": 3.0, "v": 30.0, "ka": 0.9, "mtt": 2.5, "ntr": 1.6, "lag_transit": 0.4,
+         "f_transit": 0.7}  # fmt: skip
+    doses = _lagged(DOSES, p["lag_transit"], p["f_transit"])
+    delay = stats.gamma(p["ntr"] + 1.0, scale=p["mtt"] / (p["ntr"] + 1.0))
+
+    def into_depot(t):
+        return sum(
+            a / d * (delay.cdf(t - t0) - delay.cdf(t - t0 - d)) if d else a * delay.pdf(t - t0)
+            for t0, a, _, d in doses
+        )
+
+    def f(t, y):
+        depot, central = y
+        return [into_depot(t) - p["ka"] * depot, p["ka"] * depot - p["cl"] / p["v"] * central]
+
+    events = sorted({0.0, max(OBS)} | {t for t, *_ in doses} | {t + d for t, _, _, d in doses})
+    y, want = np.zeros(2), {}
+    for a, b in zip(events[:-1], events[1:], strict=True):
+        inside = sorted({t for t in OBS if a < t <= b} | {b})
+        sol = solve_ivp(f, (a, b), y, method="Radau", t_eval=inside, rtol=1e-11, atol=1e-12)
+        assert sol.success
+        want.update(zip(sol.t, sol.y[1], strict=True))
+        y = sol.y[:, -1]
+    _close(_predict(m, p)["conc"], [1000 * want[t] / p["v"] for t in OBS])
+
+    whole = {"cl": 3.0, "v": 30.0, "ka": 0.9, "mtt": 2.0}
+    chain = B.build("b_tr3", B.PK(compartments=1, absorption="first_order", transit=3))
+    gamma = B.build("b_trn2", B.PK(compartments=1, absorption="first_order", transit="estimated"))
+    _close(_predict(gamma, whole | {"ntr": 2.0})["conc"], _predict(chain, whole)["conc"])
+
+    padded = pkpd.read_dataset(_frame(m), model=m).to_arrays()
+    subject = jax.tree.map(lambda x: x[0], padded.data)
+    total = jax.jit(lambda n: jnp.sum(m.predict(p | {"ntr": n}, subject)["conc"]))
+    h = 1e-5
+    fd = (total(p["ntr"] + h) - total(p["ntr"] - h)) / (2 * h)
+    np.testing.assert_allclose(jax.grad(total)(p["ntr"]), fd, rtol=1e-5)
+
+
 @pytest.mark.parametrize("elimination", ["michaelis_menten", "mixed"])
 def test_michaelis_menten_elimination_ode(elimination):
     m = B.build("b_mm_" + elimination, B.PK(compartments=1, elimination=elimination))
@@ -417,6 +470,8 @@ def test_an_active_moiety_drives_a_direct_effect(solver):
         (lambda: B.PK(absorption="oral"), ["absorption='oral'", "'first_order'"]),
         (lambda: B.PK(compartments=4), ["compartments=4", "1, 2 or 3"]),
         (lambda: B.PK(transit=2), ["absorption='first_order'"]),
+        (lambda: B.PK(absorption="first_order", transit="some"), ["'estimated'"]),
+        (lambda: B.PK(absorption="first_order", transit=True), ["whole number"]),
         (lambda: B.PK(unit="nM"), ["'nM'", "mass concentration"]),
         (lambda: B.IndirectResponse("r", kind=5), ["kind=5", "1, 2, 3 or 4"]),
         (lambda: B.Direct("e", form="linear"), ["form='linear'", "'sigmoid_emax'"]),
@@ -457,6 +512,7 @@ def test_an_active_moiety_drives_a_direct_effect(solver):
         (lambda: B.PK(binding="yes"), ["binding='yes'", "True or False"]),
         (lambda: B.Direct("e", metrics=["auc"]), ["kind='auc'", "'change_pct'"]),
         (lambda: B.Metric("change_pct", at_h=-2), ["at_h=-2", "a time > 0"]),
+        (lambda: B.Metric("change_pct", description=" "), ["description=' '", "non-empty"]),
         (
             lambda: B.build(
                 "x", B.PK(bioavailability=True), typical={"cl": 1, "v": 2, "f_central": 1.5}
@@ -753,7 +809,8 @@ def test_a_block_model_simulates_by_its_modal_form_with_its_metrics():
         B.Direct("inh", form="sigmoid_imax", unit="% of baseline", baseline=100.0,
                  effect_compartment=True, code=3, metrics=["inhibition_trough"]),
         B.IndirectResponse("mk", kind=3, unit="U/L", driver="m1", code=4, metrics="change_pct"),
-        B.BoundedTurnover("pct", code=5, metrics=[B.Metric("change_abs", "pct_day3", at_h=72.0)]),
+        B.BoundedTurnover("pct", code=5, metrics=[B.Metric("change_abs", "pct_day3", at_h=72.0,
+                                                          description="day-3 change")]),
         typical={"cl": 4.0, "v": 25.0, "ka": 1.1, "fm": 0.5, "cl_m1": 3.0, "v_m1": 40.0,
                  "inh_imax": 0.9, "inh_ic50": 800.0, "inh_hill": 1.5, "inh_ke0": 0.4,
                  "mk_base": 50.0, "mk_kout": 0.1, "mk_emax": 2.0, "mk_ec50": 600.0,
@@ -805,6 +862,7 @@ def test_a_block_model_simulates_by_its_modal_form_with_its_metrics():
         _close(float(sim[name].values[0, 0, 0]), value, 1e-8 if "total" in name else 1e-4)
     assert sim["ctrough_total_c1"].attrs["units"] == "nmol/L"
     assert sim["pct_day3"].attrs["units"] == "percentage points"
+    assert sim["pct_day3"].attrs["long_name"] == "day-3 change"
     assert sim["inh_inhibition_trough_ss"].attrs["units"] == "%"
     # a change asked for past the horizon is left out; a trough inhibition needs % of baseline
     short = m.response_metrics(m.endpoints, 48.0)
