@@ -43,7 +43,14 @@ import diffrax
 import jax
 import jax.numpy as jnp
 
-__all__ = ["solve", "make_solver", "DEFAULT_RTOL", "DEFAULT_ATOL", "DEFAULT_MAX_STEPS"]
+__all__ = [
+    "solve",
+    "solve_piece",
+    "make_solver",
+    "DEFAULT_RTOL",
+    "DEFAULT_ATOL",
+    "DEFAULT_MAX_STEPS",
+]
 
 DEFAULT_RTOL = 1e-8
 DEFAULT_ATOL = 1e-12
@@ -144,28 +151,9 @@ def solve(
     t_end = jnp.maximum(ts_sorted[-1], t0) if t1 is None else jnp.maximum(t1, t0)
     ts_sorted = jnp.minimum(ts_sorted, t_end)
 
-    term = diffrax.ODETerm(vector_field)
-    dsolver = make_solver(solver)
-
     def piece(y_start, a, b, ts_piece):
-        """One diffeqsolve over [a, b] (no discontinuity inside), saving at ts_piece and b."""
-        save = jnp.concatenate([jnp.clip(ts_piece, a, b), b[None]])
-        # step_ts: step exactly onto every output time. Kvaerno5's dense output is a cubic
-        # Hermite interpolant whose error the controller does not control (~1e-7 relative
-        # where the steps are ~1e-9); stepping onto the outputs costs at most P extra steps.
-        controller = diffrax.ClipStepSizeController(
-            diffrax.PIDController(rtol=rtol, atol=atol), step_ts=save
-        )
-        sol = diffrax.diffeqsolve(
-            term, dsolver, t0=a, t1=b, dt0=None, y0=y_start, args=args,
-            saveat=diffrax.SaveAt(ts=save), stepsize_controller=controller,
-            max_steps=max_steps, throw=False,
-        )  # fmt: skip
-        ok = (sol.result == diffrax.RESULTS.successful) & jnp.all(jnp.isfinite(sol.ys))
-        # Placeholder where failed: the piece's start state, finite. (Selecting with `where`
-        # gives the failed values a zero cotangent, so no inf/NaN reaches the gradient.)
-        ys = jnp.where(ok, sol.ys, jnp.broadcast_to(y_start, sol.ys.shape))
-        return ys[:-1], ys[-1], ok
+        return solve_piece(vector_field, y_start, args, a, b, ts_piece, solver=solver,
+                           rtol=rtol, atol=atol, max_steps=max_steps)  # fmt: skip
 
     if jump_ts is None:
         ys_sorted, _, ok = piece(y0, t0, t_end, ts_sorted)
@@ -198,6 +186,43 @@ def solve(
         )
     ys = jnp.empty_like(ys_sorted).at[order].set(ys_sorted)
     return _finite_cotangent(ys), ok
+
+
+def solve_piece(
+    vector_field: Callable[[Any, jax.Array, Any], jax.Array],
+    y_start: jax.Array,
+    args: Any,
+    a: jax.Array,
+    b: jax.Array,
+    ts: jax.Array,
+    *,
+    solver: str | diffrax.AbstractSolver = "kvaerno5",
+    rtol: float = DEFAULT_RTOL,
+    atol: float = DEFAULT_ATOL,
+    max_steps: int = DEFAULT_MAX_STEPS,
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """One diffeqsolve from ``y_start`` at ``a`` to ``b`` (``f`` continuous in between): the
+    states at ``ts`` clipped to ``[a, b]`` (``[P, n]``; ``ts`` sorted), the state at ``b`` and
+    ``ok``. The building block of :func:`solve` and of the dose-event loop of
+    :func:`pkpd.pk.nonlinear.predict_ode`; where the solve failed, the outputs are ``y_start``
+    (finite)."""
+    save = jnp.concatenate([jnp.clip(ts, a, b), b[None]])
+    # step_ts: step exactly onto every output time. Kvaerno5's dense output is a cubic Hermite
+    # interpolant whose error the controller does not control (~1e-7 relative where the steps
+    # are ~1e-9); stepping onto the outputs costs at most P extra steps.
+    controller = diffrax.ClipStepSizeController(
+        diffrax.PIDController(rtol=rtol, atol=atol), step_ts=save
+    )
+    sol = diffrax.diffeqsolve(
+        diffrax.ODETerm(vector_field), make_solver(solver), t0=a, t1=b, dt0=None, y0=y_start,
+        args=args, saveat=diffrax.SaveAt(ts=save), stepsize_controller=controller,
+        max_steps=max_steps, throw=False,
+    )  # fmt: skip
+    ok = (sol.result == diffrax.RESULTS.successful) & jnp.all(jnp.isfinite(sol.ys))
+    # Placeholder where failed: the piece's start state, finite. (Selecting with `where` gives
+    # the failed values a zero cotangent, so no inf/NaN reaches the gradient.)
+    ys = jnp.where(ok, sol.ys, jnp.broadcast_to(y_start, sol.ys.shape))
+    return ys[:-1], ys[-1], ok
 
 
 @jax.custom_vjp

@@ -6,10 +6,11 @@ and returns its outputs at the subject's prediction points. Batch with ``jax.vma
 
 Event handling
 --------------
-* **Bolus doses** are jumps of the state. The dose history is sorted by (time, seq) and the
-  integration is split into ``D + 1`` segments with :func:`jax.lax.scan` (one compiled solve,
-  whatever ``D``): segment ``k`` starts at dose ``k - 1`` with the bolus added to its state and
-  ends at dose ``k``. A prediction point at exactly a dose time is post-dose when the dose's
+* **Bolus doses** are jumps of the state. The events — doses, infusion ends and any extra
+  ``jump_ts`` — are sorted by (time, seq) and the integration is split at each of them, one
+  solve per interval in a :func:`jax.lax.scan` (one compiled solve, whatever their number;
+  ``2D + J + 1`` solves, not one per dose with every jump inside it): an interval starting at
+  a dose starts with the bolus added to its state. A prediction point at exactly a dose time is post-dose when the dose's
   ``seq`` is lower than or equal to the point's, pre-dose otherwise (NONMEM's rule: a dose
   row's own prediction is post-dose; implied ADDL doses have seq -1). Masked (padding) doses are
   no-ops: zero amount, and their time only splits a segment.
@@ -40,7 +41,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from pkpd.ode import DEFAULT_ATOL, DEFAULT_MAX_STEPS, DEFAULT_RTOL, solve
+from pkpd.ode import DEFAULT_ATOL, DEFAULT_MAX_STEPS, DEFAULT_RTOL, _finite_cotangent, solve_piece
 
 __all__ = ["predict_ode", "one_cmt_mm_vector_field", "one_cmt_mm", "dose_inputs"]
 
@@ -187,41 +188,58 @@ def predict_ode(
         t_start = jnp.asarray(t0, dtype)
     t_last = jnp.maximum(jnp.max(pt), jnp.max(ev["time"]))
 
+    # One solve between consecutive events: a dose (the state jumps by its bolus; an infusion
+    # starts), an infusion's end, an extra jump of f. An event that is not a dose sorts before
+    # the doses at its time (seq -big), and a point at its time falls after it (the state is
+    # continuous there, so either side gives the same value).
     big = jnp.iinfo(jnp.int32).max
-    starts = jnp.concatenate([t_start[None], ev["time"]])
-    start_seq = jnp.concatenate([jnp.array([-big], jnp.int32), ev["seq"].astype(jnp.int32)])
-    ends = jnp.concatenate([ev["time"], t_last[None]])
-    end_seq = jnp.concatenate([ev["seq"].astype(jnp.int32), jnp.array([big], jnp.int32)])
-    boluses = jnp.concatenate([jnp.zeros((1, n_states), dtype), ev["bolus"]])
+    n_dose = ev["time"].shape[0]
+    extra = jnp.zeros((0,), dtype) if jump_ts is None else jnp.asarray(jump_ts, dtype).reshape(-1)
+    n_other = n_dose + extra.shape[0]
+    ev_t = jnp.concatenate([ev["time"].astype(dtype), ev["inf_end"].astype(dtype), extra])
+    ev_seq = jnp.concatenate([ev["seq"].astype(jnp.int32), jnp.full(n_other, -big, jnp.int32)])
+    ev_kick = jnp.concatenate([ev["bolus"].astype(dtype), jnp.zeros((n_other, n_states), dtype)])
+    order = jnp.lexsort((ev_seq, ev_t))
+    ev_t = jnp.clip(ev_t[order], t_start, t_last)
+    ev_seq, ev_kick = ev_seq[order], ev_kick[order]
+
+    starts = jnp.concatenate([t_start[None], ev_t])
+    start_seq = jnp.concatenate([jnp.array([-big], jnp.int32), ev_seq])
+    ends = jnp.concatenate([ev_t, t_last[None]])
+    end_seq = jnp.concatenate([ev_seq, jnp.array([big], jnp.int32)])
+    kicks = jnp.concatenate([jnp.zeros((1, n_states), dtype), ev_kick])
     first = jnp.arange(starts.shape[0]) == 0
     last = jnp.arange(starts.shape[0]) == starts.shape[0] - 1
 
-    jumps = jnp.concatenate([ev["inf_start"], ev["inf_end"]])
-    if jump_ts is not None:
-        jumps = jnp.concatenate([jumps, jnp.asarray(jump_ts, dtype).reshape(-1)])
+    p_order = jnp.lexsort((pseq, pt))
+    pt_s, pseq_s = pt[p_order], pseq[p_order]
     field = _with_infusions(vector_field)
     args = (params, ev["inf_start"], ev["inf_end"], ev["inf_rate"])
 
-    def segment(carry, x):
+    def interval(carry, x):
         y, acc, ok = carry
-        s, s_seq, e, e_seq, bolus, is_first, is_last = x
-        y = y + bolus
-        e = jnp.maximum(e, s)
-        ts = jnp.concatenate([jnp.clip(pt, s, e), e[None]])
-        ys, seg_ok = solve(
-            field, y, args, t_eval=ts, jump_ts=jumps, t0=s, t1=e,
+        s, s_seq, e, e_seq, kick, is_first, is_last = x
+        y = y + kick
+        # one ulp inside each event, so f is never evaluated on the wrong side of a jump
+        a = jnp.where(is_first, s, jnp.minimum(jnp.nextafter(s, jnp.inf), e))
+        b = jnp.maximum(jnp.where(is_last, e, jnp.nextafter(e, -jnp.inf)), a)
+        ys, y_end, seg_ok = solve_piece(
+            field, y, args, a, b, pt_s,
             solver=solver, rtol=rtol, atol=atol, max_steps=max_steps,
         )  # fmt: skip
-        inside = (is_first | _lex_ge(pt, pseq, s, s_seq)) & (is_last | ~_lex_ge(pt, pseq, e, e_seq))
-        acc = jnp.where(inside[:, None], ys[:-1], acc)
-        return (ys[-1], acc, ok & seg_ok), None
+        inside = (is_first | _lex_ge(pt_s, pseq_s, s, s_seq)) & (
+            is_last | ~_lex_ge(pt_s, pseq_s, e, e_seq)
+        )
+        acc = jnp.where(inside[:, None], ys, acc)
+        return (y_end, acc, ok & seg_ok), None
 
     acc0 = jnp.broadcast_to(y_init, (pt.shape[0], n_states))
-    (_, states, ok), _ = jax.lax.scan(
-        segment,
+    (_, acc, ok), _ = jax.lax.scan(
+        interval,
         (y_init, acc0, ev["supported"]),
-        (starts, start_seq, ends, end_seq, boluses, first, last),
+        (starts, start_seq, ends, end_seq, kicks, first, last),
     )
+    states = _finite_cotangent(jnp.empty_like(acc).at[p_order].set(acc))
     outputs = jax.vmap(output_fn, in_axes=(0, 0, None))(pt, states, params)
     return dict(outputs), ok
 
