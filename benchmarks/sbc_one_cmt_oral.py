@@ -96,7 +96,11 @@ def main() -> None:
     result = pkpd.sbc("one_cmt_oral", out / "design.csv", out / "priors.toml", n=a.n,
                       chains=a.chains, warmup=a.warmup, draws=a.draws, ranks=99, seed=a.seed,
                       workers=a.workers, out=out / "sbc.nc", **batch)  # fmt: skip
-    wall = time.perf_counter() - clock
+    report(result, out, time.perf_counter() - clock)
+
+
+def report(result, out: Path, wall: float) -> None:
+    """Write ``out/sbc.html`` and print the verdict table, the wall time and divergences."""
     from pkpd.diagnostics import sbc_table
     from pkpd.report.sbc import sbc_report
 
@@ -104,8 +108,8 @@ def main() -> None:
     with pd.option_context("display.width", 160, "display.float_format", "{:.3g}".format):
         print(sbc_table(result).to_string(index=False))
     fs = result["fit_seconds"].values
-    print(f"{a.n} replicates in {wall:.0f} s wall; fit seconds median {np.median(fs):.1f} "
-          f"(first {fs[0]:.1f}); replicates with divergences "
+    print(f"{result.sizes['replicate']} replicates in {wall:.0f} s wall; fit seconds median "
+          f"{np.median(fs):.1f} (first {fs[0]:.1f}); replicates with divergences "
           f"{int((result['divergences'] > 0).sum())}")  # fmt: skip
 
 

@@ -25,8 +25,8 @@ import argparse
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
+from sbc_one_cmt_oral import report
 
 import pkpd
 
@@ -88,17 +88,7 @@ def main() -> None:
                       chains=a.chains, warmup=a.warmup, draws=a.draws, ranks=99, seed=a.seed,
                       out=out / "sbc.nc", endpoints=["temsirolimus", "sirolimus"],
                       **batch)  # fmt: skip
-    wall = time.perf_counter() - clock
-    from pkpd.diagnostics import sbc_table
-    from pkpd.report.sbc import sbc_report
-
-    sbc_report(result, out / "sbc.html")
-    with pd.option_context("display.width", 160, "display.float_format", "{:.3g}".format):
-        print(sbc_table(result).to_string(index=False))
-    fs = result["fit_seconds"].values
-    print(f"{a.n} replicates in {wall:.0f} s wall; fit seconds median {np.median(fs):.1f} "
-          f"(first {fs[0]:.1f}); replicates with divergences "
-          f"{int((result['divergences'] > 0).sum())}")  # fmt: skip
+    report(result, out, time.perf_counter() - clock)
 
 
 if __name__ == "__main__":
