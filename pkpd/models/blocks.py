@@ -61,9 +61,10 @@ compartments after the one the dose enters, as Savic does: ``ntr = 2`` is the ch
 dose's time, not of states, so ``mtt`` and ``ntr`` cannot change between occasions.
 
 The concentration endpoint (``PK.endpoint``, default ``"conc"``) is ``C`` in ``PK.unit``
-(default ng/mL = 1000·mg/L); the metabolite's is ``A_m/v_m`` in its unit. Dose modifiers as in the linear models: ``lag_<cmt>`` (h) and
-``f_<cmt>`` (bioavailability) for the first compartment and the central one (``PK(lag=True,
-bioavailability=True)`` makes those of the first compartment parameters to estimate).
+(default ng/mL = 1000·mg/L); the metabolite's is ``A_m/v_m`` in its unit. Dose modifiers as
+in the linear models: ``lag_<cmt>`` (h) and ``f_<cmt>`` (bioavailability) for the first
+compartment and the central one (``PK(lag=True, bioavailability=True)`` makes those of the
+first compartment parameters to estimate).
 
 **PD blocks** (each is one endpoint; its parameters are prefixed with its name, or with
 ``prefix=`` when given). The driver is a concentration endpoint (``driver="conc"`` or the
