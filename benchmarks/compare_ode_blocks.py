@@ -1,6 +1,7 @@
 """The same model two ways, the same posterior? (issue 20): one-compartment oral PK + an
 indirect response (type I) built from blocks (its ``"grid"`` engine: closed-form PK, the
-turnover on a dose-aware grid) and written by hand as an ``ODEModel`` (diffrax Tsit5), fitted
+turnover on a dose-aware grid) and written by hand as an ``ODEModel`` (``solver="dopri5"``,
+pkpd's explicit solver with its own adjoint, default tolerances), fitted
 to the same synthetic data with the same priors and sampler settings. For every population
 quantity, the difference of the posterior means in units of its Monte Carlo standard error
 (``z = (m_a - m_b) / sqrt(mcse_a² + mcse_b²)``, ArviZ's MCSE of the mean): |z| of a few or less
@@ -8,8 +9,8 @@ is "the same posterior within Monte Carlo error".
 
     .venv/bin/python benchmarks/compare_ode_blocks.py [--subjects 12] [--warmup 300] [--draws 300]
 
-On this project's 2-core machine the ODE fit at the defaults did not finish in 37 min
-(benchmarks/RESULTS.md, 2026-12-06): it waits for a faster ODE gradient.
+With diffrax's Tsit5 the ODE fit did not finish in 37 min on this project's 2-core machine
+(benchmarks/RESULTS.md, 2026-12-06); the results with ``"dopri5"`` are in RESULTS.md too.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ def main():
     fits, seconds = {}, {}
     for label, model in (
         ("blocks (grid)", block_model()),
-        ("ODEModel (tsit5)", hand_written("tsit5")),
+        ("ODEModel (dopri5)", hand_written("dopri5")),
     ):
         t0 = time.time()
         fits[label] = pkpd.fit(

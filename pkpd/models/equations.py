@@ -2,19 +2,24 @@ r"""A model from its own differential equations: :class:`ODEModel`.
 
 A pharmacometrician writes the right-hand side and the observations in ``jax.numpy``, names the
 states, parameters (with units) and endpoints (with units), and says which data compartment
-(``CMT``) doses which state; pkpd integrates the equations with diffrax between dose events
+(``CMT``) doses which state; pkpd integrates the equations between dose events
 (:func:`pkpd.pk.nonlinear.predict_ode`: boluses add to their state, infusions (``RATE`` or
 ``DUR``) are a constant input while they run, resets (EVID 3/4) and steady state are refused by
 the solver's ``ok`` flag). It is a :class:`~pkpd.models.Model`: ``pkpd.fit(model, data,
 priors=...)`` samples it with NUTS (``method="map"`` is refused with a clear error: the quick
-fit needs forward-mode derivatives, which diffrax's solves do not give), and
+fit needs forward-mode derivatives, which the solvers' adjoints do not give), and
 :meth:`~ODEModel.predict` gives every endpoint at a subject's points. Its fits simulate
-regimens (``pkpd.simulate``); on several JAX devices (a shard_map) the default implicit
-``"kvaerno5"`` fails for now (equinox's closure conversion rejects the device mesh's sharding;
-diffrax issue 765), so use ``solver="tsit5"`` (non-stiff equations) there. Fitting costs more
-than for the built-in models (an adaptive solve per dose interval and subject: ~23 ms per
-gradient for 4 subjects with ``"kvaerno5"``, 9 ms with ``"tsit5"``, and about a minute to
-compile the sampler)::
+regimens (``pkpd.simulate``).
+
+Which solver: ``"kvaerno5"`` (the default, diffrax's implicit solver) copes with stiff
+equations — a fast rate constant next to slow ones — at a high price per gradient (~1 s for 24
+subjects with an indirect response, benchmarks/bench_blocks.py); ``"dopri5"`` (pkpd's explicit
+Dormand–Prince solver with its own adjoint, :func:`pkpd.ode.solve_pieces`) is the one to fit
+non-stiff equations with (~10 ms for the same 24 subjects at the default tolerance, ~5 ms at
+``rtol=1e-6``; diffrax's explicit ``"tsit5"`` ~40 ms). An explicit solver on stiff equations runs
+out of steps and the solve fails (``ok`` False: the draw is rejected) rather than giving wrong
+numbers. The chains of a model solved by diffrax run in turn, not in parallel over devices
+(diffrax issue 765); ``"dopri5"``'s run in parallel. Compiling the sampler takes 10–60 s::
 
     import jax.numpy as jnp
     from pkpd.models import ODEModel, register
@@ -132,8 +137,17 @@ class ODEModel(Model):
     concentrations : mapping of str to str, optional
         Concentration endpoint → the volume parameter that scales it: simulations give these
         endpoints Cmax, Ctrough and AUC, and the data's scale is checked against the volume.
-    solver, rtol, atol, max_steps
-        As in :func:`pkpd.ode.solve` (stiff ``"kvaerno5"`` by default).
+    solver : {"kvaerno5", "tsit5", "dopri5"}
+        ``"kvaerno5"`` (default): diffrax's implicit solver, for stiff equations (fast rate
+        constants next to slow ones); ``"tsit5"``: diffrax's explicit one; ``"dopri5"``:
+        pkpd's explicit Dormand–Prince solver with its own adjoint, the fast choice for
+        non-stiff equations (about 5–10× cheaper per gradient than ``"tsit5"``; see
+        :func:`pkpd.ode.solve_pieces`). On stiff equations an explicit solver runs out of
+        steps and the solve fails (``ok`` False) rather than giving a wrong answer.
+    rtol, atol, max_steps
+        Tolerances and step budget, as in :func:`pkpd.pk.nonlinear.predict_ode` (``None``:
+        the solver's default budget). ``rtol=1e-6`` moves a fit's log density by ~1e-5 from
+        the default 1e-8 and halves the cost of a gradient.
     priors : mapping, optional
         The model's own priors in the priors file's parsed form: the tables ``parameters``
         and ``residual`` (and optionally ``covariates``), e.g. ``{"parameters": {"cl":
@@ -156,7 +170,7 @@ class ODEModel(Model):
     solver: str = "kvaerno5"
     rtol: float = 1e-8
     atol: float = 1e-10
-    max_steps: int = 4096
+    max_steps: int | None = None
     priors: Mapping[str, Any] | None = None
     #: Endpoints predicted (a subset after :meth:`with_endpoints`; ``None``: all).
     selected: tuple[str, ...] | None = None
@@ -189,6 +203,8 @@ class ODEModel(Model):
         for cmt, state in self.doses.items():
             if state not in self.states:
                 out.append(f"doses: CMT {cmt} goes to {state!r}, which is not a state")
+        if not (self.solver in ("kvaerno5", "tsit5", "dopri5") or not isinstance(self.solver, str)):
+            out.append(f"solver {self.solver!r} is not known; use 'kvaerno5', 'tsit5' or 'dopri5'")
         if self.default_dose is not None and self.default_dose not in self.doses:
             out.append(f"default_dose {self.default_dose} is not a CMT of doses")
         for ep, volume in self.concentrations.items():

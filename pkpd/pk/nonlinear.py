@@ -37,11 +37,19 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import diffrax
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from pkpd.ode import DEFAULT_ATOL, DEFAULT_MAX_STEPS, DEFAULT_RTOL, _finite_cotangent, solve_piece
+from pkpd.ode import (
+    DEFAULT_ATOL,
+    DEFAULT_MAX_STEPS,
+    DEFAULT_RTOL,
+    _finite_cotangent,
+    solve_piece,
+    solve_pieces,
+)
 
 __all__ = ["predict_ode", "one_cmt_mm_vector_field", "one_cmt_mm", "dose_inputs"]
 
@@ -137,7 +145,8 @@ def predict_ode(
     solver: str = "kvaerno5",
     rtol: float = DEFAULT_RTOL,
     atol: float = DEFAULT_ATOL,
-    max_steps: int = DEFAULT_MAX_STEPS,
+    max_steps: int | None = None,
+    adjoint=None,
 ) -> tuple[dict[str, jax.Array], jax.Array]:
     r"""Predict a nonlinear ODE model at one subject's points, through its dose history.
 
@@ -166,8 +175,20 @@ def predict_ode(
         get the output of ``y0``.
     jump_ts
         Extra discontinuity times of ``f`` itself (the engine adds dose and infusion times).
-    solver, rtol, atol, max_steps
-        As in :func:`pkpd.ode.solve`, per inter-dose segment.
+    solver
+        ``"kvaerno5"`` (stiff, the default) or ``"tsit5"``: diffrax (:func:`pkpd.ode.solve`),
+        one solve per interval between events; ``"dopri5"``: pkpd's own explicit solver for
+        non-stiff equations (:func:`pkpd.ode.solve_pieces`), one loop over the whole history
+        with a discrete adjoint, several times cheaper per gradient (benchmarks/RESULTS.md).
+    rtol, atol
+        Tolerances of the adaptive steps.
+    max_steps
+        Step budget: per interval between events with diffrax (default 4096); over the whole
+        history with ``"dopri5"`` (default ``max(1024, 32 × intervals)``; it sizes the buffer
+        the gradient reads). Running out is a failed solve (``ok`` False), not an exception.
+    adjoint
+        A :class:`diffrax.AbstractAdjoint` for the diffrax solvers (default
+        :class:`diffrax.RecursiveCheckpointAdjoint`); ignored by ``"dopri5"``.
 
     Returns
     -------
@@ -211,10 +232,17 @@ def predict_ode(
     first = jnp.arange(starts.shape[0]) == 0
     last = jnp.arange(starts.shape[0]) == starts.shape[0] - 1
 
-    p_order = jnp.lexsort((pseq, pt))
-    pt_s, pseq_s = pt[p_order], pseq[p_order]
     field = _with_infusions(vector_field)
     args = (params, ev["inf_start"], ev["inf_end"], ev["inf_rate"])
+    if solver == "dopri5":
+        if max_steps is None:  # every event and point ends an interval
+            max_steps = max(1024, 32 * (ev_t.shape[0] + pt.shape[0] + 1))
+        return _predict_dopri(
+            field, args, pt, pseq, ev_t, ev_seq, ev_kick, t_start, t_last, y_init, params,
+            output_fn, ev["supported"], rtol, atol, max_steps,
+        )  # fmt: skip
+    p_order = jnp.lexsort((pseq, pt))
+    pt_s, pseq_s = pt[p_order], pseq[p_order]
 
     def interval(carry, x):
         y, acc, ok = carry
@@ -225,7 +253,8 @@ def predict_ode(
         b = jnp.maximum(jnp.where(is_last, e, jnp.nextafter(e, -jnp.inf)), a)
         ys, y_end, seg_ok = solve_piece(
             field, y, args, a, b, pt_s,
-            solver=solver, rtol=rtol, atol=atol, max_steps=max_steps,
+            solver=solver, rtol=rtol, atol=atol, adjoint=adjoint,
+            max_steps=DEFAULT_MAX_STEPS if max_steps is None else max_steps,
         )  # fmt: skip
         inside = (is_first | _lex_ge(pt_s, pseq_s, s, s_seq)) & (
             is_last | ~_lex_ge(pt_s, pseq_s, e, e_seq)
@@ -239,9 +268,41 @@ def predict_ode(
         (y_init, acc0, ev["supported"]),
         (starts, start_seq, ends, end_seq, kicks, first, last),
     )
-    states = _finite_cotangent(jnp.empty_like(acc).at[p_order].set(acc))
+    states = jnp.empty_like(acc).at[p_order].set(acc)
+    if not isinstance(adjoint, diffrax.ForwardMode):  # (a custom_vjp has no forward mode)
+        states = _finite_cotangent(states)
     outputs = jax.vmap(output_fn, in_axes=(0, 0, None))(pt, states, params)
     return dict(outputs), ok
+
+
+def _predict_dopri(
+    field, args, pt, pseq, ev_t, ev_seq, ev_kick, t_start, t_last, y_init, params, output_fn,
+    supported, rtol, atol, max_steps,
+):  # fmt: skip
+    """``predict_ode`` with ``solver="dopri5"``: the points join the events as piece ends (no
+    interpolation), and :func:`pkpd.ode.solve_pieces` runs the whole history in one loop."""
+    n_ev, n_pt, n = ev_t.shape[0], pt.shape[0], y_init.shape[0]
+    dtype = y_init.dtype
+    all_t = jnp.concatenate([ev_t, jnp.clip(pt, t_start, t_last)])
+    all_seq = jnp.concatenate([ev_seq, pseq.astype(jnp.int32)])
+    all_jump = jnp.concatenate([jnp.ones(n_ev, bool), jnp.zeros(n_pt, bool)])
+    all_kick = jnp.concatenate([ev_kick, jnp.zeros((n_pt, n), dtype)])
+    order = jnp.lexsort((all_seq, all_t))
+    all_t, all_jump, all_kick = all_t[order], all_jump[order], all_kick[order]
+    a = jnp.concatenate([t_start[None], all_t])
+    b = jnp.concatenate([all_t, t_last[None]])
+    start_jump = jnp.concatenate([jnp.zeros(1, bool), all_jump])
+    end_jump = jnp.concatenate([all_jump, jnp.zeros(1, bool)])
+    # one ulp inside each discontinuity, so f is never evaluated on the wrong side of it
+    a = jnp.where(start_jump, jnp.minimum(jnp.nextafter(a, jnp.inf), b), a)
+    b = jnp.maximum(jnp.where(end_jump, jnp.nextafter(b, -jnp.inf), b), a)
+    kicks = jnp.concatenate([jnp.zeros((1, n), dtype), all_kick])
+    ends, ok = solve_pieces(field, y_init, args, a, b, kicks, rtol=rtol, atol=atol,
+                            max_steps=max_steps)  # fmt: skip
+    position = jnp.empty_like(order).at[order].set(jnp.arange(order.shape[0]))
+    states = _finite_cotangent(ends[position[n_ev:]])  # point q ends the piece it sorts into
+    outputs = jax.vmap(output_fn, in_axes=(0, 0, None))(pt, states, params)
+    return dict(outputs), ok & supported
 
 
 def one_cmt_mm_vector_field(t, y, params):

@@ -93,8 +93,9 @@ def _scipy_reference():
     return at
 
 
-def test_predictions_match_scipy_through_oral_and_infusion_doses():
-    model = make()
+@pytest.mark.parametrize("solver", ["kvaerno5", "dopri5"])
+def test_predictions_match_scipy_through_oral_and_infusion_doses(solver):
+    model = make(solver=solver)
     ds = pkpd.read_dataset(_data(), model=model)
     pad = ds.to_arrays()
     subject = jax.tree.map(lambda x: jnp.asarray(x[0]), pad.data)
@@ -111,8 +112,9 @@ def test_predictions_match_scipy_through_oral_and_infusion_doses():
     assert marker.min() < 0.8 * P["kin"] / P["kout"]
 
 
-def test_the_gradient_matches_finite_differences():
-    model = make()
+@pytest.mark.parametrize("solver", ["kvaerno5", "dopri5"])
+def test_the_gradient_matches_finite_differences(solver):
+    model = make(solver=solver)
     pad = pkpd.read_dataset(_data(), model=model).to_arrays()
     subject = jax.tree.map(lambda x: jnp.asarray(x[0]), pad.data)
 
@@ -124,7 +126,7 @@ def test_the_gradient_matches_finite_differences():
     logp = {k: jnp.log(v) for k, v in P.items()}
     g = jax.jit(jax.grad(total))(logp)
     f = jax.jit(total)
-    for k in ("ka", "vmax", "ic50", "kout"):
+    for k in ("ka", "vmax", "ic50", "kout", "kin", "v"):
         h = 1e-5
         up = dict(logp, **{k: logp[k] + h})
         dn = dict(logp, **{k: logp[k] - h})
@@ -279,5 +281,9 @@ def test_chains_of_an_ode_model_do_not_run_in_parallel_over_devices():
     method, in_turn = F.chain_plan(2, potential(ode), p, devices=2)
     assert in_turn and method is F._compiled_chain_map
     assert F.chain_plan(2, potential(closed), p, devices=2) == ("parallel", False)
+    # pkpd's own solver ("dopri5", no diffrax) differentiates under a shard_map: parallel
+    own = _one_cmt_oral("dopri5")
+    assert not F.calls_diffrax(potential(own), p)
+    assert F.chain_plan(2, potential(own), p, devices=2) == ("parallel", False)
     # one device: the compiled map either way, nothing traced
     assert F.chain_plan(2, potential(ode), p, devices=1) == (F._compiled_chain_map, False)
