@@ -15,8 +15,8 @@ Which solver: ``"kvaerno5"`` (the default, diffrax's implicit solver) copes with
 equations — a fast rate constant next to slow ones — at a high price per gradient (~1 s for 24
 subjects with an indirect response, benchmarks/bench_blocks.py); ``"dopri5"`` (pkpd's explicit
 Dormand–Prince solver with its own adjoint, :func:`pkpd.ode.solve_pieces`) is the one to fit
-non-stiff equations with (~10 ms for the same 24 subjects at the default tolerance, ~5 ms at
-``rtol=1e-6``; diffrax's explicit ``"tsit5"`` ~40 ms). An explicit solver on stiff equations runs
+non-stiff equations with (~12 ms for the same 24 subjects at the default tolerance, ~4 ms at
+``rtol=1e-5``; diffrax's explicit ``"tsit5"`` ~31 ms). An explicit solver on stiff equations runs
 out of steps and the solve fails (``ok`` False: the draw is rejected) rather than giving wrong
 numbers. The chains of a model solved by diffrax run in turn, not in parallel over devices
 (diffrax issue 765); ``"dopri5"``'s run in parallel. Compiling the sampler takes 10–60 s::
@@ -141,13 +141,14 @@ class ODEModel(Model):
         ``"kvaerno5"`` (default): diffrax's implicit solver, for stiff equations (fast rate
         constants next to slow ones); ``"tsit5"``: diffrax's explicit one; ``"dopri5"``:
         pkpd's explicit Dormand–Prince solver with its own adjoint, the fast choice for
-        non-stiff equations (about 5–10× cheaper per gradient than ``"tsit5"``; see
+        non-stiff equations (2.5–8× cheaper per gradient than ``"tsit5"``; see
         :func:`pkpd.ode.solve_pieces`). On stiff equations an explicit solver runs out of
         steps and the solve fails (``ok`` False) rather than giving a wrong answer.
     rtol, atol, max_steps
         Tolerances and step budget, as in :func:`pkpd.pk.nonlinear.predict_ode` (``None``:
-        the solver's default budget). ``rtol=1e-6`` moves a fit's log density by ~1e-5 from
-        the default 1e-8 and halves the cost of a gradient.
+        the solver's default budget). On benchmarks/bench_blocks.py's model ``rtol=1e-5``
+        moves the log density by 6e-5 from the default 1e-8 (values within ~5e-6 relative)
+        and makes a ``"dopri5"`` gradient 3× cheaper.
     priors : mapping, optional
         The model's own priors in the priors file's parsed form: the tables ``parameters``
         and ``residual`` (and optionally ``covariates``), e.g. ``{"parameters": {"cl":
